@@ -1,0 +1,181 @@
+"""Transformer layers of VAR: AdaLN self-attention blocks and the AdaLN head.
+
+Parameter names are the official ones (`mat_qkv`, `q_bias`, `zero_k_bias`, `scale_mul_1H11`,
+`ada_lin`, `ada_gss`, `head_nm`), so official state dicts load unchanged.
+
+Shape legend: B batch, L tokens in the pass, l tokens of one scale, D width (= condition width),
+H heads, K head dim, V vocab.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Keys/values visible to a query block: (k_BHLK, v_BHLK). A cache callback stores this scale's
+# keys/values and returns what the queries may attend to.
+KVCallback = Callable[[torch.Tensor, torch.Tensor], "Attendable"]
+
+# float32 ln(100), the official clamp of the learned per-head attention scale.
+MAX_SCALE_MUL = math.log(100.0)
+
+
+class Attendable:
+    """Keys/values for one attention call: one contiguous part, or kept part + new part.
+
+    The two-part form lets a layer at its last scale attend to its cached tokens and the new
+    scale without concatenating them (the lean cache never assembles a full-length copy).
+    """
+
+    def __init__(self, k_BHLK, v_BHLK, k_new_BHlK=None, v_new_BHlK=None):
+        self.k, self.v, self.k_new, self.v_new = k_BHLK, v_BHLK, k_new_BHlK, v_new_BHlK
+
+
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Per-sample stochastic depth (timm semantics: scale kept samples by 1/keep)."""
+    if p == 0.0 or not training:
+        return x
+    keep = 1.0 - p
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    return x * mask.div_(keep)
+
+
+def two_part_attention(q_BHlK, part: Attendable, scale: float, max_score_bytes: int = 1 << 28):
+    """Softmax attention over [part.k ; part.k_new] without concatenating them.
+
+    Computed in float32 and chunked over the batch so the score matrix stays under
+    `max_score_bytes`. Returns (B, H, l, K) in the values' dtype.
+    """
+    B, H, l, _ = q_BHlK.shape
+    n = part.k.shape[2] + part.k_new.shape[2]
+    step = max(1, max_score_bytes // max(1, H * l * n * 4))
+    outs = []
+    for b in range(0, B, step):
+        q = q_BHlK[b:b + step].float() * scale
+        s1 = q @ part.k[b:b + step].float().transpose(-2, -1)
+        s2 = q @ part.k_new[b:b + step].float().transpose(-2, -1)
+        m = torch.maximum(s1.amax(-1, keepdim=True), s2.amax(-1, keepdim=True))
+        e1, e2 = (s1 - m).exp_(), (s2 - m).exp_()
+        z = e1.sum(-1, keepdim=True) + e2.sum(-1, keepdim=True)
+        o = e1 @ part.v[b:b + step].float() + e2 @ part.v_new[b:b + step].float()
+        outs.append(o.div_(z))
+    return torch.cat(outs).to(part.v.dtype) if len(outs) > 1 else outs[0].to(part.v.dtype)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, embed_dim: int, num_heads: int, attn_l2_norm: bool, backend: str = "sdpa"):
+        super().__init__()
+        assert embed_dim % num_heads == 0
+        self.num_heads, self.head_dim, self.backend = num_heads, embed_dim // num_heads, backend
+        self.attn_l2_norm = attn_l2_norm
+        if attn_l2_norm:
+            self.scale = 1.0
+            self.scale_mul_1H11 = nn.Parameter(torch.full((1, num_heads, 1, 1), math.log(4.0)))
+        else:
+            self.scale = 0.25 / math.sqrt(self.head_dim)
+        self.mat_qkv = nn.Linear(embed_dim, 3 * embed_dim, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(embed_dim))
+        self.v_bias = nn.Parameter(torch.zeros(embed_dim))
+        self.register_buffer("zero_k_bias", torch.zeros(embed_dim))
+        self.proj = nn.Linear(embed_dim, embed_dim)
+
+    def project(self, x_BLD: torch.Tensor):
+        """One fused qkv GEMM -> q, k, v (B, H, L, K); q carries the learned per-head scale."""
+        B, L, D = x_BLD.shape
+        bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
+        qkv = F.linear(x_BLD, self.mat_qkv.weight, bias).view(B, L, 3, self.num_heads, -1)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        if self.attn_l2_norm:
+            scale_mul = self.scale_mul_1H11.clamp_max(MAX_SCALE_MUL).exp()
+            q = F.normalize(q, dim=-1).mul(scale_mul)
+            k = F.normalize(k, dim=-1)
+        # K and V share the compute dtype (under autocast F.normalize returns fp32 keys).
+        return q.to(v.dtype), k.to(v.dtype), v
+
+    def attend(self, q_BHLK, keys: Attendable, attn_bias=None) -> torch.Tensor:
+        if keys.k_new is not None:
+            return two_part_attention(q_BHLK, keys, self.scale)
+        if self.backend == "sdpa":
+            return F.scaled_dot_product_attention(
+                q_BHLK, keys.k, keys.v, attn_mask=attn_bias, scale=self.scale)
+        s = (q_BHLK * self.scale) @ keys.k.transpose(-2, -1)
+        if attn_bias is not None:
+            s = s + attn_bias
+        return s.softmax(-1) @ keys.v
+
+    def forward(self, x_BLD: torch.Tensor, attn_bias=None, kv: KVCallback | None = None):
+        """Teacher forcing passes `attn_bias`; the sampler passes a cache callback `kv`."""
+        B, L, D = x_BLD.shape
+        q, k, v = self.project(x_BLD)
+        keys = kv(k, v) if kv is not None else Attendable(k, v)
+        out_BHLK = self.attend(q, keys, attn_bias)
+        return self.proj(out_BHLK.transpose(1, 2).reshape(B, L, D))
+
+
+class FFN(nn.Module):
+    def __init__(self, embed_dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(embed_dim, hidden)
+        self.act = nn.GELU(approximate="tanh")
+        self.fc2 = nn.Linear(hidden, embed_dim)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class AdaLNSelfAttn(nn.Module):
+    """x += gamma1 * Attn(LN(x)(1+scale1)+shift1); x += gamma2 * FFN(LN(x)(1+scale2)+shift2)."""
+
+    def __init__(self, embed_dim: int, num_heads: int, mlp_ratio: float, shared_aln: bool,
+                 attn_l2_norm: bool, norm_eps: float, drop_path: float, backend: str = "sdpa"):
+        super().__init__()
+        self.C, self.shared_aln, self.drop_path = embed_dim, shared_aln, drop_path
+        self.attn = SelfAttention(embed_dim, num_heads, attn_l2_norm, backend)
+        self.ffn = FFN(embed_dim, round(embed_dim * mlp_ratio))
+        self.ln_wo_grad = nn.LayerNorm(embed_dim, eps=norm_eps, elementwise_affine=False)
+        if shared_aln:
+            self.ada_gss = nn.Parameter(torch.randn(1, 1, 6, embed_dim) / embed_dim**0.5)
+        else:
+            self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(embed_dim, 6 * embed_dim))
+
+    def modulation(self, cond):
+        """Six (B, 1, D) vectors in the official order gamma1, gamma2, scale1, scale2, shift1, shift2.
+
+        `cond` is the class condition (B, D), or with shared AdaLN the shared projection
+        (B, 1, 6, D).
+        """
+        if self.shared_aln:
+            return (self.ada_gss + cond).unbind(2)
+        return self.ada_lin(cond).view(-1, 1, 6, self.C).unbind(2)
+
+    def forward(self, x_BLD, cond, attn_bias=None, kv: KVCallback | None = None):
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = self.modulation(cond)
+        h = self.ln_wo_grad(x_BLD).mul(scale1.add(1)).add_(shift1)
+        a = self.attn(h, attn_bias=attn_bias, kv=kv).mul_(gamma1)
+        x_BLD = x_BLD + drop_path(a, self.drop_path, self.training)
+        h = self.ln_wo_grad(x_BLD).mul(scale2.add(1)).add_(shift2)
+        f = self.ffn(h).mul(gamma2)
+        return x_BLD + drop_path(f, self.drop_path, self.training)
+
+
+class AdaLNBeforeHead(nn.Module):
+    def __init__(self, embed_dim: int, norm_eps: float):
+        super().__init__()
+        self.C = embed_dim
+        self.ln_wo_grad = nn.LayerNorm(embed_dim, eps=norm_eps, elementwise_affine=False)
+        self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(embed_dim, 2 * embed_dim))
+
+    def forward(self, x_BLD, cond_BD):
+        scale, shift = self.ada_lin(cond_BD).view(-1, 1, 2, self.C).unbind(2)
+        return self.ln_wo_grad(x_BLD).mul(scale.add(1)).add_(shift)
+
+
+class SharedAdaLin(nn.Linear):
+    """Shared AdaLN projection (VAR-d36): (B, D) -> (B, 1, 6, D)."""
+
+    def forward(self, cond_BD):
+        return super().forward(cond_BD).view(-1, 1, 6, self.in_features)
