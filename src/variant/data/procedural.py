@@ -194,9 +194,10 @@ class ProceduralImages(torch.utils.data.Dataset):
         return render(self.label_of(index), rng, self.image_size)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        img_HW3 = torch.from_numpy(self.render_uint8(index))
-        img_3HW = img_HW3.permute(2, 0, 1).float().div_(127.5).sub_(1.0)
-        return img_3HW, self.label_of(index)
+        # numpy, not torch: small tensor ops pay torch's intra-op thread start-up on every item.
+        img_3HW = self.render_uint8(index).transpose(2, 0, 1).astype(np.float32)
+        img_3HW = img_3HW / np.float32(127.5) - np.float32(1.0)
+        return torch.from_numpy(np.ascontiguousarray(img_3HW)), self.label_of(index)
 
 
 def save_as_image_folder(

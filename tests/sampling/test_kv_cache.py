@@ -1,0 +1,76 @@
+"""Invariant 3: the lean KV cache holds only what the plan needs, and reports it."""
+
+import pytest
+import torch
+
+from test_supernet import cached_logits
+from variant import DepthPlan, VARConfig
+from variant.config import PATCH_NUMS_256
+from variant.models.var import VAR
+
+# DESIGN invariant 3: peak token-layers / (D * L) for D=30, N=6 at 256 px.
+PAPER_RATIOS = {30: 0.636, 16: 0.345, 8: 0.179, 4: 0.096, 2: 0.084}
+
+
+@pytest.mark.parametrize("d, ratio", sorted(PAPER_RATIOS.items()))
+def test_plan_bound_matches_design(d, ratio):
+    plan = DepthPlan.paper(30, d, 6, 10)
+    assert plan.kv_peak_token_layers(PATCH_NUMS_256) / (30 * 680) == pytest.approx(ratio, abs=6e-4)
+
+
+@pytest.fixture(scope="module")
+def deep_narrow():
+    """D = 30 like VAR-d30, but 8 channels wide: the cache's token accounting is what counts."""
+    torch.manual_seed(0)
+    cfg = VARConfig(depth=30, embed_dim=8, num_heads=1, num_classes=4, V=16, Cvae=4,
+                    patch_nums=PATCH_NUMS_256, drop_path_rate=0.0, cond_drop_rate=0.0)
+    return VAR(cfg).eval()
+
+
+@pytest.mark.parametrize("d", sorted(PAPER_RATIOS))
+def test_measured_peak_within_5_percent_of_bound(deep_narrow, d):
+    var = deep_narrow
+    plan = DepthPlan.paper(30, d, 6, 10)
+    label = torch.tensor([1, 2])
+    x = torch.randn(2, var.L - 1, var.Cvae)
+    with torch.no_grad():
+        _, cache = cached_logits(var, label, x, plan)
+    bound = plan.kv_peak_token_layers(var.patch_nums)
+    measured = cache.token_layers_peak
+    assert bound <= measured <= 1.05 * bound
+    official = 30 * var.L  # the official sampler keeps every layer's K/V for all L tokens
+    assert measured / official <= 1.05 * PAPER_RATIOS[d]
+
+
+def test_bytes_follow_dtype_and_batch(deep_narrow):
+    var = deep_narrow
+    plan = DepthPlan.paper(30, 8, 6, 10)
+    x = torch.randn(3, var.L - 1, var.Cvae)
+    with torch.no_grad():
+        _, c32 = cached_logits(var, torch.tensor([0, 1, 2]), x, plan)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            _, c16 = cached_logits(var, torch.tensor([0, 1, 2]), x, plan, dtype=torch.bfloat16)
+    per_token_fp32 = 3 * 1 * 8 * 4 * 2  # rows * heads * head_dim * bytes * (k and v)
+    assert c32.bytes_per_token == per_token_fp32
+    assert c16.peak_bytes * 2 == c32.peak_bytes
+
+
+def test_layers_release_after_last_use(deep_narrow):
+    """After the bridge zone only subnet layers hold memory; after the last scale, none."""
+    var = deep_narrow
+    plan = DepthPlan.paper(30, 4, 6, 10)
+    from variant.sampling.kv_cache import LeanKVCache
+
+    cache = LeanKVCache(plan, var.patch_nums, 30, 2, 1, 8, torch.float32, "cpu")
+    assert all(s.k is not None for s in cache.slots)  # bridge buffers
+    sizes = [p * p for p in var.patch_nums]
+    for k in range(10):
+        for layer in plan.layers_at(k):
+            kk = torch.randn(2, 1, sizes[k], 8)
+            cache.callback(layer, k)(kk, kk.clone())
+        holding = [i for i, s in enumerate(cache.slots) if s.k is not None]
+        if k == 5:
+            assert holding == list(plan.layers_at(9))
+        if 6 <= k < 9:
+            assert all(cache.slots[i].k.shape[2] == 424 for i in holding)
+    assert cache.live_bytes == 0 and all(s.k is None for s in cache.slots)
