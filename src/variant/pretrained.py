@@ -94,7 +94,21 @@ def load_model(source: str | Path, vae_path: str | Path | None = None, *,
     return var.attach_vae(vae), vae
 
 
-def _load_directory(path: Path, overrides: dict) -> tuple[VAR, object]:
+def read_var_config(source: str | Path) -> VARConfig:
+    """The VAR configuration of a model directory or official checkpoint, without building it."""
+    path = Path(source)
+    if path.is_dir():
+        config = _read_config_json(path)
+        return config_from_dict(VARConfig, config["var"])
+    if path.is_file():
+        return var_config_from_state_dict(read_state_dict(path))
+    if _looks_like_hub_id(str(source)):
+        return read_var_config(_download(str(source)))
+    raise CheckpointError(f"model {source!r} not found: give a model directory, an official "
+                          "var_d*.pth file or a Hugging Face Hub id.")
+
+
+def _read_config_json(path: Path) -> dict:
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise CheckpointError(f"{path} has no config.json; it is not a VARiant model directory.")
@@ -106,6 +120,11 @@ def _load_directory(path: Path, overrides: dict) -> tuple[VAR, object]:
     if config.get("format") != FORMAT:
         raise CheckpointError(f"{cfg_file} is not a VARiant model config (format "
                               f"{config.get('format')!r}, expected {FORMAT!r}).")
+    return config
+
+
+def _load_directory(path: Path, overrides: dict) -> tuple[VAR, object]:
+    config = _read_config_json(path)
     var_cfg = config_from_dict(VARConfig, {**config["var"], **overrides})
     vae = build_vae_from_config(config_from_dict(VAEConfig, config["vae"]))
     var = VAR(var_cfg, vae)

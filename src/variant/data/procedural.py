@@ -6,11 +6,12 @@ that asymmetry only if its images are built the same way, so every image is two 
 
 * **Global structure decides the class.** Each class is one layout drawn with soft (anti-aliased)
   signed-distance shapes and its own two-colour scheme: a big disc, two bars, a ring, a triangle,
-  a 2x2 checker of quadrants, a cross, a diamond, twin discs, a diagonal split and a square frame.
+  a 2x2 checker of quadrants, a cross, a filled square, twin discs, a diagonal split and a square frame.
   All of them span most of the canvas, so the class is visible at 1/16 resolution (4x4 pixels at
-  64 px). Per image the layout moves (centre +-0.15 of the half-width), scales (x0.8-1.2), rotates
-  (+-25 degrees) and its colours jitter in hue, saturation and value; a faint linear shading adds
-  coarse variation that carries no class information.
+  64 px). Per image the layout moves (centre +-0.25 of the half-width), scales (x0.8-1.2), rotates
+  (over a full symmetry period for symmetric layouts, +-30 degrees for the others) and its colours
+  jitter in hue, saturation and value; a faint linear shading adds coarse variation that carries no
+  class information.
 * **Fine texture carries no class information.** On top, every image gets a luminance texture with
   a period of 2-4 pixels whatever the image side: stripes of random orientation, a crosshatch,
   white noise or a dot grid, with random phase and amplitude. The texture is drawn from the same
@@ -18,6 +19,9 @@ that asymmetry only if its images are built the same way, so every image is two 
 
 So a classifier that sees only a 4x4 area-average of an image is far above chance, while one that
 sees only the high-pass residual (image minus its blur) is near chance; ``tests/data`` checks both.
+At 64 px a nearest-centroid classifier scores about 98% on 4x4 RGB averages, about 69% on 4x4
+luminance with colour and contrast normalised away (layout alone), and about 17% on the residual
+after a Gaussian blur of sigma 1 px (chance: 10%).
 Image ``i`` is a pure function of ``(seed, i)`` (``numpy.random.default_rng([seed, i])``) and its
 label is ``i % num_classes``, so the classes are balanced and any subset can be rendered on its own.
 """
@@ -37,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 CLASS_NAMES: tuple[str, ...] = (
     "disc", "two_bars", "ring", "triangle", "checker",
-    "cross", "diamond", "twin_discs", "split", "frame",
+    "cross", "square", "twin_discs", "split", "frame",
 )  # fmt: skip
 
 # (background, foreground) RGB in [0, 1]; every class has its own scheme.
@@ -48,11 +52,14 @@ _SCHEMES: tuple[tuple[tuple[float, float, float], tuple[float, float, float]], .
     ((0.95, 0.92, 0.65), (0.80, 0.15, 0.15)),  # triangle: red on pale yellow
     ((0.20, 0.65, 0.25), (0.85, 0.25, 0.75)),  # checker: green / magenta quadrants
     ((0.15, 0.20, 0.30), (0.95, 0.95, 0.70)),  # cross: cream on slate
-    ((0.15, 0.50, 0.50), (0.95, 0.65, 0.75)),  # diamond: pink on teal
+    ((0.15, 0.50, 0.50), (0.95, 0.65, 0.75)),  # square: pink on teal
     ((0.45, 0.30, 0.15), (0.60, 0.80, 0.95)),  # twin_discs: light blue on brown
     ((0.20, 0.35, 0.85), (0.95, 0.85, 0.20)),  # split: blue / yellow halves
     ((0.92, 0.92, 0.92), (0.10, 0.40, 0.20)),  # frame: dark green on white
 )
+# Largest random rotation per class, in degrees: a full symmetry period where the layout has one
+# (disc, ring, triangle, cross, square, frame), so their edges land anywhere; less for the others.
+_MAX_ROTATION = (180.0, 30.0, 180.0, 60.0, 30.0, 45.0, 45.0, 30.0, 30.0, 45.0)
 MAX_CLASSES = len(CLASS_NAMES)
 
 
@@ -102,7 +109,7 @@ def _shape_field(label: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     if label == 8:
         return (u - v) / np.sqrt(2.0)
     if label == 9:
-        return np.abs(_box(u, v, 0.62, 0.62)) - 0.13
+        return np.abs(_box(u, v, 0.58, 0.58)) - 0.13
     raise ValueError(f"label must be in [0, {MAX_CLASSES}), got {label}.")
 
 
@@ -134,7 +141,7 @@ def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
         dots = np.cos(2.0 * np.pi * along / period + phase) * np.cos(2.0 * np.pi * across / period)
         tex = (dots > 0.4).astype(np.float32)
         tex = (tex - tex.mean()) * 2.0
-    return tex * np.float32(rng.uniform(0.06, 0.12))
+    return tex * np.float32(rng.uniform(0.09, 0.18))
 
 
 def render(label: int, rng: np.random.Generator, size: int = 64) -> np.ndarray:
@@ -144,9 +151,9 @@ def render(label: int, rng: np.random.Generator, size: int = 64) -> np.ndarray:
     if size < 8:
         raise ValueError(f"size must be >= 8 pixels, got {size}.")
     x, y = _grid(size)
-    cx, cy = rng.uniform(-0.15, 0.15, size=2)
+    cx, cy = rng.uniform(-0.25, 0.25, size=2)
     scale = rng.uniform(0.8, 1.2)
-    angle = np.deg2rad(rng.uniform(-25.0, 25.0))
+    angle = np.deg2rad(rng.uniform(-1.0, 1.0) * _MAX_ROTATION[label])
     cos, sin = np.float32(np.cos(angle)), np.float32(np.sin(angle))
     dx, dy = x - np.float32(cx), y - np.float32(cy)
     u = (cos * dx + sin * dy) / np.float32(scale)

@@ -1,0 +1,79 @@
+"""Arguments shared by the subcommands that take a model."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from ..config import model_preset
+from ..models.plan import DepthPlan
+
+BUILTIN = "builtin"
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", default=BUILTIN,
+        help="model directory (config.json + safetensors), official var_d*.pth, Hugging Face Hub "
+             "id, 'builtin' (the model shipped with the package, default) or 'random:PRESET' "
+             "(randomly initialised, e.g. random:tiny, random:var-d16)")
+    parser.add_argument("--vae", default=None,
+                        help="VQVAE checkpoint for an official .pth model (default: "
+                             "vae_ch160v4096z32.pth next to it)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+
+
+def add_plan_args(parser: argparse.ArgumentParser, multiple: bool = False) -> None:
+    help_plan = ("depth plan: 'full', a subnet depth such as 'd8' (paper plan with --bridge), "
+                 "or a JSON list of per-scale layer lists")
+    if multiple:
+        parser.add_argument("--plans", nargs="+", default=None,
+                            help=help_plan + "; several allowed (default: full and the paper's "
+                                 "subnet depths that fit the model)")
+    else:
+        parser.add_argument("--plan", default="full", help=help_plan)
+    parser.add_argument("--bridge", type=int, default=None,
+                        help="scales in the bridge zone (full network); default: the paper's "
+                             "6 of 10 scales, scaled to the model's number of scales")
+
+
+def default_bridge(num_scales: int) -> int:
+    """The paper's N = 6 of K = 10 scales, scaled for other schedules."""
+    return max(1, round(0.6 * num_scales))
+
+
+def resolve_plan(spec: str, var, bridge: int | None) -> DepthPlan:
+    bridge = default_bridge(var.num_scales) if bridge is None else bridge
+    return DepthPlan.from_spec(spec, var.depth, var.num_scales, bridge)
+
+
+def load_from_args(args: argparse.Namespace):
+    """(var, vae) in eval mode on args.device, from --model / --vae."""
+    from ..pretrained import load_model
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was requested but no CUDA device is available; "
+                         "use --device cpu.")
+    source = args.model
+    if source == BUILTIN:
+        from ..builtin import builtin_model_dir
+
+        source = builtin_model_dir()
+    if isinstance(source, str) and source.startswith("random:"):
+        return random_model(source.split(":", 1)[1], device, args.seed)
+    return load_model(source, args.vae, device=device)
+
+
+def random_model(preset: str, device, seed: int = 0):
+    from ..models.var import VAR
+    from ..models.vqvae import VQVAE
+
+    p = model_preset(preset)
+    torch.manual_seed(seed)
+    vae = VQVAE(p.vae).to(device).eval()
+    var = VAR(p.var, vae).init_weights().to(device).eval()
+    return var, vae
