@@ -101,7 +101,8 @@ class VARConfig:
         if not 0.0 <= self.cond_drop_rate < 1.0:
             raise ValueError(f"cond_drop_rate must be in [0, 1), got {self.cond_drop_rate}.")
         if self.attn_backend not in ATTN_BACKENDS:
-            raise ValueError(f"attn_backend must be one of {ATTN_BACKENDS}, got {self.attn_backend!r}.")
+            raise ValueError(
+                f"attn_backend must be one of {ATTN_BACKENDS}, got {self.attn_backend!r}.")
 
     @property
     def width(self) -> int:

@@ -1,7 +1,8 @@
 """Model directories (config.json + safetensors), official `.pth` pairs and Hub ids.
 
 A VARiant model directory holds:
-- `config.json`: {"format": "variant-model", "version": 1, "var": {...}, "vae": {...}, "meta": {...}}
+- `config.json`: {"format": "variant-model", "version": 1, "var": {...}, "vae": {...},
+  "meta": {...}}
 - `model.safetensors`: the VAR state dict (official key names)
 - `tokenizer.safetensors`: the VQVAE state dict (official key names)
 

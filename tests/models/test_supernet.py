@@ -1,13 +1,13 @@
-"""Invariant 2: the teacher-forced pass under a plan equals the KV-cached pass on the same tokens."""
+"""Invariant 2: teacher-forced pass under a plan == the KV-cached pass on the same tokens."""
 
 import random
 
 import pytest
 import torch
 
+from helpers import cached_logits
 from variant import DepthPlan, VARConfig
 from variant.models.var import VAR
-from variant.sampling.kv_cache import LeanKVCache
 
 CFG = VARConfig(depth=4, embed_dim=64, num_heads=4, num_classes=10, V=32, Cvae=8,
                 patch_nums=(1, 2, 3, 4), drop_path_rate=0.0, cond_drop_rate=0.0)
@@ -21,23 +21,6 @@ def _model(shared_aln=False, seed=0):
         for p in var.parameters():
             p.add_(0.05 * torch.randn_like(p))
     return var
-
-
-def cached_logits(var: VAR, label_B, x_BLCv, plan: DepthPlan, dtype=torch.float32):
-    """Run the KV-cached path scale by scale on teacher tokens; returns logits (B, L, V)."""
-    x_BLD, cond_BD = var.embed_inputs(label_B, x_BLCv)
-    cond = var.shared_ada_lin(cond_BD)
-    cache = LeanKVCache(plan, var.patch_nums, var.depth, x_BLD.shape[0], var.config.heads,
-                        var.config.head_dim, dtype, x_BLD.device)
-    out = []
-    for k, (a, b) in enumerate(var.begin_ends):
-        x = x_BLD[:, a:b]
-        for layer in plan.layers_at(k):
-            x = var.blocks[layer](x, cond, kv=cache.callback(layer, k))
-        out.append(var.get_logits(x, cond_BD))
-    cache.release_all()
-    assert cache.live_bytes == 0
-    return torch.cat(out, 1), cache
 
 
 def _inputs(var, B=3, seed=1):

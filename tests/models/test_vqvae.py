@@ -59,9 +59,13 @@ def test_default_state_dict_matches_official_layout():
     }
     for key, shape in expected.items():
         assert tuple(sd[key].shape) == shape, key
-    absent = ("encoder.down.4.downsample.conv.weight", "decoder.up.0.upsample.conv.weight",
-              "encoder.down.3.attn.0.qkv.weight", "decoder.up.3.attn.0.qkv.weight",
-              "encoder.down.0.block.0.nin_shortcut.weight")
+    absent = (
+        "encoder.down.4.downsample.conv.weight",
+        "decoder.up.0.upsample.conv.weight",
+        "encoder.down.3.attn.0.qkv.weight",
+        "decoder.up.3.attn.0.qkv.weight",
+        "encoder.down.0.block.0.nin_shortcut.weight",
+    )
     assert not set(absent) & set(sd)
     # the usage statistics are a buffer, not a parameter (fill_module and optimizers skip it)
     assert "quantize.ema_vocab_hit_SV" not in dict(vae.named_parameters())
@@ -215,8 +219,9 @@ def test_bad_token_maps_raise(frozen_vae):
     with pytest.raises(ValueError, match="all 3 token maps"):
         frozen_vae.idxBl_to_img(idx[:2])
     with pytest.raises(ValueError, match="num_scales"):
-        frozen_vae.quantize.get_next_autoregressive_input(0, 4, torch.zeros(2, 8, 4, 4),
-                                                          torch.zeros(2, 8, 1, 1))
+        frozen_vae.quantize.get_next_autoregressive_input(
+            0, 4, torch.zeros(2, 8, 4, 4), torch.zeros(2, 8, 1, 1)
+        )
 
 
 def test_build_vae_rejects_unknown_fields():
@@ -250,9 +255,15 @@ def test_training_forward_backward():
     assert len(calls) == 3 and all(c.shape == (32,) for c in calls)
     assert torch.all(vae.quantize.ema_vocab_hit_SV.sum(dim=1) == torch.tensor([2.0, 8.0, 32.0]))
     (F.mse_loss(recon, tiny_images()) + vq_loss).backward()
-    for name in ("encoder.conv_in.weight", "encoder.down.1.attn.0.qkv.weight",
-                 "decoder.conv_out.weight", "quant_conv.weight", "post_quant_conv.weight",
-                 "quantize.embedding.weight", "quantize.quant_resi.qresi_ls.0.weight"):
+    for name in (
+        "encoder.conv_in.weight",
+        "encoder.down.1.attn.0.qkv.weight",
+        "decoder.conv_out.weight",
+        "quant_conv.weight",
+        "post_quant_conv.weight",
+        "quantize.embedding.weight",
+        "quantize.quant_resi.qresi_ls.0.weight",
+    ):
         grad = vae.get_parameter(name).grad
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
 

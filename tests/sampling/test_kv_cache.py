@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from test_supernet import cached_logits
+from helpers import cached_logits
 from variant import DepthPlan, VARConfig
 from variant.config import PATCH_NUMS_256
 from variant.models.var import VAR

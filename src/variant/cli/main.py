@@ -16,6 +16,9 @@ from ..models.convert import CheckpointError
 COMMANDS = [
     "plan",
     "sample",
+    "train",
+    "eval",
+    "train-metric",
 ]
 
 

@@ -15,9 +15,9 @@ DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 def register(sub) -> None:
     p = sub.add_parser(
         "plan", help="show depth plans and their cost",
-        description="Print, for a model depth D, subnet depths d, bridge N and scales K, the layers "
-                    "each scale runs, the token-layers, FLOPs and peak KV-cache bytes of each "
-                    "plan, with ratios vs the full network and vs the official VAR sampler.")
+        description="Print, for a model depth D, subnet depths d, bridge N and scales K, the "
+                    "layers each scale runs, the token-layers, FLOPs and peak KV-cache bytes of "
+                    "each plan, with ratios vs the full network and vs the official VAR sampler.")
     p.add_argument("--model", default=None,
                    help="read D, width and scales from a model (directory, official .pth, Hub id "
                         "or 'builtin') instead of --depth/--resolution")

@@ -28,7 +28,8 @@ def register(sub) -> None:
     add_plan_args(p)
     p.add_argument("--labels", type=int, nargs="+", default=None,
                    help="class id per image (default: --num images with random classes)")
-    p.add_argument("--num", type=int, default=16, help="number of images when --labels is not given")
+    p.add_argument("--num", type=int, default=16,
+                   help="number of images when --labels is not given")
     p.add_argument("--cfg", type=float, default=1.5, help="classifier-free guidance (0: off)")
     p.add_argument("--top-k", type=int, default=900, help="top-k (0: off)")
     p.add_argument("--top-p", type=float, default=0.96, help="top-p (0: off)")
@@ -54,7 +55,8 @@ def make_grid(images_BHW3: np.ndarray, nrow: int, pad: int = 2) -> np.ndarray:
     grid = np.full((rows * (H + pad) + pad, nrow * (W + pad) + pad, 3), 255, np.uint8)
     for i, img in enumerate(images_BHW3):
         r, c = divmod(i, nrow)
-        grid[pad + r * (H + pad):pad + r * (H + pad) + H, pad + c * (W + pad):pad + c * (W + pad) + W] = img
+        top, left = pad + r * (H + pad), pad + c * (W + pad)
+        grid[top:top + H, left:left + W] = img
     return grid
 
 

@@ -6,12 +6,12 @@ that asymmetry only if its images are built the same way, so every image is two 
 
 * **Global structure decides the class.** Each class is one layout drawn with soft (anti-aliased)
   signed-distance shapes and its own two-colour scheme: a big disc, two bars, a ring, a triangle,
-  a 2x2 checker of quadrants, a cross, a filled square, twin discs, a diagonal split and a square frame.
-  All of them span most of the canvas, so the class is visible at 1/16 resolution (4x4 pixels at
-  64 px). Per image the layout moves (centre +-0.25 of the half-width), scales (x0.8-1.2), rotates
-  (over a full symmetry period for symmetric layouts, +-30 degrees for the others) and its colours
-  jitter in hue, saturation and value; a faint linear shading adds coarse variation that carries no
-  class information.
+  a 2x2 checker of quadrants, a cross, a filled square, twin discs, a diagonal split and a square
+  frame. All of them span most of the canvas, so the class is visible at 1/16 resolution (4x4
+  pixels at 64 px). Per image the layout moves (centre +-0.25 of the half-width), scales
+  (x0.8-1.2), rotates (over a full symmetry period for symmetric layouts, +-30 degrees for the
+  others) and its colours jitter in hue, saturation and value; a faint linear shading adds coarse
+  variation that carries no class information.
 * **Fine texture carries no class information.** On top, every image gets a luminance texture with
   a period of 2-4 pixels whatever the image side: stripes of random orientation, a crosshatch,
   white noise or a dot grid, with random phase and amplitude. The texture is drawn from the same
@@ -122,7 +122,7 @@ def _jitter_colour(rgb: tuple[float, float, float], rng: np.random.Generator) ->
 
 
 def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Zero-mean luminance texture (size, size) with a 2-4 pixel period, the same for all classes."""
+    """Zero-mean luminance texture (size, size), period 2-4 pixels, the same for every class."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     kind = int(rng.integers(4))
     period = rng.uniform(2.2, 4.0)
@@ -202,8 +202,9 @@ class ProceduralImages(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         # numpy, not torch: small tensor ops pay torch's intra-op thread start-up on every item.
-        img_3HW = self.render_uint8(index).transpose(2, 0, 1).astype(np.float32)
-        img_3HW = img_3HW / np.float32(127.5) - np.float32(1.0)
+        # x/255 then 2x-1, the same float32 steps as the official ToTensor + normalize_01_into_pm1.
+        img_3HW = self.render_uint8(index).transpose(2, 0, 1).astype(np.float32) / np.float32(255)
+        img_3HW = img_3HW + img_3HW - np.float32(1.0)
         return torch.from_numpy(np.ascontiguousarray(img_3HW)), self.label_of(index)
 
 

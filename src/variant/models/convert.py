@@ -49,9 +49,23 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _key_indices(state: dict[str, torch.Tensor], pattern: str) -> set[str]:
+    """The distinct first groups of `pattern` matched at the start of the keys."""
+    return {m.group(1) for k in state if (m := re.match(pattern, k))}
+
+
 def _block_indices(state: dict[str, torch.Tensor]) -> list[int]:
-    found = {int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))}
-    return sorted(found)
+    return sorted(int(i) for i in _key_indices(state, r"blocks\.(\d+)\."))
+
+
+def _patch_nums_from_levels(state: dict[str, torch.Tensor]) -> tuple[int, ...] | None:
+    """Scale sides from the `lvl_1L` buffer (scale index of every token), when it is present."""
+    levels = state.get("lvl_1L")
+    if levels is None or levels.device.type == "meta":
+        return None
+    counts = torch.bincount(levels.reshape(-1).long()).tolist()
+    sides = tuple(round(c**0.5) for c in counts)
+    return sides if all(s * s == c for s, c in zip(sides, counts)) else None
 
 
 def var_config_from_state_dict(state: dict[str, torch.Tensor], **overrides) -> VARConfig:
@@ -69,7 +83,8 @@ def var_config_from_state_dict(state: dict[str, torch.Tensor], **overrides) -> V
     L = state["pos_1LC"].shape[1]
     heads = state["blocks.0.attn.scale_mul_1H11"].shape[1] if (
         "blocks.0.attn.scale_mul_1H11" in state) else overrides.pop("num_heads", depth)
-    patch_nums = overrides.pop("patch_nums", None) or KNOWN_SCHEDULES.get(L)
+    patch_nums = overrides.pop("patch_nums", None) or _patch_nums_from_levels(state)
+    patch_nums = patch_nums or KNOWN_SCHEDULES.get(L)
     if patch_nums is None:
         raise CheckpointError(
             f"VAR checkpoint has {L} tokens per image, which matches no known schedule "
@@ -94,13 +109,13 @@ def vae_config_from_state_dict(state: dict[str, torch.Tensor], patch_nums, **ove
         raise CheckpointError(f"not a VQVAE checkpoint: quantizer/encoder keys are missing.{hint}")
     V, Cvae = state["quantize.embedding.weight"].shape
     ch = state["encoder.conv_in.weight"].shape[0]
-    levels = sorted({int(m.group(1)) for k in state if (m := re.match(r"encoder\.down\.(\d+)\.", k))})
+    levels = sorted(int(i) for i in _key_indices(state, r"encoder\.down\.(\d+)\."))
     ch_mult = tuple(state[f"encoder.down.{i}.block.0.conv2.weight"].shape[0] // ch for i in levels)
-    num_res = len({m.group(1) for k in state if (m := re.match(r"encoder\.down\.0\.block\.(\d+)\.", k))})
+    num_res = len(_key_indices(state, r"encoder\.down\.0\.block\.(\d+)\."))
     if "quantize.quant_resi.qresi.weight" in state:
         share = 1
     else:
-        phis = {m.group(1) for k in state if (m := re.match(r"quantize\.quant_resi\.qresi_ls\.(\d+)\.", k))}
+        phis = _key_indices(state, r"quantize\.quant_resi\.qresi_ls\.(\d+)\.")
         share = len(phis) if len(phis) != len(patch_nums) else 0
     fields = dict(V=V, Cvae=Cvae, ch=ch, ch_mult=ch_mult, num_res_blocks=num_res,
                   share_quant_resi=share, patch_nums=tuple(patch_nums))

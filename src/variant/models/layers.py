@@ -50,9 +50,9 @@ def two_part_attention(q_BHlK, part: Attendable, scale: float, max_score_bytes: 
     Computed in float32 and chunked over the batch so the score matrix stays under
     `max_score_bytes`. Returns (B, H, l, K) in the values' dtype.
     """
-    B, H, l, _ = q_BHlK.shape
+    B, H, num_q, _ = q_BHlK.shape
     n = part.k.shape[2] + part.k_new.shape[2]
-    step = max(1, max_score_bytes // max(1, H * l * n * 4))
+    step = max(1, max_score_bytes // max(1, H * num_q * n * 4))
     outs = []
     for b in range(0, B, step):
         q = q_BHlK[b:b + step].float() * scale
@@ -143,7 +143,7 @@ class AdaLNSelfAttn(nn.Module):
             self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(embed_dim, 6 * embed_dim))
 
     def modulation(self, cond):
-        """Six (B, 1, D) vectors in the official order gamma1, gamma2, scale1, scale2, shift1, shift2.
+        """Six (B, 1, D) vectors, official order: gamma1, gamma2, scale1, scale2, shift1, shift2.
 
         `cond` is the class condition (B, D), or with shared AdaLN the shared projection
         (B, 1, 6, D).

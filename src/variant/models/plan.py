@@ -32,7 +32,7 @@ def equidistant_layers(total_depth: int, subnet_depth: int) -> list[int]:
 
 @dataclass(frozen=True, eq=True)
 class DepthPlan:
-    """Per-scale layer sets. `total_depth` (optional) pins the plan to models of exactly D layers."""
+    """Per-scale layer sets; `total_depth` (optional) pins the plan to models of D layers."""
 
     layer_sets: tuple[tuple[int, ...], ...]
     total_depth: int | None = None
@@ -198,9 +198,10 @@ class DepthPlan:
                 peak = max(peak, total)
         return peak
 
-    def flops(self, patch_nums: Sequence[int], width: int, vocab: int = 0, mlp_ratio: float = 4.0,
-              cvae: int = 32, include_head: bool = False) -> int:
-        """FLOPs (2 x multiply-adds) of the transformer blocks under this plan, attention included.
+    def flops_per_scale(self, patch_nums: Sequence[int], width: int, vocab: int = 0,
+                        mlp_ratio: float = 4.0, cvae: int = 32,
+                        include_head: bool = False) -> list[int]:
+        """FLOPs (2 x multiply-adds) of each scale under this plan, attention included.
 
         With `include_head` the per-token word embedding and the vocab head are added too; they
         run once per token whatever the plan, so they dilute the speed-up.
@@ -208,15 +209,21 @@ class DepthPlan:
         self._check_patch_nums(patch_nums)
         C, hidden = width, round(width * mlp_ratio)
         per_token_layer = 2 * (3 * C * C + C * C + 2 * C * hidden)  # qkv, proj, fc1, fc2
-        total = 0
+        out = []
         for k, (p, layers) in enumerate(zip(patch_nums, self.layer_sets)):
-            n = p * p
+            n, total = p * p, 0
             for layer in layers:
                 ctx = sum(patch_nums[j] ** 2 for j in self.scales_of_layer(layer) if j <= k)
                 total += n * per_token_layer + 2 * 2 * n * ctx * C  # QK^T and PV
             if include_head:
                 total += n * (2 * C * vocab + 2 * cvae * C)
-        return total
+            out.append(total)
+        return out
+
+    def flops(self, patch_nums: Sequence[int], width: int, vocab: int = 0, mlp_ratio: float = 4.0,
+              cvae: int = 32, include_head: bool = False) -> int:
+        """Total FLOPs of the transformer under this plan (see `flops_per_scale`)."""
+        return sum(self.flops_per_scale(patch_nums, width, vocab, mlp_ratio, cvae, include_head))
 
     def layers_not_nested_in(self, other: DepthPlan) -> list[int]:
         """Scales where this plan's layer set is not a subset of `other`'s."""

@@ -152,7 +152,8 @@ class MultiScaleQuantizer(nn.Module):
     def _upsample(self, h_BCpp: torch.Tensor, side: int) -> torch.Tensor:
         return F.interpolate(h_BCpp, size=(side, side), mode="bicubic")
 
-    def _check_idx_list(self, idx_list: Sequence[torch.Tensor], min_len: int) -> None:
+    def check_token_maps(self, idx_list: Sequence[torch.Tensor], min_len: int) -> None:
+        """ValueError unless `idx_list` holds `min_len` to K maps of shape (B, pn_k * pn_k)."""
         if not min_len <= len(idx_list) <= self.num_scales:
             raise ValueError(
                 f"got {len(idx_list)} token maps but this VQVAE needs {min_len} to "
@@ -198,7 +199,7 @@ class MultiScaleQuantizer(nn.Module):
     def idxBl_to_var_input(self, idx_list: Sequence[torch.Tensor]) -> torch.Tensor:
         """Teacher-forcing input (B, L - first_l, Cvae) fp32: for each scale after the first, the
         area-downsampled cumulative f_hat of all earlier scales. The last map is not needed."""
-        self._check_idx_list(idx_list, max(1, self.num_scales - 1))
+        self.check_token_maps(idx_list, max(1, self.num_scales - 1))
         B, side = idx_list[0].shape[0], self.patch_nums[-1]
         f_hat_BChw = idx_list[0].new_zeros(B, self.Cvae, side, side, dtype=torch.float32)
         next_inputs: list[torch.Tensor] = []
@@ -275,8 +276,8 @@ class MultiScaleQuantizer(nn.Module):
         vq loss = mean over scales of `beta * mse(f_hat.detach(), f) + mse(f_hat, f.detach())`,
         f_hat being the cumulative reconstruction after that scale: the first term commits the
         encoder, the second trains the codebook and the Phi convs. `all_reduce_hits`, if given,
-        sums a (V,) hit-count tensor in place across processes (e.g. `dist.all_reduce`); it is
-        called in training mode only, before the usage EMA is updated.
+        sums a (V,) hit-count tensor in place across processes (e.g. `dist.all_reduce`), once per
+        scale; the usage EMA (`ema_vocab_hit_SV`) changes in training mode only.
         """
         f32_BChw = f_BChw.float()
         B, C, h, w = f32_BChw.shape
@@ -285,15 +286,14 @@ class MultiScaleQuantizer(nn.Module):
             f_rest_BChw = f_no_grad_BChw.clone()
             f_hat_BChw = torch.zeros_like(f_rest_BChw)
             loss_sum = f32_BChw.new_zeros(())
-            hits_V = f32_BChw.new_zeros(self.V)
             for k, pn in enumerate(self.patch_nums):
                 last = k == self.num_scales - 1
                 z_BCpp = f_rest_BChw if last else F.interpolate(f_rest_BChw, (pn, pn), mode="area")
                 idx_N = self.nearest_code(z_BCpp.permute(0, 2, 3, 1).reshape(-1, C))
                 hits_V = idx_N.bincount(minlength=self.V).float()
+                if all_reduce_hits is not None:
+                    all_reduce_hits(hits_V)
                 if self.training:
-                    if all_reduce_hits is not None:
-                        all_reduce_hits(hits_V)
                     self._update_usage_ema(k, hits_V)
                 h_BChw = self.embed_tokens(idx_N.view(B, pn * pn), pn)
                 h_BChw = (h_BChw if last else self._upsample(h_BChw, h)).contiguous()

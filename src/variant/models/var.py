@@ -63,7 +63,7 @@ class VAR(nn.Module):
         self.shared_ada_lin = (
             nn.Sequential(nn.SiLU(), SharedAdaLin(D, 6 * D)) if c.shared_aln else nn.Identity()
         )
-        rates = torch.linspace(0, c.drop_path, c.depth).tolist()
+        rates = [c.drop_path * i / max(1, c.depth - 1) for i in range(c.depth)]
         self.blocks = nn.ModuleList(
             AdaLNSelfAttn(D, c.heads, c.mlp_ratio, c.shared_aln, c.attn_l2_norm, c.norm_eps,
                           rates[i], c.attn_backend)
@@ -87,7 +87,8 @@ class VAR(nn.Module):
         if plan is None:
             return self.full_plan()
         if not isinstance(plan, DepthPlan):
-            raise ValueError(f"plan must be a variant.DepthPlan or None, got {type(plan).__name__}.")
+            raise ValueError(
+                f"plan must be a variant.DepthPlan or None, got {type(plan).__name__}.")
         plan.check(self.depth, self.num_scales)
         return plan
 
@@ -152,9 +153,9 @@ class VAR(nn.Module):
         B = x_BLCv_wo_first_l.shape[0]
         if x_BLCv_wo_first_l.shape[1:] != (self.L - self.first_l, self.Cvae):
             raise ValueError(
-                f"x_BLCv_wo_first_l must be (B, {self.L - self.first_l}, {self.Cvae}) for patch_nums "
-                f"{self.patch_nums}, got {tuple(x_BLCv_wo_first_l.shape)}; build it with "
-                "vae.idxBl_to_var_input(vae.img_to_idxBl(img))."
+                f"x_BLCv_wo_first_l must be (B, {self.L - self.first_l}, {self.Cvae}) for "
+                f"patch_nums {self.patch_nums}, got {tuple(x_BLCv_wo_first_l.shape)}; build it "
+                "with vae.idxBl_to_var_input(vae.img_to_idxBl(img))."
             )
         if label_B.shape != (B,):
             raise ValueError(f"label_B must have shape ({B},), got {tuple(label_B.shape)}.")

@@ -115,7 +115,7 @@ class VQVAE(nn.Module):
                 f"idxBl_to_img needs all {len(self.patch_nums)} token maps "
                 f"(patch_nums={self.patch_nums}), got {len(ms_idx_Bl)}."
             )
-        self.quantize._check_idx_list(ms_idx_Bl, len(self.patch_nums))
+        self.quantize.check_token_maps(ms_idx_Bl, len(self.patch_nums))
         ms_h_BChw = [
             self.quantize.embed_tokens(idx_Bl, pn) for idx_Bl, pn in zip(ms_idx_Bl, self.patch_nums)
         ]

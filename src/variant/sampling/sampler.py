@@ -36,7 +36,7 @@ class GenerationResult:
 def sample_top_k_top_p_(logits_BlV: torch.Tensor, top_k: int, top_p: float,
                         rng: torch.Generator | None) -> torch.Tensor:
     """Mask `logits_BlV` in place by top-k then top-p and draw one index per row -> (B, l)."""
-    B, l, V = logits_BlV.shape
+    B, num_tok, V = logits_BlV.shape
     if top_k > 0:
         kth = logits_BlV.topk(min(top_k, V), largest=True, sorted=False, dim=-1)[0]
         logits_BlV.masked_fill_(logits_BlV < kth.amin(dim=-1, keepdim=True), -torch.inf)
@@ -46,7 +46,7 @@ def sample_top_k_top_p_(logits_BlV: torch.Tensor, top_k: int, top_p: float,
         remove[..., -1:] = False
         logits_BlV.masked_fill_(remove.scatter(-1, sorted_idx, remove), -torch.inf)
     probs = logits_BlV.softmax(dim=-1).view(-1, V)
-    return torch.multinomial(probs, num_samples=1, replacement=True, generator=rng).view(B, l)
+    return torch.multinomial(probs, num_samples=1, replacement=True, generator=rng).view(B, num_tok)
 
 
 def _gumbel_soft(logits_BlV, tau: float, rng):
@@ -92,8 +92,9 @@ def generate(var, vae, B: int, label_B=None, *, cfg: float = 1.5, top_k: int = 9
     plan = var.resolve_plan(plan)
     device = var.pos_1LC.device
     rng = None if seed is None else torch.Generator(device=device).manual_seed(int(seed))
+    unconditional = isinstance(label_B, int) and label_B < 0
     label_B = _labels(var, B, label_B, rng, device)
-    var._check_labels(label_B, allow_null=True)
+    var._check_labels(label_B, allow_null=unconditional)
     if var.training:
         raise ValueError("call var.eval() before sampling (drop-path is active in train mode).")
     use_cfg = cfg != 0

@@ -1,0 +1,78 @@
+"""The starting point of a run: a VAR and its frozen tokenizer, from scratch or pretrained.
+
+Every rank builds the same weights (seeded from scratch, or read from the same files), which
+FSDP2 relies on: it shards what each rank holds and does not broadcast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from ..config import VAEConfig, config_from_dict, model_preset
+from ..models.convert import read_state_dict, vae_config_from_state_dict
+from ..models.var import VAR
+from ..models.vqvae import VQVAE
+from .config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def build_models(config: TrainConfig) -> tuple[VAR, VQVAE]:
+    """(var in train mode, frozen vae), both on CPU; the caller moves them to its device."""
+    overrides = {}
+    if config.drop_path_rate >= 0:
+        overrides["drop_path_rate"] = config.drop_path_rate
+    if config.cond_drop_rate >= 0:
+        overrides["cond_drop_rate"] = config.cond_drop_rate
+    if config.init == "scratch":
+        var, vae = _from_scratch(config, overrides)
+    else:
+        from ..pretrained import load_model
+
+        source = config.init
+        if source == "builtin":
+            from ..builtin import builtin_model_dir
+
+            source = builtin_model_dir()
+        var, vae = load_model(source, config.vae or None, device="cpu", **overrides)
+        log.info("initialised from %s", source)
+    vae.freeze()
+    return var.attach_vae(vae).train(), vae
+
+
+def _from_scratch(config: TrainConfig, overrides: dict) -> tuple[VAR, VQVAE]:
+    preset = model_preset(config.model_preset)
+    torch.manual_seed(config.seed)
+    if config.vae:
+        vae = load_tokenizer(config.vae, preset.vae.patch_nums)
+    else:
+        vae = VQVAE(preset.vae)
+        log.warning("training from scratch with a randomly initialised tokenizer; pass --vae "
+                    "with a trained one for meaningful images")
+    q = vae.config
+    var_cfg = dataclasses.replace(preset.var, V=q.V, Cvae=q.Cvae, patch_nums=q.patch_nums,
+                                  **overrides)
+    var = VAR(var_cfg, vae).init_weights()
+    log.info("initialised %s from scratch (depth %d, width %d)", config.model_preset,
+             var_cfg.depth, var_cfg.width)
+    return var, vae
+
+
+def load_tokenizer(source: str | Path, patch_nums: tuple[int, ...]) -> VQVAE:
+    """A VQVAE from a model directory (its tokenizer) or a state-dict file (.pth/.safetensors)."""
+    path = Path(source)
+    if path.is_dir():
+        config = json.loads((path / "config.json").read_text())
+        vae_cfg = config_from_dict(VAEConfig, config["vae"])
+        state = read_state_dict(path / "tokenizer.safetensors")
+    else:
+        state = read_state_dict(path)
+        vae_cfg = vae_config_from_state_dict(state, patch_nums)
+    vae = VQVAE(vae_cfg)
+    vae.load_state_dict(state, strict=True)
+    return vae

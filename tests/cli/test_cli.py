@@ -1,0 +1,63 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from variant.cli.main import main
+
+
+def test_every_subcommand_has_help(capsys):
+    from variant.cli.main import COMMANDS
+
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as exit_info:
+            main([name, "--help"])
+        assert exit_info.value.code == 0
+        assert "usage: variant" in capsys.readouterr().out
+
+
+def test_plan_prints_paper_table_and_nesting_note(capsys, tmp_path):
+    assert main(["plan", "--batch", "64", "--json", str(tmp_path / "p.json")]) == 0
+    out = capsys.readouterr().out
+    assert "| d16/bridge6 | 12154 | 0.596 |" in out
+    assert "I_8 is not a subset of I_16" in out
+    rows = json.loads((tmp_path / "p.json").read_text())["rows"]
+    ratios = [round(r["kv_vs_official_tokens"], 3) for r in rows]
+    assert ratios == [0.636, 0.345, 0.179, 0.096, 0.084]
+
+
+def test_sample_writes_grid_each_and_npz(tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    code = main(["sample", "--model", "random:tiny", "--labels", "1", "2", "3", "--plan", "d2",
+                 "--out", str(out), "--save-each", str(tmp_path / "each"),
+                 "--npz", str(tmp_path / "s.npz"), "--seed", "5"])
+    assert code == 0
+    grid = np.asarray(Image.open(out))
+    assert grid.ndim == 3 and grid.shape[2] == 3
+    assert len(list((tmp_path / "each").glob("*.png"))) == 3
+    arr = np.load(tmp_path / "s.npz")["arr_0"]
+    assert arr.shape == (3, 8, 8, 3) and arr.dtype == np.uint8
+    assert "peak KV cache" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--labels", "3", "99"], "--labels must be in 0..9"),
+    (["--num", "0"], "must be positive"),
+    (["--out", "/proc/forbidden/x.png"], "cannot write"),
+    (["--plan", "d9"], "subnet_depth must be in 1..4"),
+])
+def test_sample_bad_input_is_a_clear_error(argv, message, capsys, tmp_path):
+    args = ["sample", "--model", "random:tiny", "--out", str(tmp_path / "g.png"), *argv]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_console_entry_point_runs_as_module():
+    proc = subprocess.run([sys.executable, "-m", "variant", "plan", "--depth", "16"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "d8/bridge6" in proc.stdout
