@@ -87,7 +87,8 @@ def evaluate_plans(var, vae, plans: list[DepthPlan], out_dir: str | Path, spec: 
                 "Finished images are kept.")
         remove_stale_temporaries(folder)
         npz = _pack(folder, spec)
-        row = {"plan": plan.name, "folder": str(folder), "npz": str(npz),
+        row = {"plan": plan.name, "num_images": spec.num_images, "folder": str(folder),
+               "npz": str(npz),
                "flops_ratio": plan.flops(var.patch_nums, var.config.width) / full_flops}
         row.update(_timing(reports[slug]))
         if metric is not None:

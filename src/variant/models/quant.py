@@ -12,8 +12,8 @@ the Phi convs under `quant_resi`: `quant_resi.{k}` (share_quant_resi=0, one per 
 
 Shape legend:
     B batch, Cvae (C) latent channels, V codebook size, K number of scales, S scales (rows of
-    the usage statistics), h/w latent height/width, pn side of one scale, l = pn*pn tokens of
-    one scale, L all tokens, N = B*l positions.
+    the usage statistics), h/w latent height/width, pn side of one scale (`pp` in a suffix: a
+    pn x pn map), l = pn*pn tokens of one scale, L all tokens, N = B*l positions.
 """
 
 from __future__ import annotations
