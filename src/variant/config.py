@@ -55,6 +55,8 @@ class VAEConfig:
                 f"ch={self.ch} with ch_mult={self.ch_mult} gives a width that is not a multiple of "
                 "32; GroupNorm uses 32 groups, so pick ch as a multiple of 32 (e.g. 32, 64, 160)."
             )
+        if self.num_res_blocks < 1 or not self.ch_mult:
+            raise ValueError("num_res_blocks must be >= 1 and ch_mult must not be empty.")
         if self.share_quant_resi < 0:
             raise ValueError("share_quant_resi must be >= 0.")
 

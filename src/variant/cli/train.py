@@ -24,8 +24,7 @@ def register(sub) -> None:
         "train", help="train an elastic-depth supernet (fine-tune a VAR or from scratch)",
         description="Train a VAR as an elastic-depth supernet with the progressive dynamic "
                     "ratio. Single process, or torchrun for DDP/FSDP2. Rerunning the same "
-                    "command resumes from the last checkpoint in --out-dir.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "command resumes from the last checkpoint in --out-dir.")
     p.add_argument("--preset", choices=sorted(TRAIN_PRESETS), default=None,
                    help="named configuration the flags below override (required for a new run)")
     p.add_argument("--resume", default="auto",

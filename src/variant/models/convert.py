@@ -112,15 +112,22 @@ def vae_config_from_state_dict(state: dict[str, torch.Tensor], patch_nums, **ove
     levels = sorted(int(i) for i in _key_indices(state, r"encoder\.down\.(\d+)\."))
     ch_mult = tuple(state[f"encoder.down.{i}.block.0.conv2.weight"].shape[0] // ch for i in levels)
     num_res = len(_key_indices(state, r"encoder\.down\.0\.block\.(\d+)\."))
+    # Phi sharing, from the official key layout of each mode.
     if "quantize.quant_resi.qresi.weight" in state:
-        share = 1
+        share = 1  # one shared Phi
+    elif "quantize.quant_resi.0.weight" in state:
+        share = 0  # one Phi per scale
     else:
-        phis = _key_indices(state, r"quantize\.quant_resi\.qresi_ls\.(\d+)\.")
-        share = len(phis) if len(phis) != len(patch_nums) else 0
+        share = len(_key_indices(state, r"quantize\.quant_resi\.qresi_ls\.(\d+)\."))
+    overrides.setdefault("quant_resi", 0.5 if share or _has_phi(state) else 0.0)
     fields = dict(V=V, Cvae=Cvae, ch=ch, ch_mult=ch_mult, num_res_blocks=num_res,
                   share_quant_resi=share, patch_nums=tuple(patch_nums))
     fields.update(overrides)
     return VAEConfig(**fields)
+
+
+def _has_phi(state: dict[str, torch.Tensor]) -> bool:
+    return any(k.startswith("quantize.quant_resi.") for k in state)
 
 
 def explain_mismatch(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:

@@ -43,7 +43,7 @@ from .optim import (
     set_lr_and_weight_decay,
     update_scaler,
 )
-from .parallel import DistEnv, all_reduce_sum, barrier, grad_norm_and_clip, gradient_sync
+from .parallel import DistEnv, all_reduce_max, all_reduce_sum, barrier, grad_norm_and_clip, gradient_sync
 from .parallel import parallelize, pick_device
 from .schedule import LRSchedule, PlanSchedule, total_steps
 from .signals import StopRequest
@@ -159,11 +159,12 @@ class Trainer:
             batches = iter(self.loader)
             for _ in range(in_epoch, spe):
                 micro = [next(batches) for _ in range(self.accum)]
-                record, stop_now = self.train_step(self.step, micro, bool(stop))
+                record = self.train_step(self.step, micro)
                 self.step += 1
                 metrics.log_step(record)
                 if on_step is not None:
                     on_step(self, record)
+                stop_now = self._stop_agreed(stop)
                 if stop_now or self._checkpoint_due():
                     self.save_checkpoint()
                 if self.step >= self.stop_at:
@@ -172,8 +173,8 @@ class Trainer:
                     return stop.signal_name or "signal"
         return None if self.step >= self.total_steps else "max_steps"
 
-    def train_step(self, step: int, micro_batches: list, stop_requested: bool = False):
-        """One optimizer step; returns (its StepRecord, whether any rank asked to stop)."""
+    def train_step(self, step: int, micro_batches: list) -> StepRecord:
+        """One optimizer step on this rank's `accum` micro-batches."""
         started = time.perf_counter()
         name, plan = self.plans.plan(step)
         lr, wd = self.lr_schedule.lr(step), self.lr_schedule.weight_decay(step)
@@ -196,15 +197,20 @@ class Trainer:
                                   self.var.begin_ends)
             loss_sum += loss.detach().double()
         shared = all_reduce_sum(torch.cat([
-            torch.stack([loss_sum, (~loss_sum.isfinite()).double(),
-                         loss_sum.new_tensor(float(stop_requested))]), sums_3K.flatten()]),
+            torch.stack([loss_sum, (~loss_sum.isfinite()).double()]), sums_3K.flatten()]),
             self.env)
         grad_norm = self._clip_and_step(step, name, shared[:2].tolist())
         elapsed = time.perf_counter() - started
-        record = StepRecord(step, (step + 1) / self.steps_per_epoch, name, self.plans.p(step),
-                            lr, wd, grad_norm, self.config.global_batch * self.var.L / elapsed,
-                            shared[3:].view(3, -1).cpu())
-        return record, bool(shared[2].item() > 0)
+        return StepRecord(step, (step + 1) / self.steps_per_epoch, name, self.plans.p(step),
+                          lr, wd, grad_norm, self.config.global_batch * self.var.L / elapsed,
+                          shared[2:].view(3, -1).cpu())
+
+    def _stop_agreed(self, stop: StopRequest) -> bool:
+        """Whether any rank was signalled; every rank gets the same answer at the same step."""
+        if not self.env.distributed:
+            return bool(stop)
+        flag = torch.tensor([float(bool(stop))], device=self.env.device)
+        return bool(all_reduce_max(flag, self.env).item() > 0)
 
     def _clip_and_step(self, step: int, plan_name: str, loss_and_flag: list[float]) -> float:
         if self.scaler is not None:
