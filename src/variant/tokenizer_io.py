@@ -23,8 +23,12 @@ from pathlib import Path
 import torch
 
 from .config import PATCH_NUMS_256, VAEConfig, config_from_dict, config_to_dict
-from .models.convert import CheckpointError, explain_mismatch, read_state_dict
-from .models.convert import vae_config_from_state_dict
+from .models.convert import (
+    CheckpointError,
+    explain_mismatch,
+    read_state_dict,
+    vae_config_from_state_dict,
+)
 from .models.vqvae import VQVAE
 
 FORMAT = "variant-tokenizer"
@@ -136,7 +140,8 @@ def _read_directory(path: Path) -> tuple[VAEConfig, dict[str, torch.Tensor], str
     try:
         config = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as err:
-        raise CheckpointError(f"{cfg_file} is not valid JSON ({err}); re-save the tokenizer.") from err
+        raise CheckpointError(f"{cfg_file} is not valid JSON ({err}); re-save the "
+                              "tokenizer.") from err
     if config.get("format") not in (FORMAT, MODEL_FORMAT) or "vae" not in config:
         raise CheckpointError(
             f"{cfg_file} is neither a tokenizer nor a model config (format "

@@ -1,6 +1,7 @@
 """Exact resume (SIGTERM, a crash, SIGKILL), checkpoint hygiene and non-finite losses."""
 
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_weights_equal, final_weights
+from train_helpers import assert_weights_equal, final_weights, tiny_config
 
 from variant.training import NonFiniteLossError, Trainer
 from variant.training.checkpoint import CheckpointManager
@@ -21,8 +22,6 @@ STEPS = 6
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """An uninterrupted run of STEPS steps: (weights, metrics lines)."""
-    from conftest import tiny_config
-
     config = tiny_config(tmp_path_factory.mktemp("ref") / "run", max_steps=STEPS, save_every=2)
     result = Trainer(config).fit()
     assert result.step == STEPS and result.stopped_by == "max_steps"
@@ -42,13 +41,20 @@ def test_reference_run_mixes_full_and_subnet_steps(reference):
 
 
 def test_sigterm_saves_exits_cleanly_and_resumes_bitwise(tiny, reference):
-    config = tiny(max_steps=STEPS, save_every=100)  # no periodic save before the signal
+    # No periodic save before the signal. A scheduler signals the DataLoader workers too: they
+    # must survive it and keep serving the steps until the trainer stops.
+    config = tiny(max_steps=STEPS, save_every=100, num_workers=1)
 
-    def terminate_after_third_step(trainer, record):
+    def terminate(trainer, record):
+        if record.step == 0:
+            workers = multiprocessing.active_children()
+            assert workers
+            for worker in workers:
+                os.kill(worker.pid, signal.SIGTERM)
         if record.step == 2:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    stopped = Trainer(config).fit(on_step=terminate_after_third_step)
+    stopped = Trainer(config).fit(on_step=terminate)
     assert stopped.stopped_by == "SIGTERM" and stopped.step == 3 and stopped.final_model is None
     assert stopped.checkpoint.name == "step-00000003"
     assert (stopped.checkpoint / "config.json").is_file()
@@ -82,6 +88,8 @@ def test_crash_resumes_from_last_checkpoint_bitwise(tiny, reference):
     trainer.fit()
     assert_weights_equal(final_weights(config.out_dir), reference[0])
     assert [s for s, _ in manager.list()] == [4, 6]  # keep-last-2
+    lines = (Path(config.out_dir) / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == list(range(STEPS))  # step 4 logged once
 
 
 @pytest.mark.slow

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_weights_equal, final_weights
+from train_helpers import assert_weights_equal, final_weights
 
 from variant.cli.main import main
 from variant.pretrained import load_model
 from variant.training import Trainer
 from variant.training.build import build_models
-from variant.training.data import MicroBatchSampler, build_dataset
+from variant.training.data import MicroBatchSampler
 from variant.training.schedule import PlanSchedule
 
 
@@ -42,46 +42,46 @@ def test_steps_follow_the_plan_schedule_and_log_per_plan_scales(tiny):
     assert all(r["p"] == 0.5 for r in records)
 
 
-class PreTokenised(torch.utils.data.Dataset):
-    """Items (idx_L, label) made by the same frozen tokenizer the trainer would use."""
+def test_pre_tokenised_data_trains_like_images_with_the_same_flips(tiny, tmp_path):
+    from variant.data.procedural import ProceduralImages
+    from variant.data.tokens import tokenize_dataset
 
+    images_cfg = tiny("images", max_steps=4, hflip=True)
+    Trainer(images_cfg).fit()
+    _, vae = build_models(images_cfg)
+    images = ProceduralImages(images_cfg.num_images, 8, images_cfg.seed, 10)
+    tokenize_dataset(vae, images, tmp_path / "tokens", shard_size=40, batch_size=16)
+    tokens_cfg = tiny("tokens", max_steps=4, hflip=True, dataset="tokens",
+                      data_path=str(tmp_path / "tokens"))
+    Trainer(tokens_cfg).fit()
+    assert_weights_equal(final_weights(images_cfg.out_dir), final_weights(tokens_cfg.out_dir))
+    with pytest.raises(ValueError, match="tokenizer"):  # tokens of another tokenizer
+        Trainer(tokens_cfg.replace(seed=4, out_dir=str(tmp_path / "other")))
+
+
+class ShortTokens(torch.utils.data.Dataset):
     sample_format = "tokens"
 
-    def __init__(self, images, vae):
-        batch = torch.stack([images[i][0] for i in range(len(images))])
-        with torch.no_grad():
-            self.idx_NL = torch.cat(vae.img_to_idxBl(batch), dim=1)
-        self.labels = [images[i][1] for i in range(len(images))]
-
     def __len__(self):
-        return len(self.labels)
+        return 16
 
     def __getitem__(self, i):
-        return self.idx_NL[i], self.labels[i]
+        return torch.zeros(5, dtype=torch.long), 0
 
 
-def test_pre_tokenised_data_trains_like_images(tiny):
-    images_cfg = tiny("images", max_steps=4)
-    Trainer(images_cfg).fit()
-    tokens_cfg = tiny("tokens", max_steps=4)
-    var, vae = build_models(tokens_cfg)
-    tokens = PreTokenised(build_dataset(tokens_cfg, 8, 10), vae)
-    Trainer(tokens_cfg, models=(var, vae), dataset=tokens).fit()
-    assert_weights_equal(final_weights(images_cfg.out_dir), final_weights(tokens_cfg.out_dir))
-    bad = PreTokenised(build_dataset(tokens_cfg, 8, 10), vae)
-    bad.idx_NL = bad.idx_NL[:, :5]
+def test_pre_tokenised_samples_of_the_wrong_length_are_refused(tiny):
     with pytest.raises(ValueError, match="pre-tokenised samples must be"):
-        Trainer(tiny("bad", max_steps=1), dataset=bad).fit()
+        Trainer(tiny(max_steps=1), dataset=ShortTokens()).fit()
 
 
-def test_accumulation_matches_one_big_micro_batch(tiny):
-    one = tiny("one", max_steps=3, cond_drop_rate=0.0)
-    two = tiny("two", max_steps=3, cond_drop_rate=0.0, micro_batch=4)
-    assert Trainer(two).accum == 2
-    Trainer(one).fit()
-    Trainer(two).fit()
-    a, b = final_weights(one.out_dir), final_weights(two.out_dir)
-    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+def test_precision_bf16_runs_on_cpu_and_fp16_needs_cuda(tiny):
+    trainer = Trainer(tiny("bf16", max_steps=2, precision="bf16"))
+    assert trainer.amp_dtype is torch.bfloat16 and trainer.scaler is None
+    trainer.fit()
+    assert all(r["loss"] == r["loss"] for r in _losses(trainer.config.out_dir))  # not NaN
+    assert Trainer(tiny("fp32", max_steps=1)).amp_dtype is None  # auto on CPU
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        Trainer(tiny("fp16", max_steps=1, precision="fp16", device="cpu"))
 
 
 def test_micro_batches_of_a_step_are_the_slots_of_the_global_batch():
@@ -137,3 +137,14 @@ def test_cli_trains_resumes_from_the_run_directory_and_refuses_conflicts(tmp_pat
     assert "choose a --preset" in capsys.readouterr().err
     assert main(["train", "--preset", "tiny", "--print-config", "--lr", "0.25"]) == 0
     assert json.loads(capsys.readouterr().out)["lr"] == 0.25
+
+
+def test_rank_zero_filter_keeps_warnings_of_other_ranks():
+    from variant.training.metrics import RankZeroFilter
+
+    def record(level):
+        return logging.LogRecord("variant", level, __file__, 1, "message", None, None)
+
+    assert RankZeroFilter(0).filter(record(logging.INFO))
+    assert not RankZeroFilter(1).filter(record(logging.INFO))
+    assert RankZeroFilter(1).filter(record(logging.WARNING))

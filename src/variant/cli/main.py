@@ -19,6 +19,10 @@ COMMANDS = [
     "train",
     "eval",
     "train-metric",
+    "train-tokenizer",
+    "tokenize",
+    "bench",
+    "analyze",
 ]
 
 

@@ -7,6 +7,7 @@ import json
 
 from ..config import PATCH_NUMS_256, PATCH_NUMS_512, VARConfig
 from ..models.plan import DepthPlan
+from .budget import add_budget_args, budget_requested, run_budget
 from .common import BUILTIN, default_bridge
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -36,6 +37,7 @@ def register(sub) -> None:
                    help="no classifier-free guidance (the batch is not doubled)")
     p.add_argument("--layers", action="store_true", help="print every scale's layer set")
     p.add_argument("--json", dest="json_out", default=None, help="also write the rows as JSON")
+    add_budget_args(p)
     p.set_defaults(func=run)
 
 
@@ -124,6 +126,8 @@ def _nesting_notes(depth: int, subnets: list[int]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     if args.batch <= 0:
         raise ValueError(f"--batch must be positive, got {args.batch}.")
+    if budget_requested(args):
+        return run_budget(args, _config)
     cfg = _config(args)
     K, D = cfg.num_scales, cfg.depth
     bridge = default_bridge(K) if args.bridge is None else args.bridge

@@ -27,6 +27,8 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (one-cycle)")
     p.add_argument("--min-render-size", type=int, default=16,
                    help="smallest side images are rendered at before resizing (default 16)")
+    p.add_argument("--noise-std", type=float, default=0.0,
+                   help="pixel-noise augmentation, largest std in [-1, 1] units (default 0: off)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0, help="initialisation and batch-order seed")
     p.set_defaults(func=run)
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         args.out, image_size=args.image_size, num_classes=args.num_classes,
         num_train=args.num_train, num_val=args.num_val, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, min_render_size=args.min_render_size,
-        seed=args.seed)
+        noise_std=args.noise_std, seed=args.seed)
     print(json.dumps(report, indent=2))
     print(f"saved to {args.out}")
     return 0

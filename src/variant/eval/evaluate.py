@@ -38,7 +38,7 @@ def plan_slug(plan: DepthPlan) -> str:
 
 
 def unique_plans(plans: list[DepthPlan]) -> list[DepthPlan]:
-    """Drop plans whose layer sets repeat an earlier one (e.g. 'd4' on a 4-layer model is 'full')."""
+    """Drop plans whose layer sets repeat an earlier one ('d4' on a 4-layer model is 'full')."""
     seen, out = set(), []
     for plan in plans:
         if plan.layer_sets in seen:
@@ -136,8 +136,9 @@ def _fmt(value, spec: str) -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    """A markdown table: plan, images, FLOPs, FID, IS, precision, recall, class-acc, s/img."""
-    header = ("| plan | images | FLOPs | FID | IS | precision | recall | class-acc | s/img |\n"
+    """Markdown: plan, images, transformer FLOPs relative to the full plan, FID, IS, precision,
+    recall, class accuracy, sampling seconds per image (this run's sampled images; — if none)."""
+    header = ("| plan | images | rel. FLOPs | FID | IS | precision | recall | class-acc | s/img |\n"
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     lines = [header]
     for r in rows:

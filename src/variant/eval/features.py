@@ -28,7 +28,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                  "weights-inception-2015-12-05-6726825d.pth")
 # torch-fidelity's download name, and pytorch-fid's name for the same converted TF weights.
-INCEPTION_FILES = ("weights-inception-2015-12-05-6726825d.pth", "pt_inception-2015-12-05-6726825d.pth")
+INCEPTION_FILES = ("weights-inception-2015-12-05-6726825d.pth",
+                   "pt_inception-2015-12-05-6726825d.pth")
 
 
 class MetricNetExtractor:
@@ -40,6 +41,7 @@ class MetricNetExtractor:
         from .metric_net import load_metric_net
 
         self.net = load_metric_net(directory, device)
+        self.device = torch.device(device)
         self.name = "metric-net"
         self.feature_dim = self.net.config.feature_dim
         self.num_classes = self.net.config.num_classes
@@ -88,9 +90,10 @@ class InceptionExtractor:
         path = self._find_weights(weights)
         if path is None and not allow_download:
             raise ValueError(_missing_weights_message("not found and downloading is off"))
+        weights_arg = None if path is None else str(path)  # None: torch-fidelity downloads
         try:
             model = extractor_cls("inception-v3-compat", ["2048", "logits_unbiased"],
-                                  feature_extractor_weights_path=None if path is None else str(path))
+                                  feature_extractor_weights_path=weights_arg)
         except (OSError, RuntimeError) as err:  # URLError is an OSError
             raise ValueError(_missing_weights_message(
                 f"{'loading ' + str(path) if path else 'download'} failed: {err}")) from err

@@ -105,7 +105,7 @@ def iter_npz_batches(path: str | Path, key: str = "arr_0",
                 data = member.read(count * row_bytes)
                 if len(data) != count * row_bytes:
                     raise ValueError(f"{path}: {key} is truncated at row {start}.")
-                yield np.frombuffer(data, dtype=dtype).reshape(count, *shape[1:])
+                yield np.frombuffer(bytearray(data), dtype=dtype).reshape(count, *shape[1:])
 
 
 def read_npz_array(path: str | Path, key: str) -> np.ndarray:

@@ -62,11 +62,8 @@ class QualityMetric:
     def check_images(self, num_images: int, height: int, width: int) -> list[str]:
         """ValueError if the images cannot be compared with the reference; warnings otherwise."""
         size = self.reference.image_size
-        if size is not None and (height, width) != (size, size):
-            raise ValueError(
-                f"the reference {self.reference.source} is {size}x{size} but the samples are "
-                f"{width}x{height}; FID across resolutions is meaningless. Use a reference of "
-                f"{width}x{height} images (ADM: VIRTUAL_imagenet{width}_labeled.npz).")
+        if size is not None:
+            check_resolution(self.reference.source, size, size, height, width)
         notes = []
         if size is None:
             notes.append(f"the reference {self.reference.source} does not say its resolution; "
@@ -92,7 +89,8 @@ class QualityMetric:
         row["inception_score"], row["inception_score_std"] = inception_score(logits)
         row["precision"] = row["recall"] = None
         if ref.features is not None:
-            row["precision"], row["recall"] = precision_recall(ref.features, feats, k=pr_k)
+            row["precision"], row["recall"] = precision_recall(
+                ref.features, feats, k=pr_k, device=self.extractor.device)
         row["class_accuracy"] = self._class_accuracy(logits, labels, n)
         row["warnings"] = notes
         return row
@@ -107,6 +105,17 @@ class QualityMetric:
             raise ValueError(f"labels must be in 0..{logits.shape[1] - 1} for the "
                              f"{self.name} classifier, got {labels.min()}..{labels.max()}.")
         return float((logits.argmax(axis=1) == labels).mean())
+
+
+def check_resolution(reference: str, ref_h: int, ref_w: int, height: int, width: int) -> None:
+    if (ref_h, ref_w) == (height, width):
+        return
+    adm = (f" (ADM: VIRTUAL_imagenet{width}_labeled.npz)"
+           if height == width and width in (64, 128, 256, 512) else "")
+    raise ValueError(
+        f"the reference {reference} is {ref_w}x{ref_h} but the samples are {width}x{height}; "
+        f"FID across resolutions is meaningless. Use a reference of {width}x{height} "
+        f"images{adm}.")
 
 
 def _file_key(path: Path) -> str:
@@ -132,19 +141,24 @@ def _builtin_reference(extractor, image_size: int, num_classes: int, count: int,
                      source=f"builtin Shapes-{num_classes} ({count} images, seed {REFERENCE_SEED})")
 
 
-def _image_reference(extractor, path: Path, batch_size: int, cache_dir) -> Reference:
+def _image_reference(extractor, path, batch_size: int, cache_dir,
+                     image_size: int | None) -> Reference:
+    """Features of reference images: a folder, an ADM .npz batch, or an array (no cache)."""
     n, h, w = source_info(path)
+    name = str(path) if isinstance(path, (str, Path)) else f"{n} images in memory"
+    if image_size is not None:  # before the (possibly long) feature pass
+        check_resolution(name, h, w, image_size, image_size)
     if h != w:
-        raise ValueError(f"reference {path} has {w}x{h} images; square images expected.")
+        raise ValueError(f"reference {name} has {w}x{h} images; square images expected.")
     cache = None
-    if cache_dir is not None:
+    if cache_dir is not None and isinstance(path, Path):
         cache = Path(cache_dir) / f"reference-{extractor.name}-{_file_key(path)}.npz"
         if cache.is_file():
             with np.load(cache) as data:
                 feats = data["features"]
             log.info("reference features from cache %s", cache)
     if cache is None or not cache.is_file():
-        log.info("computing %s features of %d reference images in %s", extractor.name, n, path)
+        log.info("computing %s features of %d reference images (%s)", extractor.name, n, name)
         feats, _ = extract_features(extractor, path, batch_size)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
@@ -152,8 +166,7 @@ def _image_reference(extractor, path: Path, batch_size: int, cache_dir) -> Refer
             np.savez(tmp, features=feats)
             tmp.replace(cache)
     mu, sigma = feature_statistics(feats)
-    return Reference(mu=mu, sigma=sigma, features=feats, image_size=h, num_images=n,
-                     source=str(path))
+    return Reference(mu=mu, sigma=sigma, features=feats, image_size=h, num_images=n, source=name)
 
 
 def load_reference(reference, extractor, *, image_size: int | None = None,
@@ -162,6 +175,8 @@ def load_reference(reference, extractor, *, image_size: int | None = None,
     """Reference statistics (and features when images are available) in the extractor's space."""
     if isinstance(reference, Reference):
         return reference
+    if not isinstance(reference, (str, Path, type(None))):  # images in memory
+        return _image_reference(extractor, reference, batch_size, None, image_size)
     if reference is None or reference == BUILTIN_REFERENCE:
         if extractor.name != "metric-net":
             raise ValueError(
@@ -186,7 +201,7 @@ def load_reference(reference, extractor, *, image_size: int | None = None,
         return Reference(mu=mu, sigma=sigma, features=None,
                          image_size=None if size is None else int(size),
                          num_images=meta.get("num_images"), source=str(path))
-    return _image_reference(extractor, path, batch_size, cache_dir)
+    return _image_reference(extractor, path, batch_size, cache_dir, image_size)
 
 
 def save_reference_statistics(reference: Reference, path: str | Path, metric: str) -> Path:
@@ -213,10 +228,9 @@ def build_metric(metric: str = "builtin", reference=None, *, image_size: int | N
     ref = load_reference(reference, extractor, image_size=image_size, num_classes=num_classes,
                          reference_count=reference_count, batch_size=batch_size,
                          cache_dir=cache_dir)
-    quality = QualityMetric(extractor, ref, batch_size)
-    if image_size is not None and ref.image_size is not None and ref.image_size != image_size:
-        quality.check_images(2, image_size, image_size)  # raises the resolution error
-    return quality
+    if image_size is not None and ref.image_size is not None:
+        check_resolution(ref.source, ref.image_size, ref.image_size, image_size, image_size)
+    return QualityMetric(extractor, ref, batch_size)
 
 
 def evaluate_quality(images_or_folder, labels=None, reference=None, metric: str = "builtin",

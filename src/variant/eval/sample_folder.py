@@ -49,7 +49,7 @@ class SamplingSpec:
 
     num_per_class: int
     num_classes: int
-    batch_size: int = 25
+    batch_size: int = 50
     seed: int = 0
     cfg: float = 1.5
     top_k: int = 900
@@ -155,7 +155,7 @@ def folder_meta(spec: SamplingSpec, plan: DepthPlan, image_size: int, model: str
 
 
 def prepare_folder(folder: str | Path, meta: dict) -> Path:
-    """Create `folder` with its samples.json, or check that an existing one has the same settings."""
+    """Create `folder` and its samples.json, or check an existing one has the same settings."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / META_NAME
@@ -236,7 +236,7 @@ def remove_stale_temporaries(folder: str | Path) -> int:
 
 def wait_for_folder(folder: str | Path, spec: SamplingSpec, image_size: int, timeout: float,
                     poll: float = 5.0) -> list[int]:
-    """Poll until every image exists or `timeout` seconds pass; returns the still-missing indices."""
+    """Poll until every image exists or `timeout` seconds pass; returns the missing indices."""
     deadline = time.monotonic() + timeout
     while True:
         missing = missing_indices(folder, spec, image_size)

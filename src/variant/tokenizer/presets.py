@@ -48,6 +48,9 @@ class TokenizerTrainConfig:
     disc_lr: float = 1e-4
     disc_channels: int = 64
     disc_layers: int = 3
+    # codebook: every N steps re-seed codes used < threshold x a uniform share (0: never)
+    restart_dead_codes_every: int = 0
+    dead_code_threshold: float = 0.03
     # run
     seed: int = 0
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
@@ -70,8 +73,9 @@ class TokenizerTrainConfig:
         if self.lr <= 0 or self.disc_lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"need lr > 0, disc_lr > 0 and 0 <= min_lr_ratio <= 1, got "
                              f"{self.lr}, {self.disc_lr}, {self.min_lr_ratio}.")
-        if self.warmup_steps < 0 or self.adv_start_step < 0:
-            raise ValueError("warmup_steps and adv_start_step must be >= 0.")
+        if min(self.warmup_steps, self.adv_start_step, self.restart_dead_codes_every) < 0:
+            raise ValueError("warmup_steps, adv_start_step and restart_dead_codes_every must be "
+                             ">= 0.")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}.")
 
@@ -100,7 +104,7 @@ def _paper() -> TokenizerTrainConfig:
 def _tiny() -> TokenizerTrainConfig:
     vae = VAEConfig(V=32, Cvae=8, ch=32, ch_mult=(1, 2), num_res_blocks=1, patch_nums=(1, 2, 4))
     return TokenizerTrainConfig(vae=vae, num_images=32, eval_images=8, epochs=1, batch_size=8,
-                                lr=2e-3, warmup_steps=0, disc_channels=32, disc_layers=2,
+                                lr=2e-3, warmup_steps=0, disc_channels=32, disc_layers=1,
                                 log_every=1)
 
 

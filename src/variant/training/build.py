@@ -7,14 +7,12 @@ FSDP2 relies on: it shards what each rank holds and does not broadcast.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 
 import torch
 
-from ..config import VAEConfig, config_from_dict, model_preset
-from ..models.convert import read_state_dict, vae_config_from_state_dict
+from ..config import model_preset
 from ..models.var import VAR
 from ..models.vqvae import VQVAE
 from .config import TrainConfig
@@ -49,7 +47,10 @@ def _from_scratch(config: TrainConfig, overrides: dict) -> tuple[VAR, VQVAE]:
     preset = model_preset(config.model_preset)
     torch.manual_seed(config.seed)
     if config.vae:
-        vae = load_tokenizer(config.vae, preset.vae.patch_nums)
+        from ..tokenizer_io import load_tokenizer
+
+        files_need = None if Path(config.vae).is_dir() else preset.vae.patch_nums
+        vae = load_tokenizer(config.vae, patch_nums=files_need)
     else:
         vae = VQVAE(preset.vae)
         log.warning("training from scratch with a randomly initialised tokenizer; pass --vae "
@@ -61,18 +62,3 @@ def _from_scratch(config: TrainConfig, overrides: dict) -> tuple[VAR, VQVAE]:
     log.info("initialised %s from scratch (depth %d, width %d)", config.model_preset,
              var_cfg.depth, var_cfg.width)
     return var, vae
-
-
-def load_tokenizer(source: str | Path, patch_nums: tuple[int, ...]) -> VQVAE:
-    """A VQVAE from a model directory (its tokenizer) or a state-dict file (.pth/.safetensors)."""
-    path = Path(source)
-    if path.is_dir():
-        config = json.loads((path / "config.json").read_text())
-        vae_cfg = config_from_dict(VAEConfig, config["vae"])
-        state = read_state_dict(path / "tokenizer.safetensors")
-    else:
-        state = read_state_dict(path)
-        vae_cfg = vae_config_from_state_dict(state, patch_nums)
-    vae = VQVAE(vae_cfg)
-    vae.load_state_dict(state, strict=True)
-    return vae

@@ -23,7 +23,7 @@ DATASETS = ("procedural", "folder", "tokens")
 # Fields a resumed run may change: they do not alter the trajectory of the weights.
 RESUME_MUTABLE = frozenset({
     "out_dir", "max_steps", "log_every", "save_every", "keep_last", "progress", "tensorboard",
-    "num_workers", "device",
+    "num_workers", "device", "parallel",
 })
 
 
@@ -39,8 +39,9 @@ class TrainConfig:
     init: str = _f("scratch", "starting weights: 'scratch' (random, --model-preset), a model "
                    "directory, an official var_d*.pth, a Hub id, or 'builtin'")
     model_preset: str = _f("tiny", "model preset for --init scratch (e.g. tiny, var-d16)")
-    vae: str = _f("", "tokenizer: official VQVAE .pth (default: next to an official --init) or a "
-                  "model directory; for --init scratch empty means a random tokenizer")
+    vae: str = _f("", "tokenizer: official VQVAE .pth (default: next to an official --init); "
+                  "for --init scratch a tokenizer/model directory or VQVAE state dict, empty "
+                  "means a random tokenizer")
     drop_path_rate: float = _f(-1.0, "override the model's drop-path rate (< 0: keep it)")
     cond_drop_rate: float = _f(-1.0, "override the class-dropout rate (< 0: keep it)")
     # ---- supernet
@@ -59,6 +60,8 @@ class TrainConfig:
     data_path: str = _f("", "root of the image folder or the pre-tokenised data")
     num_images: int = _f(2000, "images of the procedural dataset")
     num_workers: int = _f(0, "DataLoader worker processes per rank")
+    hflip: bool = _f(False, "random horizontal flips, a pure function of (seed, epoch, index) "
+                     "(official default: off)")
     # ---- optimisation (official VAR trainer, reference section 5)
     global_batch: int = _f(32, "samples per optimizer step, summed over ranks and accumulation")
     micro_batch: int = _f(0, "samples per forward pass per rank (0: global_batch / world size, "

@@ -16,6 +16,7 @@ ranks see with one each. The position is the step alone, so resuming needs no sa
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 
 import torch
@@ -33,29 +34,24 @@ def sample_format(dataset) -> str:
     return fmt
 
 
-def build_dataset(config: TrainConfig, image_size: int, num_classes: int):
-    """The dataset named by the config, at the tokenizer's image size."""
+def build_dataset(config: TrainConfig, vae, num_classes: int):
+    """The dataset named by the config, at the tokenizer's image size (tokens: checked against
+    the tokenizer's fingerprint and scales)."""
+    image_size = vae.config.image_size
     if config.dataset == "procedural":
         from ..data.procedural import ProceduralImages
+        from ..data.tokens import FlippedImages
 
-        return ProceduralImages(config.num_images, image_size, config.seed, num_classes)
+        images = ProceduralImages(config.num_images, image_size, config.seed, num_classes)
+        return FlippedImages(images, config.seed) if config.hflip else images
     if config.dataset == "folder":
         from ..data.folder import ImageFolder
 
-        return ImageFolder(config.data_path, image_size, train=True, seed=config.seed)
-    return _token_dataset(config.data_path)
+        return ImageFolder(config.data_path, image_size, train=True, hflip=config.hflip,
+                           seed=config.seed)
+    from ..data.tokens import load_token_dataset
 
-
-def _token_dataset(path: str):
-    try:
-        from ..data import tokens
-    except ImportError as err:
-        raise ValueError("this installation has no pre-tokenised data support "
-                         "(variant.data.tokens); use --dataset folder.") from err
-    dataset = tokens.load_token_dataset(path)
-    if sample_format(dataset) != "tokens":
-        raise ValueError(f"{path} did not load as a pre-tokenised dataset.")
-    return dataset
+    return load_token_dataset(config.data_path, config.seed, hflip=config.hflip, tokenizer=vae)
 
 
 class MicroBatchSampler(torch.utils.data.Sampler[list[int]]):
@@ -95,7 +91,16 @@ class MicroBatchSampler(torch.utils.data.Sampler[list[int]]):
 def build_loader(dataset, sampler: MicroBatchSampler, num_workers: int, seed: int):
     return torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=False,
-        generator=torch.Generator().manual_seed(seed), persistent_workers=False)
+        generator=torch.Generator().manual_seed(seed), persistent_workers=False,
+        worker_init_fn=_leave_stop_signals_to_the_trainer if num_workers else None)
+
+
+def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
+    """A Ctrl-C or a scheduler's SIGTERM reaches the workers too; if they died of it, the
+    DataLoader would abort the step the trainer is finishing. They exit when it shuts them down
+    (or when its process is gone)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class TeacherForcing:

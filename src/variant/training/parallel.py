@@ -62,13 +62,6 @@ def init_distributed(device: str = "auto") -> DistEnv:
     return DistEnv(rank, world_size, local_rank, dev)
 
 
-def env_from_process_group(device: torch.device) -> DistEnv:
-    """The DistEnv of an already initialised process group (e.g. tests using spawn)."""
-    if not dist.is_initialized():
-        return DistEnv(device=device)
-    return DistEnv(dist.get_rank(), dist.get_world_size(), dist.get_rank(), device)
-
-
 def shutdown(env: DistEnv) -> None:
     if env.distributed and dist.is_initialized():
         dist.destroy_process_group()
@@ -132,16 +125,8 @@ def barrier(env: DistEnv) -> None:
         dist.barrier()
 
 
-def broadcast_object(obj, env: DistEnv):
-    if not env.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def grad_norm_and_clip(params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
-    """Pre-clip global gradient norm (a plain tensor, also under FSDP2), clipping if max_norm > 0."""
+    """Pre-clip global grad norm, a plain tensor also under FSDP2; clips if max_norm > 0."""
     limit = max_norm if max_norm > 0 else float("inf")
     norm = nn.utils.clip_grad_norm_(params, limit)
     return norm.full_tensor() if hasattr(norm, "full_tensor") else norm

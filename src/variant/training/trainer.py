@@ -43,8 +43,16 @@ from .optim import (
     set_lr_and_weight_decay,
     update_scaler,
 )
-from .parallel import DistEnv, all_reduce_max, all_reduce_sum, barrier, grad_norm_and_clip, gradient_sync
-from .parallel import parallelize, pick_device
+from .parallel import (
+    DistEnv,
+    all_reduce_max,
+    all_reduce_sum,
+    barrier,
+    grad_norm_and_clip,
+    gradient_sync,
+    parallelize,
+    pick_device,
+)
 from .schedule import LRSchedule, PlanSchedule, total_steps
 from .signals import StopRequest
 
@@ -79,7 +87,7 @@ class Trainer:
         self.var, self.vae = var.to(device).train(), vae.to(device)
         self.var.attach_vae(self.vae)
         self.dataset = dataset if dataset is not None else build_dataset(
-            config, vae.config.image_size, var.num_classes)
+            config, vae, var.num_classes)
         self._build_data()
         self.total_steps = total_steps(config, self.steps_per_epoch)
         self.stop_at = min(self.total_steps, config.max_steps or self.total_steps)
@@ -92,6 +100,9 @@ class Trainer:
         self.model = parallelize(self.var, self.env, config.parallel, bool(unused))
         self.optimizer = build_optimizer(self.var, config, device)
         self.amp_dtype = autocast_dtype(config.precision, device)
+        if self.amp_dtype is torch.float16 and config.parallel == "fsdp" and self.env.distributed:
+            raise ValueError("--precision fp16 with --parallel fsdp is not supported (the loss "
+                             "scaler would see only its gradient shard); use bf16.")
         self.scaler = grad_scaler(self.amp_dtype)
         self.checkpoints = CheckpointManager(config.out_dir, config.keep_last)
         self.step = self._restore(resume)
@@ -122,6 +133,8 @@ class Trainer:
                 return 0
         else:
             path = Path(resume)
+            if (path / "checkpoints").is_dir():  # a run directory: its latest checkpoint
+                path = CheckpointManager(path).latest() or path
         saved = TrainConfig.from_dict(load_config_json(path))
         conflicts = resume_conflicts(saved, self.config)
         if conflicts:

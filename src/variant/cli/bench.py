@@ -1,0 +1,213 @@
+"""`variant bench`: time and memory of sampling under each depth plan.
+
+    variant bench --model random:var-d16 --plans full d8 d4 --batch 2 --repeats 3
+    variant bench --model var_d30.pth --device cuda --batch 64 --dtype bf16 --json bench.json \\
+        --plot bench.png --profile profile.json
+
+On CPU every plan runs in a fresh subprocess (`--isolate`), so the peak RSS it reports belongs
+to that plan alone; on CUDA the plans share the process and the peak is
+`torch.cuda.max_memory_allocated`. `--profile` also times each scale of the full plan, for
+`variant plan --max-latency`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from ..eval.bench import (
+    BenchSettings,
+    add_accounting,
+    compare_to_full,
+    format_table,
+    measure_plan,
+    plot_bench,
+    profile_scales,
+    save_json,
+)
+from ..models.plan import DepthPlan
+from ..sampling.sampler import DTYPES
+from .common import BUILTIN, add_model_args, add_plan_args, default_bridge, load_from_args
+
+log = logging.getLogger(__name__)
+
+MARK = "@@variant-bench "  # prefix of a worker's result line on its stdout
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "bench", help="benchmark sampling speed and memory of depth plans",
+        description="For each plan: transformer, decoder and total time (median and "
+                    "interquartile range over --repeats runs after --warmup), images/s, peak "
+                    "memory, peak KV cache, FLOPs, and speed-up / savings vs the full network. "
+                    "Prints a markdown table; --json, --plot and --profile write more.")
+    add_model_args(p)
+    add_plan_args(p, multiple=True)
+    p.add_argument("--batch", type=int, default=8, help="images per sampling call (default 8)")
+    p.add_argument("--cfg", type=float, default=1.5,
+                   help="classifier-free guidance (default 1.5; != 0 doubles the batch)")
+    p.add_argument("--top-k", type=int, default=900, help="top-k (default 900)")
+    p.add_argument("--top-p", type=float, default=0.96, help="top-p (default 0.96)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="compute dtype")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs per plan (default 1)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per plan (default 3)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--isolate", choices=("auto", "yes", "no"), default="auto",
+                   help="one fresh subprocess per plan (auto: yes on CPU, where peak RSS is "
+                        "the memory measure; no on CUDA)")
+    p.add_argument("--json", dest="json_out", default=None, help="write the results as JSON")
+    p.add_argument("--plot", default=None, help="write a PNG chart (needs matplotlib)")
+    p.add_argument("--profile", default=None,
+                   help="also time each scale of the full plan and write a latency profile "
+                        "JSON for `variant plan --max-latency`")
+    p.add_argument("--_worker", dest="worker", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=run)
+
+
+def settings_from_args(args) -> BenchSettings:
+    return BenchSettings(batch=args.batch, cfg=args.cfg, top_k=args.top_k, top_p=args.top_p,
+                         dtype=args.dtype, warmup=args.warmup, repeats=args.repeats,
+                         seed=args.seed)
+
+
+def model_var_config(args):
+    """The VARConfig of --model without loading its weights."""
+    from ..config import model_preset
+    from ..pretrained import read_var_config
+
+    source = args.model
+    if source.startswith("random:"):
+        return model_preset(source.split(":", 1)[1]).var
+    if source == BUILTIN:
+        from ..builtin import builtin_model_dir
+
+        source = builtin_model_dir()
+    return read_var_config(source)
+
+
+def plan_specs(args, depth: int) -> list[str]:
+    if args.plans:
+        return args.plans
+    return ["full"] + [f"d{d}" for d in (16, 8, 4, 2) if d < depth]
+
+
+def resolve_plans(specs: list[str], var_config, bridge: int | None) -> list[DepthPlan]:
+    K = var_config.num_scales
+    bridge = default_bridge(K) if bridge is None else bridge
+    plans, seen = [], set()
+    for spec in specs:
+        plan = DepthPlan.from_spec(spec, var_config.depth, K, bridge)
+        if plan.layer_sets not in seen:
+            seen.add(plan.layer_sets)
+            plans.append(plan)
+    return plans
+
+
+def _worker_command(args, spec: str, profile: bool) -> list[str]:
+    cmd = [sys.executable, "-m", "variant", "bench", "--_worker", "--model", args.model,
+           "--device", args.device, "--seed", str(args.seed), "--plans", spec,
+           "--batch", str(args.batch), "--cfg", str(args.cfg), "--top-k", str(args.top_k),
+           "--top-p", str(args.top_p), "--dtype", args.dtype, "--warmup", str(args.warmup),
+           "--repeats", str(args.repeats)]
+    for flag, value in (("--vae", args.vae), ("--bridge", args.bridge),
+                        ("--threads", args.threads)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    if profile:
+        cmd += ["--profile", "-"]
+    return cmd
+
+
+def run_isolated(args, spec: str, profile: bool) -> dict:
+    """Run one plan in a fresh `variant bench --_worker` process; return its result."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    proc = subprocess.run(_worker_command(args, spec, profile), stdout=subprocess.PIPE,
+                          text=True, env=env)
+    for line in proc.stdout.splitlines():
+        if line.startswith(MARK):
+            return json.loads(line[len(MARK):])
+    raise ValueError(f"the benchmark worker for plan {spec!r} failed (exit code "
+                       f"{proc.returncode}); its error is printed above.")
+
+
+def run_worker(args) -> int:
+    """Child process: load the model, measure the one plan given, print the result line."""
+    var, vae = load_from_args(args)
+    settings = settings_from_args(args)
+    (plan,) = resolve_plans(args.plans, var.config, args.bridge)
+    with torch.no_grad():
+        out = {"row": measure_plan(var, vae, plan, settings, fresh_process=True)}
+        if args.profile:
+            out["profile"] = profile_scales(var, vae, settings)
+    print(MARK + json.dumps(out), flush=True)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.worker:
+        return run_worker(args)
+    settings = settings_from_args(args)
+    isolate = args.isolate == "yes" or (args.isolate == "auto"
+                                        and not args.device.startswith("cuda"))
+    if isolate:
+        var_config = model_var_config(args)
+        var = vae = None
+    else:
+        var, vae = load_from_args(args)
+        var_config = var.config
+    specs = plan_specs(args, var_config.depth)
+    plans = resolve_plans(specs, var_config, args.bridge)
+    rows, profile = [], None
+    for plan in plans:
+        want_profile = bool(args.profile) and plan.is_full(var_config.depth)
+        log.info("benchmarking plan %s", plan.name)
+        if isolate:
+            out = run_isolated(args, json.dumps(plan.to_dict()["layer_sets"]), want_profile)
+            row, profile = out["row"], out.get("profile", profile)
+            row["plan"] = plan.name
+        else:
+            with torch.no_grad():
+                row = measure_plan(var, vae, plan, settings)
+                if want_profile:
+                    profile = profile_scales(var, vae, settings)
+        rows.append(add_accounting(row, plan, var_config, settings))
+    compare_to_full(rows)
+    _report(args, settings, rows, profile, var_config, isolate)
+    return 0
+
+
+def _report(args, settings, rows, profile, var_config, isolate: bool) -> None:
+    threads = f", {args.threads or torch.get_num_threads()} CPU threads"
+    where = "one process per plan" if isolate else "one process"
+    print(format_table(rows, settings, args.device, f"{threads}; {where}"))
+    bad = [r["plan"] for r in rows if r["kv_predicted_bytes"] != r["kv_peak_bytes"]]
+    print("KV accounting (plan.kv_peak_token_layers x bytes per token-layer): "
+          + (f"differs from the cache for {bad}" if bad else "matches the cache for every plan"))
+    meta = {"model": args.model, "device": args.device, "settings": vars(settings),
+            "depth": var_config.depth, "width": var_config.width,
+            "patch_nums": list(var_config.patch_nums), "isolated": isolate,
+            "threads": args.threads or torch.get_num_threads()}
+    if args.json_out:
+        save_json(args.json_out, {"meta": meta, "rows": rows})
+        print(f"results: {args.json_out}")
+    if args.plot:
+        title = (f"{args.model}: batch {settings.batch} ({settings.rows} rows), "
+                 f"{settings.dtype}, {args.device}")
+        if plot_bench(rows, args.plot, title) is not None:
+            print(f"chart: {args.plot}")
+    if args.profile and args.profile != "-":
+        if profile is None:
+            raise ValueError("--profile needs the full plan among --plans.")
+        save_json(args.profile, {**profile, "model_source": args.model})
+        print(f"latency profile: {args.profile} (for variant plan --max-latency)")

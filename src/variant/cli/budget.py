@@ -1,0 +1,136 @@
+"""`variant plan --max-kv / --max-memory / --max-latency`: pick the deepest plan that fits.
+
+    variant plan --depth 30 --batch 64 --dtype bf16 --max-kv 16GiB
+    variant plan --model runs/sn/model --batch 8 --max-memory 2GiB --max-latency 20s \\
+        --profile profile.json            # profile from `variant bench --profile`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from ..eval.bench import current_rss_bytes, fmt_bytes, save_json
+from ..eval.budget import (
+    Budget,
+    Predictor,
+    Workload,
+    candidate_plans,
+    choose_plan,
+    load_profile,
+    parse_duration,
+    parse_size,
+)
+from .common import BUILTIN, default_bridge
+
+
+def add_budget_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group(
+        "budget planner", "pick the deepest plan (subnet depth, then bridge) whose predicted cost "
+                          "fits; uses --batch, --dtype, --no-cfg, --bridge, --subnets")
+    g.add_argument("--max-kv", type=parse_size, default=None,
+                   help="peak KV-cache limit, e.g. 16GiB, 500MB")
+    g.add_argument("--max-memory", type=parse_size, default=None,
+                   help="peak memory limit: weights + KV + activations (+ runtime on CPU)")
+    g.add_argument("--max-latency", type=parse_duration, default=None,
+                   help="seconds per batch, e.g. 2s, 500ms (needs --profile)")
+    g.add_argument("--profile", default=None,
+                   help="latency profile JSON written by `variant bench --profile`")
+    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="where the model will run (cpu adds the runtime's resident size)")
+
+
+def budget_requested(args) -> bool:
+    return any(getattr(args, n, None) is not None
+               for n in ("max_kv", "max_memory", "max_latency"))
+
+
+def _model_info(args, var_config):
+    """(VAEConfig, meta dict) of --model; the official VQVAE when there is no model dir."""
+    from ..config import VAEConfig, config_from_dict, model_preset
+
+    source = args.model
+    if source and source.startswith("random:"):
+        return model_preset(source.split(":", 1)[1]).vae, {}
+    if source == BUILTIN:
+        from ..builtin import builtin_model_dir
+
+        source = builtin_model_dir()
+    if source is not None and Path(source).is_dir():
+        config = json.loads((Path(source) / "config.json").read_text())
+        return config_from_dict(VAEConfig, config["vae"]), config.get("meta", {})
+    return VAEConfig(patch_nums=var_config.patch_nums), {}
+
+
+def run_budget(args, read_config) -> int:
+    """`read_config(args)`: the VARConfig of --model or --depth/--resolution (cli.plan)."""
+    if args.model and args.model.startswith("random:"):
+        from ..config import model_preset
+
+        var_config = model_preset(args.model.split(":", 1)[1]).var
+    else:
+        var_config = read_config(args)
+    vae_config, meta = _model_info(args, var_config)
+    K, D = var_config.num_scales, var_config.depth
+    bridge = args.bridge if args.bridge is not None else meta.get("bridge", default_bridge(K))
+    subnets = args.subnets or meta.get("subnet_depths")
+    workload = Workload(batch=args.batch, dtype=args.dtype, use_cfg=not args.no_cfg,
+                        device=args.device)
+    budget = Budget(max_kv=args.max_kv, max_memory=args.max_memory,
+                    max_latency=args.max_latency)
+    profile = load_profile(args.profile) if args.profile else None
+    runtime = 0 if args.device.startswith("cuda") else current_rss_bytes()
+    predictor = Predictor(var_config, vae_config, workload, profile, runtime)
+    plans = candidate_plans(D, K, bridge, subnets, pin_bridge=args.bridge is not None)
+    chosen, rejected = choose_plan(predictor, budget, plans)
+    _print_decision(args, var_config, workload, budget, chosen, rejected, subnets, profile)
+    if args.json_out:
+        save_json(args.json_out, {"chosen": _as_dict(chosen), "rejected":
+                                  [_as_dict(p) | {"over": p.over(budget)} for p in rejected]})
+    return 0
+
+
+def _as_dict(pred) -> dict:
+    return {"plan": pred.plan.to_dict(), "kv_bytes": pred.kv_bytes,
+            "memory_bytes": pred.memory_bytes, "latency_s": pred.latency_s,
+            "memory_parts": pred.parts}
+
+
+def _print_decision(args, cfg, workload, budget, chosen, rejected, subnets, profile) -> None:
+    rows = (f"{workload.rows} rows: CFG doubles the batch" if workload.use_cfg
+            else "no CFG: not doubled")
+    print(f"VAR depth {cfg.depth}, width {cfg.width}, {cfg.num_scales} scales; batch "
+          f"{workload.batch} ({rows}), {workload.dtype}, {workload.device}")
+    limits = [f"KV <= {fmt_bytes(budget.max_kv)}" if budget.max_kv else "",
+              f"memory <= {fmt_bytes(budget.max_memory)}" if budget.max_memory else "",
+              f"latency <= {budget.max_latency:.2f} s" if budget.max_latency else ""]
+    print("budget: " + ", ".join(x for x in limits if x)
+          + (f"; subnet depths {sorted(subnets)}" if subnets else ""))
+    plan = chosen.plan
+    flexible = plan.layer_sets[-1]
+    if plan.is_full(cfg.depth):
+        print(f"\nchosen plan: full (all {cfg.depth} layers at every scale)")
+    else:
+        print(f"\nchosen plan: {plan.name} (all layers at scales 1-{plan.bridge}, then "
+              f"{len(flexible)} of {cfg.depth}: {','.join(map(str, flexible))})")
+    p = chosen.parts
+    runtime = f" + runtime {fmt_bytes(p['runtime'])}" if p["runtime"] else ""
+    print(f"  predicted KV cache: {fmt_bytes(chosen.kv_bytes)}")
+    print(f"  predicted memory:   {fmt_bytes(chosen.memory_bytes)} = weights "
+          f"{fmt_bytes(p['weights'])} + max(KV + transformer activations "
+          f"{fmt_bytes(p['transformer_activations'])}, decoder activations "
+          f"{fmt_bytes(p['decoder_activations'])}){runtime}")
+    if chosen.latency_s is not None:
+        print(f"  predicted latency:  {chosen.latency_s:.2f} s per batch (profile "
+              f"{args.profile}: batch {profile['settings']['batch']}, scaled linearly)")
+    if rejected:
+        print(f"  the next deeper plan, {rejected[-1].plan.name}, needs "
+              f"{', '.join(rejected[-1].over(budget))}")
+    model = args.model or "MODEL"
+    spec = "full" if plan.name == "full" else f"d{len(flexible)} --bridge {plan.bridge}"
+    print(f"\nconfirm with: variant bench --model {model} --plans {spec} --batch "
+          f"{workload.batch} --dtype {workload.dtype} --cfg {1.5 if workload.use_cfg else 0}"
+          f" --device {workload.device}")

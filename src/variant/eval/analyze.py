@@ -1,0 +1,294 @@
+"""Analyses of the paper: the scale-depth asymmetry study and the full-vs-subnet Pareto figure.
+
+Asymmetry: run a subnet (default 50% of the depth) only at one range of scales, the full network
+elsewhere, and score each such plan; a range's FLOP share and latency share say what running the
+subnet there could save. Ranges are 1-based and inclusive, as in the paper (r1-r3, r4-r6, r7-r10).
+
+Pareto: for several supernets (e.g. fixed ratios vs the progressive schedule), plot each one's
+full-network quality against its subnet quality; points no other supernet beats on both axes
+form the front.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+from ..models.plan import DepthPlan, equidistant_layers
+
+log = logging.getLogger(__name__)
+
+# Metrics where a larger value is better; every other metric (fid) is minimised.
+HIGHER_IS_BETTER = {"inception_score", "precision", "recall", "class_accuracy"}
+_RANGE = re.compile(r"^\s*r?(\d+)\s*(?:[-–:]\s*r?(\d+))?\s*$")
+
+
+# ------------------------------------------------------------------------------ ranges
+def parse_ranges(specs: list[str], num_scales: int) -> list[tuple[int, int]]:
+    """['1-3', '4-6', '7-10'] -> [(1, 3), (4, 6), (7, 10)]; 1-based, inclusive, 'r7-r10' ok."""
+    out = []
+    for spec in specs:
+        m = _RANGE.match(str(spec))
+        if m is None:
+            raise ValueError(f"cannot read the scale range {spec!r}: use FIRST-LAST with 1-based "
+                             "scales, e.g. 1-3 or 7-10 (or a single scale, e.g. 5).")
+        first, last = int(m.group(1)), int(m.group(2) or m.group(1))
+        if not 1 <= first <= last <= num_scales:
+            raise ValueError(f"scale range {spec!r} must lie within 1..{num_scales} (this model "
+                             f"has {num_scales} scales) with first <= last.")
+        out.append((first, last))
+    return out
+
+
+def default_ranges(num_scales: int) -> list[tuple[int, int]]:
+    """The paper's thirds at 256 px (1-3, 4-6, 7-10 of 10), scaled to K scales."""
+    a = min(max(1, round(0.3 * num_scales)), num_scales)
+    b = min(max(a + 1, round(0.6 * num_scales)), num_scales)
+    ranges = [(1, a), (a + 1, b), (b + 1, num_scales)]
+    return [(f, last) for f, last in ranges if f <= last]
+
+
+def range_label(scale_range: tuple[int, int]) -> str:
+    first, last = scale_range
+    return f"r{first}" if first == last else f"r{first}-r{last}"
+
+
+def parse_subnet(spec: str | int, depth: int) -> int:
+    """'50%' -> round(D / 2), 'd16' or '16' -> 16, '0.25' -> round(D / 4); at least 2."""
+    text = str(spec).strip().lower()
+    try:
+        if text.endswith("%"):
+            d = round(depth * float(text[:-1]) / 100)
+        elif "." in text:
+            d = round(depth * float(text))
+        else:
+            d = int(text[1:] if text.startswith("d") else text)
+    except ValueError:
+        raise ValueError(f"cannot read the subnet {spec!r}: use a depth (d8, 8) or a fraction "
+                         "of the model's depth (50%, 0.5).") from None
+    d = max(2, d) if depth >= 2 else 1
+    if d > depth:
+        raise ValueError(f"subnet depth {d} exceeds the model's {depth} layers.")
+    return d
+
+
+def range_plan(depth: int, num_scales: int, subnet_depth: int,
+               scale_range: tuple[int, int]) -> DepthPlan:
+    """The full network everywhere except the scales of `scale_range`, which run I_d."""
+    full, sub = tuple(range(depth)), tuple(equidistant_layers(depth, subnet_depth))
+    first, last = scale_range
+    sets = [sub if first <= k + 1 <= last else full for k in range(num_scales)]
+    return DepthPlan(sets, depth, name=f"d{subnet_depth}@{range_label(scale_range)}")
+
+
+# ------------------------------------------------------------------------------ shares
+def scale_flops(plan: DepthPlan, var_config, include_head: bool = True) -> list[int]:
+    """FLOPs of each scale under `plan` (a scale's attention sees only earlier scales, so the
+    prefix sums of `DepthPlan.flops` split exactly)."""
+    c = var_config
+    kw = dict(width=c.width, vocab=c.V, mlp_ratio=c.mlp_ratio, cvae=c.Cvae,
+              include_head=include_head)
+    prefix = [0]
+    for k in range(1, plan.num_scales + 1):
+        part = DepthPlan(plan.layer_sets[:k], plan.total_depth)
+        prefix.append(part.flops(c.patch_nums[:k], **kw))
+    return [b - a for a, b in zip(prefix, prefix[1:])]
+
+
+def range_shares(per_scale: list[float], ranges: list[tuple[int, int]]) -> list[float]:
+    """Share of the total that each (1-based, inclusive) range of scales holds."""
+    total = float(sum(per_scale))
+    return [sum(per_scale[first - 1:last]) / total for first, last in ranges]
+
+
+def latency_per_scale(profile: dict) -> list[float]:
+    """Transformer seconds of each scale of the full plan, from `bench.profile_scales`."""
+    depth = profile["model"]["depth"]
+    return [s["overhead_seconds"] + depth * s["seconds_per_layer"] for s in profile["scales"]]
+
+
+# ------------------------------------------------------------------------------ study
+def asymmetry_plans(var_config, ranges, subnet_depth: int) -> list[DepthPlan]:
+    D, K = var_config.depth, var_config.num_scales
+    return [DepthPlan.full(D, K)] + [range_plan(D, K, subnet_depth, r) for r in ranges]
+
+
+def asymmetry_rows(var_config, ranges, subnet_depth: int, eval_rows: list[dict] | None = None,
+                   profile: dict | None = None) -> list[dict]:
+    """One row per plan (full first): the range, its FLOP/latency shares, the plan's FLOP
+    saving, and the quality columns of `eval_rows` (`variant eval` rows, matched by plan)."""
+    plans = asymmetry_plans(var_config, ranges, subnet_depth)
+    full_flops = scale_flops(plans[0], var_config)
+    flop_share = range_shares(full_flops, ranges)
+    latency = range_shares(latency_per_scale(profile), ranges) if profile else [None] * len(ranges)
+    quality = {r["plan"]: r for r in (eval_rows or [])}
+    rows = []
+    for i, plan in enumerate(plans):
+        r = {"plan": plan.name, "range": None if i == 0 else range_label(ranges[i - 1]),
+             "subnet_depth": None if i == 0 else subnet_depth,
+             "flop_share": None if i == 0 else flop_share[i - 1],
+             "latency_share": None if i == 0 else latency[i - 1],
+             "flop_saving": 1 - sum(scale_flops(plan, var_config)) / sum(full_flops)}
+        r.update({k: v for k, v in quality.get(plan.name, {}).items() if k != "plan"})
+        rows.append(r)
+    return rows
+
+
+def _cell(value, pattern: str) -> str:
+    return "—" if value is None else pattern.format(value)
+
+
+def format_asymmetry(rows: list[dict], key: str = "fid") -> str:
+    lines = [f"| plan | scales on the subnet | FLOP share | latency share | FLOP saving "
+             f"| {key} | Δ{key} vs full | s/img |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    base = rows[0].get(key)
+    for r in rows:
+        value = r.get(key)
+        delta = None if value is None or base is None or r is rows[0] else value - base
+        lines.append(
+            f"| {r['plan']} | {r['range'] or 'none (full network)'} "
+            f"| {_cell(r['flop_share'], '{:.1%}')} | {_cell(r['latency_share'], '{:.1%}')} "
+            f"| {_cell(r['flop_saving'], '{:.1%}')} | {_cell(value, '{:.3f}')} "
+            f"| {_cell(delta, '{:+.3f}')} | {_cell(r.get('seconds_per_image'), '{:.3f}')} |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ pareto
+def load_eval_results(path: str | Path) -> dict:
+    """An `eval.json` of `variant eval` (a file, or the --out folder that holds it)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "eval.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; give the eval.json written by `variant eval` "
+                                "or its --out folder.")
+    data = json.loads(path.read_text())
+    if "rows" not in data:
+        raise ValueError(f"{path} has no 'rows'; it is not a `variant eval` result file.")
+    return data
+
+
+def pareto_table(results: dict[str, list[dict]], key: str = "fid") -> list[dict]:
+    """Per supernet: the full plan's metric, each subnet plan's metric, and for each subnet plan
+    whether the supernet is on the (full, subnet) Pareto front."""
+    better = max if key in HIGHER_IS_BETTER else min
+    table = []
+    for label, rows in results.items():
+        by_plan = {r["plan"]: r.get(key) for r in rows}
+        if by_plan.get("full") is None:
+            raise ValueError(f"the results of {label!r} have no {key!r} for the full plan; "
+                             "evaluate 'full' with a metric.")
+        table.append({"supernet": label, "full": by_plan["full"],
+                      "subnets": {p: v for p, v in by_plan.items() if p != "full"}})
+    plans = sorted({p for t in table for p in t["subnets"]}, key=_plan_order)
+    for plan in plans:
+        points = [(t["full"], t["subnets"].get(plan)) for t in table]
+        for t, point in zip(table, points):
+            t.setdefault("front", {})[plan] = point[1] is not None and not any(
+                _dominates(other, point, better) for other in points if other[1] is not None)
+    return table
+
+
+def _dominates(a, b, better) -> bool:
+    no_worse = all(better(x, y) == x for x, y in zip(a, b))
+    return no_worse and a != b
+
+
+def _plan_order(name: str):
+    m = re.match(r"d(\d+)", name)
+    return (0, -int(m.group(1)), name) if m else (1, 0, name)
+
+
+def format_pareto(table: list[dict], key: str) -> str:
+    plans = sorted({p for t in table for p in t["subnets"]}, key=_plan_order)
+    lines = ["| supernet | full " + key + " | " + " | ".join(f"{p} {key}" for p in plans) + " |",
+             "|---|---:|" + "---:|" * len(plans)]
+    for t in table:
+        cells = []
+        for p in plans:
+            v = t["subnets"].get(p)
+            star = " ★" if t["front"].get(p) else ""
+            cells.append(_cell(v, "{:.3f}") + star)
+        lines.append(f"| {t['supernet']} | {t['full']:.3f} | " + " | ".join(cells) + " |")
+    lines.append(f"\n★ on the Pareto front of (full {key}, subnet {key}) for that subnet")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ plots
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def _save(fig, plt, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_asymmetry(rows: list[dict], path: str | Path, key: str = "fid") -> Path | None:
+    """Metric per range (full network as a line) beside the ranges' FLOP and latency shares."""
+    plt = _pyplot()
+    if plt is None:
+        log.info("matplotlib is not installed (pip install 'variant[plot]'); skipping %s", path)
+        return None
+    ranged = rows[1:]
+    x = list(range(len(ranged)))
+    labels = [r["range"] for r in ranged]
+    fig, (ax_q, ax_s) = plt.subplots(1, 2, figsize=(10, 4))
+    values = [r.get(key) for r in ranged]
+    if all(v is not None for v in values) and rows[0].get(key) is not None:
+        ax_q.bar(x, values, color="tab:blue")
+        ax_q.axhline(rows[0][key], color="k", ls="--", label="full network")
+        ax_q.set_ylabel(key)
+        ax_q.legend()
+    else:
+        ax_q.text(0.5, 0.5, f"no {key} (run with a metric)", ha="center", transform=ax_q.transAxes)
+    ax_q.set_title(f"subnet d{ranged[0]['subnet_depth']} on one range of scales")
+    shares = [("flop_share", "FLOP share"), ("latency_share", "latency share")]
+    for j, (field_name, name) in enumerate(shares):
+        vals = [r[field_name] for r in ranged]
+        if all(v is not None for v in vals):
+            ax_s.bar([i + (j - 0.5) * 0.4 for i in x], [100 * v for v in vals], width=0.4,
+                     label=name)
+    ax_s.set_ylabel("% of the full network")
+    ax_s.legend()
+    for ax in (ax_q, ax_s):
+        ax.set_xticks(x)
+        ax.set_xticklabels(labels)
+        ax.set_xlabel("scales running the subnet")
+    return _save(fig, plt, path)
+
+
+def plot_pareto(table: list[dict], path: str | Path, key: str = "fid") -> Path | None:
+    """Full-network metric (x) against subnet metric (y): one series per subnet plan."""
+    plt = _pyplot()
+    if plt is None:
+        log.info("matplotlib is not installed (pip install 'variant[plot]'); skipping %s", path)
+        return None
+    plans = sorted({p for t in table for p in t["subnets"]}, key=_plan_order)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for plan in plans:
+        pts = sorted((t["full"], t["subnets"][plan], t["supernet"], t["front"][plan])
+                     for t in table if t["subnets"].get(plan) is not None)
+        line = ax.plot([p[0] for p in pts], [p[1] for p in pts], "o:", label=plan)[0]
+        front = [p for p in pts if p[3]]
+        ax.plot([p[0] for p in front], [p[1] for p in front], "-", color=line.get_color(), lw=2)
+        for fx, fy, name, _ in pts:
+            ax.annotate(name, (fx, fy), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel(f"full network {key}")
+    ax.set_ylabel(f"subnet {key}")
+    ax.set_title("full vs subnet quality per supernet (solid: Pareto front)")
+    ax.legend()
+    return _save(fig, plt, path)

@@ -1,0 +1,354 @@
+"""Sampling benchmark of depth plans: time, memory, KV cache, FLOPs, and a latency profile.
+
+    settings = BenchSettings(batch=8, cfg=1.5, dtype="bf16", warmup=1, repeats=3)
+    row = measure_plan(var, vae, plan, settings)          # one plan, this process
+    rows = compare_to_full(rows, full_flops)               # speed-up and memory saving columns
+    print(format_table(rows, settings, device))
+
+Peak memory is `torch.cuda.max_memory_allocated` on CUDA (reset before the plan's first run). On
+CPU it is the peak resident set size of the process, so it only means something when the process
+ran nothing else: `variant bench` runs each plan in a fresh subprocess for that. A profile
+(`profile_scales`) times every scale of the full plan with block hooks; `variant plan
+--max-latency` predicts any plan's latency from it (`eval.budget`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..models.plan import DepthPlan
+from ..sampling.sampler import DTYPES, generate
+
+log = logging.getLogger(__name__)
+
+PROFILE_FORMAT = "variant-latency-profile"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchSettings:
+    batch: int = 8  # images per sampling call
+    cfg: float = 1.5  # != 0 doubles the rows the transformer runs
+    top_k: int = 900
+    top_p: float = 0.96
+    dtype: str = "fp32"
+    warmup: int = 1
+    repeats: int = 3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batch < 1:
+            raise ValueError(f"--batch must be >= 1, got {self.batch}.")
+        if self.warmup < 0 or self.repeats < 1:
+            raise ValueError(f"need --warmup >= 0 and --repeats >= 1, got {self.warmup} and "
+                             f"{self.repeats}.")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}.")
+
+    @property
+    def rows(self) -> int:
+        """Rows in each transformer pass: the batch, doubled by classifier-free guidance."""
+        return self.batch * (2 if self.cfg else 1)
+
+
+def spread(values: list[float]) -> dict:
+    """Median, quartiles (inclusive method) and range of a list of timings."""
+    if len(values) > 1:
+        q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    else:
+        q1 = q3 = values[0]
+    return {"median": statistics.median(values), "q1": q1, "q3": q3, "min": min(values),
+            "max": max(values), "n": len(values)}
+
+
+def peak_rss_bytes() -> int:
+    """High-water resident set size of this process (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
+def current_rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return peak_rss_bytes()
+
+
+def _sample(var, vae, plan: DepthPlan, s: BenchSettings):
+    labels = (torch.arange(s.batch) * 7 + 1) % var.num_classes
+    return generate(var, vae, s.batch, labels, cfg=s.cfg, top_k=s.top_k, top_p=s.top_p,
+                    seed=s.seed, plan=plan, dtype=DTYPES[s.dtype])
+
+
+def measure_plan(var, vae, plan: DepthPlan, settings: BenchSettings, *,
+                 fresh_process: bool = False) -> dict:
+    """Warm-up and timed sampling runs of one plan in this process.
+
+    `fresh_process`: this process ran nothing but loading the model, so its peak RSS is this
+    plan's peak memory on CPU (otherwise CPU memory is left out).
+    """
+    device = var.pos_1LC.device
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    rss_loaded = current_rss_bytes()
+    runs, kv_peak = [], 0
+    for i in range(settings.warmup + settings.repeats):
+        start = time.perf_counter()
+        result = _sample(var, vae, plan, settings)
+        total = time.perf_counter() - start  # generate synchronises CUDA for its timings
+        kv_peak = result.kv_peak_bytes
+        if i >= settings.warmup:
+            runs.append({"transformer": result.timings["transformer"],
+                         "decoder": result.timings["decoder"], "total": total})
+    if cuda:
+        memory, kind = torch.cuda.max_memory_allocated(device), "cuda max_memory_allocated"
+    elif fresh_process:
+        memory, kind = peak_rss_bytes(), "peak RSS (fresh process)"
+    else:
+        memory, kind = None, "not measured (CPU, shared process)"
+    row = {"plan": plan.name, "layer_sets": [list(s) for s in plan.layer_sets],
+           "bridge": plan.bridge, "runs": runs, "kv_peak_bytes": int(kv_peak),
+           "peak_memory_bytes": memory, "memory_kind": kind,
+           "rss_after_load_bytes": None if cuda else rss_loaded}
+    for key in ("transformer", "decoder", "total"):
+        row[key] = spread([r[key] for r in runs])
+    row["images_per_s"] = settings.batch / row["total"]["median"]
+    return row
+
+
+def add_accounting(row: dict, plan: DepthPlan, var_config, settings: BenchSettings) -> dict:
+    """FLOPs and the accounting's KV prediction next to the measurements."""
+    pn, width = var_config.patch_nums, var_config.width
+    flops = plan.flops(pn, width, var_config.V, var_config.mlp_ratio, var_config.Cvae,
+                       include_head=True)
+    element = torch.empty((), dtype=DTYPES[settings.dtype]).element_size()
+    per_token_layer = settings.rows * width * element * 2  # keys and values
+    row.update({"gflops_per_image": flops * (settings.rows // settings.batch) / 1e9,
+                "flops": flops, "token_layers": plan.token_layers(pn),
+                "kv_predicted_bytes": plan.kv_peak_token_layers(pn) * per_token_layer})
+    return row
+
+
+def compare_to_full(rows: list[dict]) -> list[dict]:
+    """Speed-up and savings of every row against the full plan's row (if one was measured)."""
+    full = next((r for r in rows if r["plan"] == "full"), None)
+    for r in rows:
+        r["speedup"] = r["speedup_transformer"] = r["flop_speedup"] = None
+        r["memory_saving"] = r["kv_saving"] = None
+        if full is None:
+            continue
+        r["speedup"] = full["total"]["median"] / r["total"]["median"]
+        r["speedup_transformer"] = full["transformer"]["median"] / r["transformer"]["median"]
+        r["flop_speedup"] = full["flops"] / r["flops"]
+        if full["kv_peak_bytes"]:
+            r["kv_saving"] = 1 - r["kv_peak_bytes"] / full["kv_peak_bytes"]
+        if full["peak_memory_bytes"] and r["peak_memory_bytes"] is not None:
+            r["memory_saving"] = 1 - r["peak_memory_bytes"] / full["peak_memory_bytes"]
+    return rows
+
+
+# ---------------------------------------------------------------------------------- profile
+class ScaleTimer:
+    """Forward hooks that time each block call and each scale of a sampling run.
+
+    A scale runs from its first block call to the next scale's first block call (the last one
+    to the decoder's start), so its time includes the head, top-k/top-p and the next input.
+    """
+
+    def __init__(self, var, vae):
+        self.scale_of_len = {p * p: k for k, p in enumerate(var.patch_nums)}
+        self.cuda = var.pos_1LC.device.type == "cuda"
+        K = len(var.patch_nums)
+        self.block_s, self.scale_s, self.layers = [0.0] * K, [0.0] * K, [0] * K
+        self._scale, self._scale_start, self._block_start = None, 0.0, 0.0
+        self.handles = []
+        for block in var.blocks:
+            self.handles.append(block.register_forward_pre_hook(self._before_block))
+            self.handles.append(block.register_forward_hook(self._after_block))
+        self.handles.append(vae.decoder.register_forward_pre_hook(self._before_decoder))
+
+    def _now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def _before_block(self, module, inputs):
+        now = self._now()
+        k = self.scale_of_len[inputs[0].shape[1]]
+        if k != self._scale:
+            self._close_scale(now)
+            self._scale, self._scale_start = k, now
+        self._block_start = now
+
+    def _after_block(self, module, inputs, output):
+        self.block_s[self._scale] += self._now() - self._block_start
+        self.layers[self._scale] += 1
+
+    def _before_decoder(self, module, inputs):
+        self._close_scale(self._now())
+        self._scale = None
+
+    def _close_scale(self, now: float) -> None:
+        if self._scale is not None:
+            self.scale_s[self._scale] += now - self._scale_start
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def profile_scales(var, vae, settings: BenchSettings, repeats: int = 1) -> dict:
+    """Per-scale block and overhead seconds of the full plan, plus decoder seconds.
+
+    The latency model built on it (`eval.budget.predict_latency`): a plan costs, per scale,
+    its layers x the measured seconds per layer at that scale, plus the scale's non-block time
+    (head, sampling), plus the decoder.
+    """
+    plan = var.full_plan()
+    _sample(var, vae, plan, settings)  # warm-up
+    timer = ScaleTimer(var, vae)
+    decoder = []
+    try:
+        for _ in range(repeats):
+            decoder.append(_sample(var, vae, plan, settings).timings["decoder"])
+    finally:
+        timer.remove()
+    D = var.depth
+    scales = []
+    for k, p in enumerate(var.patch_nums):
+        block = timer.block_s[k] / repeats
+        scales.append({"scale": k + 1, "side": p, "tokens": p * p,
+                       "seconds_per_layer": block / D,
+                       "overhead_seconds": max(0.0, timer.scale_s[k] / repeats - block)})
+    token_layers = plan.token_layers(var.patch_nums)
+    return {
+        "format": PROFILE_FORMAT, "version": 1,
+        "model": {"depth": D, "width": var.C, "patch_nums": list(var.patch_nums), "V": var.V},
+        "device": str(var.pos_1LC.device), "device_name": device_name(var.pos_1LC.device),
+        "threads": torch.get_num_threads(), "settings": asdict(settings),
+        "rows": settings.rows, "scales": scales,
+        "seconds_per_token_layer": sum(timer.block_s) / repeats / token_layers,
+        "decoder_seconds": statistics.median(decoder),
+    }
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def save_json(path: str | Path, data) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+# ---------------------------------------------------------------------------------- output
+def fmt_bytes(n: float | None) -> str:
+    """Bytes with a binary unit and three significant digits: 272 MiB, 11.9 GiB, 1.04 GiB."""
+    if n is None:
+        return "—"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1000 or unit == "TiB":
+            break
+        n /= 1024
+    if unit == "B":
+        return f"{int(n)} B"
+    digits = 0 if abs(n) >= 100 else 1 if abs(n) >= 10 else 2
+    return f"{n:.{digits}f} {unit}"
+
+
+def _time_cell(stat: dict) -> str:
+    if stat["n"] == 1:
+        return f"{stat['median']:.3f}"
+    return f"{stat['median']:.3f} ({stat['q1']:.3f}–{stat['q3']:.3f})"
+
+
+def _ratio(x: float | None, pattern: str) -> str:
+    return "—" if x is None else pattern.format(x)
+
+
+def describe_settings(settings: BenchSettings, device: str, extra: str = "") -> str:
+    guidance = (f"cfg {settings.cfg}: CFG doubles the batch to {settings.rows} rows"
+                if settings.cfg else "no CFG: batch not doubled")
+    return (f"batch {settings.batch} images ({guidance}), {settings.dtype}, {device}; "
+            f"{settings.warmup} warm-up + {settings.repeats} timed runs per plan; seconds: "
+            f"median (interquartile range){extra}")
+
+
+def format_table(rows: list[dict], settings: BenchSettings, device: str,
+                 extra: str = "") -> str:
+    lines = [describe_settings(settings, device, extra), "",
+             "| plan | transformer s | decoder s | total s | images/s | peak memory | peak KV "
+             "| GFLOPs/img | speed-up (transformer) | FLOP bound | memory saving | KV saving |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(
+            f"| {r['plan']} | {_time_cell(r['transformer'])} | {_time_cell(r['decoder'])} "
+            f"| {_time_cell(r['total'])} | {r['images_per_s']:.2f} "
+            f"| {fmt_bytes(r['peak_memory_bytes'])} | {fmt_bytes(r['kv_peak_bytes'])} "
+            f"| {r['gflops_per_image']:.2f} "
+            f"| {_ratio(r['speedup'], '{:.2f}×')} ({_ratio(r['speedup_transformer'], '{:.2f}×')}) "
+            f"| {_ratio(r['flop_speedup'], '{:.2f}×')} "
+            f"| {_ratio(r['memory_saving'], '{:.0%}')} | {_ratio(r['kv_saving'], '{:.0%}')} |")
+    kinds = sorted({r["memory_kind"] for r in rows})
+    lines += ["", f"peak memory: {', '.join(kinds)}; peak KV: the lean cache's own count "
+                  "(buffers + attended parts)"]
+    return "\n".join(lines)
+
+
+def plot_bench(rows: list[dict], path: str | Path, title: str = "") -> Path | None:
+    """Stacked transformer/decoder time and peak memory per plan; None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.info("matplotlib is not installed (pip install 'variant[plot]'); skipping %s", path)
+        return None
+    names = [r["plan"] for r in rows]
+    x = range(len(rows))
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4))
+    trans = [r["transformer"]["median"] for r in rows]
+    dec = [r["decoder"]["median"] for r in rows]
+    ax_t.bar(x, trans, label="transformer")
+    ax_t.bar(x, dec, bottom=trans, label="decoder")
+    ax_t.set_ylabel("seconds per batch (median)")
+    ax_t.legend()
+    mib = 2 ** 20
+    mem = [(r["peak_memory_bytes"] or 0) / mib for r in rows]
+    kv = [r["kv_peak_bytes"] / mib for r in rows]
+    ax_m.bar([i - 0.2 for i in x], mem, width=0.4, label="peak memory")
+    ax_m.bar([i + 0.2 for i in x], kv, width=0.4, label="peak KV cache")
+    ax_m.set_ylabel("MiB")
+    if max(kv) and max(mem) > 100 * max(kv):
+        ax_m.set_yscale("log")  # a tiny model's KV cache next to the runtime's RSS
+    ax_m.legend()
+    for ax in (ax_t, ax_m):
+        ax.set_xticks(list(x))
+        ax.set_xticklabels(names, rotation=20)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,260 @@
+"""Budget planner: the deepest depth plan whose predicted KV cache, memory and latency fit.
+
+Predictions come from the accounting, not from running the model:
+- KV bytes: `plan.kv_peak_token_layers` x bytes per token-layer (rows x width x 2 (k, v) x the
+  compute dtype's size), rows = batch doubled by classifier-free guidance;
+- memory: weights (+ the 16-bit weight copies autocast keeps) + the larger of (KV + the
+  transformer's activations at the last scale) and the decoder's activations (the cache is
+  released before decoding), + on CPU the resident size of the Python/torch runtime;
+- latency: a profile measured by `variant bench --profile` on this machine (per scale: seconds
+  per layer and the non-block overhead; decoder seconds), scaled linearly to the batch.
+
+`variant bench` measures all three for the chosen plan, so a prediction can be confirmed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..models.plan import DepthPlan
+from ..sampling.sampler import DTYPES
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+               "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "kib": 2**10, "mib": 2**20,
+               "gib": 2**30, "tib": 2**40}
+_TIME_UNITS = {"": 1.0, "s": 1.0, "sec": 1.0, "ms": 1e-3, "min": 60.0, "m": 60.0, "h": 3600.0}
+_NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str | int | float) -> int:
+    """'16GiB' -> 17179869184, '500MB' -> 500000000, '2G' -> 2 GiB (binary), '1024' -> bytes."""
+    if isinstance(text, (int, float)):
+        return int(text)
+    m = _NUMBER.match(str(text))
+    unit = m.group(2).lower() if m else None
+    if m is None or unit not in _SIZE_UNITS:
+        raise ValueError(f"cannot read the size {text!r}: use a number with a unit such as "
+                         "16GiB, 500MB, 2G (G/M/K are binary) or plain bytes.")
+    return int(float(m.group(1)) * _SIZE_UNITS[unit])
+
+
+def parse_duration(text: str | int | float) -> float:
+    """'2s' -> 2.0, '500ms' -> 0.5, '1.5min' -> 90.0, '3' -> 3.0 seconds."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    m = _NUMBER.match(str(text))
+    unit = m.group(2).lower() if m else None
+    if m is None or unit not in _TIME_UNITS:
+        raise ValueError(f"cannot read the duration {text!r}: use e.g. 2s, 500ms, 1.5min.")
+    return float(m.group(1)) * _TIME_UNITS[unit]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Budget:
+    max_kv: int | None = None  # bytes
+    max_memory: int | None = None  # bytes
+    max_latency: float | None = None  # seconds per batch
+
+    def __post_init__(self) -> None:
+        if self.max_kv is None and self.max_memory is None and self.max_latency is None:
+            raise ValueError("give at least one of --max-kv, --max-memory, --max-latency.")
+        for name in ("max_kv", "max_memory", "max_latency"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Workload:
+    batch: int = 1
+    dtype: str = "fp32"
+    use_cfg: bool = True
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.batch < 1:
+            raise ValueError(f"--batch must be >= 1, got {self.batch}.")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}.")
+
+    @property
+    def rows(self) -> int:
+        return self.batch * (2 if self.use_cfg else 1)
+
+    @property
+    def element_size(self) -> int:
+        return torch.empty((), dtype=DTYPES[self.dtype]).element_size()
+
+
+@dataclass
+class Prediction:
+    plan: DepthPlan
+    kv_bytes: int
+    memory_bytes: int
+    latency_s: float | None
+    parts: dict = field(default_factory=dict)  # memory breakdown, bytes
+
+    def over(self, budget: Budget) -> list[str]:
+        """The limits this plan exceeds, as readable phrases."""
+        from .bench import fmt_bytes
+
+        out = []
+        if budget.max_kv is not None and self.kv_bytes > budget.max_kv:
+            out.append(f"KV {fmt_bytes(self.kv_bytes)} > {fmt_bytes(budget.max_kv)}")
+        if budget.max_memory is not None and self.memory_bytes > budget.max_memory:
+            out.append(f"memory {fmt_bytes(self.memory_bytes)} > {fmt_bytes(budget.max_memory)}")
+        if budget.max_latency is not None and self.latency_s > budget.max_latency:
+            out.append(f"latency {self.latency_s:.2f} s > {budget.max_latency:.2f} s")
+        return out
+
+
+def model_bytes(var_config, vae_config) -> int:
+    """Parameter + buffer bytes of the VAR and its VQVAE, counted on the meta device."""
+    from ..models.var import VAR
+    from ..models.vqvae import VQVAE
+
+    with torch.device("meta"):
+        modules = (VAR(var_config), VQVAE(vae_config))
+    return sum(t.numel() * t.element_size() for m in modules
+               for t in (*m.parameters(), *m.buffers()))
+
+
+def transformer_activation_bytes(var_config, workload: Workload) -> int:
+    """A conservative estimate of the live activations while the last scale runs one layer."""
+    c, e, rows = var_config, workload.element_size, workload.rows
+    q, n = c.patch_nums[-1] ** 2, c.seq_len  # queries of the last scale, worst-case context
+    hidden = round(c.width * c.mlp_ratio)
+    stream = rows * q * c.width * 4 * 4  # fp32 residual, LayerNorm, attention and FFN outputs
+    qkv = rows * q * c.width * (3 * e + 2 * 4)  # fused projection + normalised q, k (fp32)
+    ffn = rows * q * hidden * e * 2  # fc1 and GELU outputs
+    # fp32 scores and their exponentials; the two-part attention of a layer's last scale
+    # chunks the batch to keep one score matrix under 256 MiB (models.layers).
+    scores = min(rows * c.heads * q * n * 4, 2**28) * 2
+    # fp32 logits of all rows; per image: guided logits, sorted values and indices, the top-p
+    # mask and its scatter, probabilities
+    logits = rows * q * c.V * 4 + workload.batch * q * c.V * (4 + 4 + 8 + 1 + 1 + 4)
+    return stream + qkv + ffn + max(scores, logits)  # attention and the head do not overlap
+
+
+def decoder_activation_bytes(vae_config, workload: Workload) -> int:
+    """About four live tensors of the decoder's largest feature map, per image."""
+    ch, mult = vae_config.ch, vae_config.ch_mult
+    side = vae_config.patch_nums[-1]
+    largest = 0
+    for i in reversed(range(len(mult))):  # level i runs at side * 2^(last - i)
+        res = side * 2 ** (len(mult) - 1 - i)
+        width = max(ch * mult[i], ch * mult[min(i + 1, len(mult) - 1)])
+        largest = max(largest, width * res * res)
+    # ResNet blocks keep their input, a GroupNorm output (fp32 under autocast) and conv outputs
+    # (compute dtype) alive at once.
+    return workload.batch * largest * (2 * 4 + 2 * workload.element_size)
+
+
+class Predictor:
+    """Predicts KV bytes, memory and (given a profile) latency of any plan for one workload."""
+
+    def __init__(self, var_config, vae_config, workload: Workload, profile: dict | None = None,
+                 runtime_bytes: int = 0):
+        self.var_config, self.workload, self.profile = var_config, workload, profile
+        self.weights = model_bytes(var_config, vae_config)
+        if workload.element_size < 4:  # autocast keeps 16-bit copies of the weights it casts
+            self.weights += self.weights * workload.element_size // 4
+        self.act_transformer = transformer_activation_bytes(var_config, workload)
+        self.act_decoder = decoder_activation_bytes(vae_config, workload)
+        self.runtime = runtime_bytes
+        if profile is not None:
+            check_profile(profile, var_config, workload)
+
+    def kv_bytes(self, plan: DepthPlan) -> int:
+        per_token_layer = self.workload.rows * self.var_config.width * self.workload.element_size
+        return plan.kv_peak_token_layers(self.var_config.patch_nums) * per_token_layer * 2
+
+    def latency(self, plan: DepthPlan) -> float | None:
+        if self.profile is None:
+            return None
+        p = self.profile
+        row_scale = self.workload.rows / p["rows"]
+        image_scale = self.workload.batch / p["settings"]["batch"]
+        transformer = sum(s["overhead_seconds"] + len(layers) * s["seconds_per_layer"]
+                          for s, layers in zip(p["scales"], plan.layer_sets))
+        return transformer * row_scale + p["decoder_seconds"] * image_scale
+
+    def predict(self, plan: DepthPlan) -> Prediction:
+        kv = self.kv_bytes(plan)
+        live = max(kv + self.act_transformer, self.act_decoder)
+        parts = {"weights": self.weights, "kv": kv, "transformer_activations":
+                 self.act_transformer, "decoder_activations": self.act_decoder,
+                 "runtime": self.runtime}
+        return Prediction(plan, kv, self.weights + live + self.runtime, self.latency(plan), parts)
+
+
+def check_profile(profile: dict, var_config, workload: Workload) -> None:
+    """ValueError unless the profile was measured for this model shape, dtype and device."""
+    from .bench import PROFILE_FORMAT
+
+    if profile.get("format") != PROFILE_FORMAT:
+        raise ValueError("the latency profile is not a `variant bench --profile` file.")
+    m = profile["model"]
+    mine = {"depth": var_config.depth, "width": var_config.width,
+            "patch_nums": list(var_config.patch_nums)}
+    theirs = {k: m[k] for k in mine}
+    if mine != theirs:
+        raise ValueError(f"the latency profile was measured for a model with {theirs}, not "
+                         f"{mine}; measure one with `variant bench --model ... --profile OUT`.")
+    if profile["settings"]["dtype"] != workload.dtype:
+        raise ValueError(f"the latency profile was measured in {profile['settings']['dtype']}, "
+                         f"not {workload.dtype}; pass --dtype {profile['settings']['dtype']} or "
+                         "measure a profile in this dtype.")
+    if profile["device"].split(":")[0] != workload.device.split(":")[0]:
+        raise ValueError(f"the latency profile was measured on {profile['device']}, not "
+                         f"{workload.device}.")
+
+
+def load_profile(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"latency profile {path} not found; write one with "
+                                "`variant bench --model ... --profile OUT.json`.")
+    return json.loads(path.read_text())
+
+
+def candidate_plans(depth: int, num_scales: int, bridge: int, subnets=None,
+                    pin_bridge: bool = False) -> list[DepthPlan]:
+    """Plans from the most to the least capable: the full network; every subnet depth (deepest
+    first) with the bridge; then smaller bridges, down to 0, unless the bridge is pinned."""
+    depths = sorted({int(d) for d in (subnets or range(2, depth))}, reverse=True)
+    bad = [d for d in depths if not 1 <= d < depth]
+    if bad:
+        raise ValueError(f"subnet depths must be in 1..{depth - 1}, got {bad}.")
+    bridges = [bridge] if pin_bridge else list(range(bridge, -1, -1))
+    plans = [DepthPlan.full(depth, num_scales)]
+    for b in bridges:
+        plans += [DepthPlan.paper(depth, d, b, num_scales) for d in depths]
+    return plans
+
+
+def choose_plan(predictor: Predictor, budget: Budget, candidates: list[DepthPlan]):
+    """(the first candidate that fits, predictions of the candidates before it).
+
+    Raises ValueError naming what the least demanding candidate needs when nothing fits.
+    """
+    if budget.max_latency is not None and predictor.profile is None:
+        raise ValueError("--max-latency needs a latency profile of this machine: run "
+                         "`variant bench --model ... --profile profile.json` and pass "
+                         "--profile profile.json.")
+    rejected = []
+    for plan in candidates:
+        pred = predictor.predict(plan)
+        if not pred.over(budget):
+            return pred, rejected
+        rejected.append(pred)
+    last = rejected[-1]
+    subnet = len(last.plan.layer_sets[-1])
+    raise ValueError(f"no plan fits: even d{subnet} with bridge {last.plan.bridge} needs "
+                     f"{', '.join(last.over(budget))}; raise the budget or lower the batch "
+                     f"(now {predictor.workload.batch}).")
