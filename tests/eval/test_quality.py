@@ -52,6 +52,14 @@ def test_folder_and_array_sources_agree(builtin64, tmp_path):
     assert a["fid"] == pytest.approx(b["fid"]) == pytest.approx(c["fid"], rel=1e-4)
 
 
+def test_labels_must_fit_the_images_and_the_classifier(builtin64):
+    images = np.zeros((4, 64, 64, 3), np.uint8)
+    with pytest.raises(ValueError, match="got 3 labels for 4 images"):
+        builtin64.evaluate(images, [0, 1, 2])
+    with pytest.raises(ValueError, match=r"labels must be in 0..9"):
+        builtin64.evaluate(images, [0, 1, 2, 10])
+
+
 def test_reference_of_another_resolution_is_an_error(tmp_path):
     real, _ = render_images(10, seed=0, num_classes=10, image_size=16)
     for i, img in enumerate(real):

@@ -26,6 +26,8 @@ from ..eval.bench import (
     BenchSettings,
     add_accounting,
     compare_to_full,
+    current_rss_bytes,
+    fmt_bytes,
     format_table,
     measure_plan,
     plot_bench,
@@ -166,8 +168,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         var, vae = load_from_args(args)
         var_config = var.config
-    specs = plan_specs(args, var_config.depth)
-    plans = resolve_plans(specs, var_config, args.bridge)
+    plans = resolve_plans(plan_specs(args, var_config.depth), var_config, args.bridge)
+    if args.profile and not any(p.is_full(var_config.depth) for p in plans):
+        raise ValueError("--profile times the full plan: add 'full' to --plans.")
+    predictor = _predictor(args, var_config)
     rows, profile = [], None
     for plan in plans:
         want_profile = bool(args.profile) and plan.is_full(var_config.depth)
@@ -182,9 +186,23 @@ def run(args: argparse.Namespace) -> int:
                 if want_profile:
                     profile = profile_scales(var, vae, settings)
         rows.append(add_accounting(row, plan, var_config, settings))
+        row["memory_predicted_bytes"] = predictor.predict(plan).memory_bytes
     compare_to_full(rows)
     _report(args, settings, rows, profile, var_config, isolate)
     return 0
+
+
+def _predictor(args, var_config):
+    """The budget planner's accounting for this workload, to print next to the measurements."""
+    from ..eval.budget import Predictor, Workload
+    from .budget import model_info
+
+    vae_config, _ = model_info(args.model, var_config)
+    cuda = args.device.startswith("cuda")
+    workload = Workload(batch=args.batch, dtype=args.dtype, use_cfg=args.cfg != 0,
+                        device=args.device)
+    return Predictor(var_config, vae_config, workload, runtime_bytes=0 if cuda
+                     else current_rss_bytes())
 
 
 def _report(args, settings, rows, profile, var_config, isolate: bool) -> None:
@@ -194,6 +212,11 @@ def _report(args, settings, rows, profile, var_config, isolate: bool) -> None:
     bad = [r["plan"] for r in rows if r["kv_predicted_bytes"] != r["kv_peak_bytes"]]
     print("KV accounting (plan.kv_peak_token_layers x bytes per token-layer): "
           + (f"differs from the cache for {bad}" if bad else "matches the cache for every plan"))
+    measured = [r for r in rows if r["peak_memory_bytes"]]
+    if measured:
+        print("memory accounting (variant plan --max-memory) vs measured: " + ", ".join(
+            f"{r['plan']} {fmt_bytes(r['memory_predicted_bytes'])} vs "
+            f"{fmt_bytes(r['peak_memory_bytes'])}" for r in measured))
     meta = {"model": args.model, "device": args.device, "settings": vars(settings),
             "depth": var_config.depth, "width": var_config.width,
             "patch_nums": list(var_config.patch_nums), "isolated": isolate,

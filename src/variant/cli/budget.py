@@ -48,11 +48,10 @@ def budget_requested(args) -> bool:
                for n in ("max_kv", "max_memory", "max_latency"))
 
 
-def _model_info(args, var_config):
-    """(VAEConfig, meta dict) of --model; the official VQVAE when there is no model dir."""
+def model_info(source: str | None, var_config):
+    """(VAEConfig, meta dict) of a model; the official VQVAE when it is not a model dir."""
     from ..config import VAEConfig, config_from_dict, model_preset
 
-    source = args.model
     if source and source.startswith("random:"):
         return model_preset(source.split(":", 1)[1]).vae, {}
     if source == BUILTIN:
@@ -73,7 +72,7 @@ def run_budget(args, read_config) -> int:
         var_config = model_preset(args.model.split(":", 1)[1]).var
     else:
         var_config = read_config(args)
-    vae_config, meta = _model_info(args, var_config)
+    vae_config, meta = model_info(args.model, var_config)
     K, D = var_config.num_scales, var_config.depth
     bridge = args.bridge if args.bridge is not None else meta.get("bridge", default_bridge(K))
     subnets = args.subnets or meta.get("subnet_depths")

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 BUILTIN_REFERENCE = "builtin"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False)
 class Reference:
     mu: np.ndarray  # (F,)
     sigma: np.ndarray  # (F, F)
@@ -79,6 +79,7 @@ class QualityMetric:
         """FID, IS (mean, std), precision, recall and class accuracy of a set of images."""
         n, h, w = source_info(images)
         notes = self.check_images(n, h, w)
+        labels = self._check_labels(labels, n)  # before the (possibly long) feature pass
         for note in notes:
             warnings.warn(note, UserWarning, stacklevel=2)
         feats, logits = extract_features(self.extractor, images, self.batch_size)
@@ -91,20 +92,23 @@ class QualityMetric:
         if ref.features is not None:
             row["precision"], row["recall"] = precision_recall(
                 ref.features, feats, k=pr_k, device=self.extractor.device)
-        row["class_accuracy"] = self._class_accuracy(logits, labels, n)
+        row["class_accuracy"] = (None if labels is None
+                                 else float((logits.argmax(axis=1) == labels).mean()))
         row["warnings"] = notes
         return row
 
-    def _class_accuracy(self, logits: np.ndarray, labels, n: int) -> float | None:
+    def _check_labels(self, labels, n: int) -> np.ndarray | None:
+        """Labels as (N,) int64 when the extractor's classes are the generator's, else None."""
         if labels is None or not self.extractor.labels_are_classes:
             return None
         labels = np.asarray(labels, dtype=np.int64).reshape(-1)
         if labels.shape[0] != n:
             raise ValueError(f"got {labels.shape[0]} labels for {n} images; give one per image.")
-        if labels.min() < 0 or labels.max() >= logits.shape[1]:
-            raise ValueError(f"labels must be in 0..{logits.shape[1] - 1} for the "
-                             f"{self.name} classifier, got {labels.min()}..{labels.max()}.")
-        return float((logits.argmax(axis=1) == labels).mean())
+        classes = self.extractor.num_classes
+        if labels.min() < 0 or labels.max() >= classes:
+            raise ValueError(f"labels must be in 0..{classes - 1} for the {self.name} "
+                             f"classifier, got {labels.min()}..{labels.max()}.")
+        return labels
 
 
 def check_resolution(reference: str, ref_h: int, ref_w: int, height: int, width: int) -> None:
