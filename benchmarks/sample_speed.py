@@ -72,6 +72,29 @@ def build_ours(depth: int, seed: int):
     return var, vae
 
 
+class DecodeClock:
+    """Wraps `vae.fhat_to_img` (on this one object) to time each decode, wall and CPU.
+
+    Both samplers are timed the same way: decoder = the `fhat_to_img` call, transformer = the
+    rest of the sampling call (setup, scale loop, sampling).
+    """
+
+    def __init__(self, vae):
+        self.decode, self.last = vae.fhat_to_img, (0.0, 0.0)
+        vae.fhat_to_img = self  # instance attribute: only this object, only this process
+
+    def __call__(self, f_hat):
+        wall, cpu, out = timed(lambda: self.decode(f_hat))
+        self.last = (wall, cpu)
+        return out
+
+
+def phases(wall: float, cpu: float, clock: DecodeClock) -> dict:
+    dec_wall, dec_cpu = clock.last
+    return {"total": wall, "decoder": dec_wall, "transformer": wall - dec_wall,
+            "total_cpu": cpu, "decoder_cpu": dec_cpu, "transformer_cpu": cpu - dec_cpu}
+
+
 def labels(batch: int) -> torch.Tensor:
     return (torch.arange(batch) * 137 + 207) % 1000
 
@@ -83,7 +106,7 @@ def timed(fn):
     return time.perf_counter() - wall, time.process_time() - cpu, out
 
 
-def run_ours(var, vae, plan, dtype, args) -> dict:
+def run_ours(var, vae, clock, plan, dtype, args) -> dict:
     from variant.sampling.sampler import generate
 
     def call():
@@ -91,8 +114,7 @@ def run_ours(var, vae, plan, dtype, args) -> dict:
                         top_p=args.top_p, seed=args.seed, plan=plan, dtype=dtype)
 
     wall, cpu, res = timed(call)
-    return {"total": wall, "cpu": cpu, "transformer": res.timings["transformer"],
-            "decoder": res.timings["decoder"], "kv_peak_bytes": res.kv_peak_bytes,
+    return {**phases(wall, cpu, clock), "kv_peak_bytes": res.kv_peak_bytes,
             "images": res.images}
 
 
@@ -109,16 +131,7 @@ def official_worker(args) -> None:
     vae.load_state_dict(state["vae"], strict=True)
     var.load_state_dict(state["var"], strict=True)
     vae.eval(), var.eval()
-    decode_s = []
-    decode = vae.fhat_to_img
-
-    def timed_decode(f_hat):
-        t = time.perf_counter()
-        out = decode(f_hat)
-        decode_s.append(time.perf_counter() - t)
-        return out
-
-    vae.fhat_to_img = timed_decode  # instance attribute: only this object, only this process
+    clock = DecodeClock(vae)  # the official sampler calls vae_proxy[0].fhat_to_img: this object
     print(MARK + json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         request = json.loads(line)
@@ -133,8 +146,7 @@ def official_worker(args) -> None:
         wall, cpu, images = timed(call)
         if request.get("save"):
             torch.save(images.float(), request["save"])
-        print(MARK + json.dumps({"total": wall, "cpu": cpu, "decoder": decode_s[-1],
-                          "transformer": wall - decode_s[-1]}), flush=True)
+        print(MARK + json.dumps(phases(wall, cpu, clock)), flush=True)
 
 
 class OfficialSampler:
@@ -168,9 +180,12 @@ class OfficialSampler:
 
 
 # ------------------------------------------------------------------------------------ report
+KEYS = ("transformer", "decoder", "total", "transformer_cpu", "decoder_cpu", "total_cpu")
+
+
 def summarise(runs: list[dict]) -> dict:
     out = {}
-    for key in ("total", "transformer", "decoder", "cpu"):
+    for key in KEYS:
         values = [r[key] for r in runs]
         out[key] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
     return out
@@ -184,41 +199,38 @@ def flop_ratio(plan, var) -> float:
     return plan.flops(var.patch_nums, **kw) / full.flops(var.patch_nums, **kw)
 
 
-def print_table(rows: list[dict], args) -> None:
-    rows_per_image = 2 if args.cfg else 1
-    print(f"\nbatch {args.batch} images x {rows_per_image} (CFG rows) = "
-          f"{args.batch * rows_per_image} transformer rows, {args.threads} threads, "
-          f"{args.repeats} timed runs after {args.warmup} warm-up; seconds, median [min-max]")
-    head = ("| sampler | plan | dtype | transformer s | decoder s | total s | CPU s | FLOP ratio "
-            "| predicted transformer s | actual / predicted |")
+def print_table(rows: list[dict], args, cpu: bool) -> None:
+    suffix = "_cpu" if cpu else ""
+    what = "process CPU seconds" if cpu else "wall seconds"
+    print(f"\n{what}, median [min-max] of {args.repeats} runs after {args.warmup} warm-up")
+    head = ("| sampler | plan | dtype | transformer | decoder | total | FLOP ratio "
+            "| predicted transformer | actual / predicted |")
     print(head)
-    print("|" + "---|" * (head.count("|") - 1))
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         s = r["stats"]
 
         def cell(key, s=s):
-            v = s[key]
+            v = s[key + suffix]
             return f"{v['median']:.2f} [{v['min']:.2f}-{v['max']:.2f}]"
 
-        pred = r.get("predicted_transformer")
+        pred = r.get("predicted" + suffix)
         pred_cells = ("", "") if pred is None else (
-            f"{pred:.2f}", f"{r['transformer_vs_prediction']:.2f}")
+            f"{pred:.2f}", f"{r['vs_prediction' + suffix]:.2f}")
         print(f"| {r['sampler']} | {r['plan']} | {r['dtype']} | {cell('transformer')} | "
-              f"{cell('decoder')} | {cell('total')} | {s['cpu']['median']:.1f} | "
-              f"{r['flop_ratio']:.3f} | {pred_cells[0]} | {pred_cells[1]} |")
+              f"{cell('decoder')} | {cell('total')} | {r['flop_ratio']:.3f} | "
+              f"{pred_cells[0]} | {pred_cells[1]} |")
 
 
 def compare(rows: list[dict]) -> None:
     by = {(r["sampler"], r["plan"], r["dtype"]): r["stats"] for r in rows}
-    print()
+    print("\nofficial / ours, full plan (> 1: ours is faster); medians, minima in brackets")
     for dtype in sorted({r["dtype"] for r in rows}):
         ours, off = by.get(("variant", "full", dtype)), by.get(("official", "full", dtype))
         if ours and off:
-            for key in ("total", "transformer", "decoder"):
-                a, b = ours[key]["median"], off[key]["median"]
-                best = off[key]["min"] / ours[key]["min"]
-                print(f"{dtype} full, {key}: official / ours = {b / a:.3f} (medians; "
-                      f"ours {100 * (b - a) / b:+.1f}% less time), {best:.3f} (minima)")
+            cells = [f"{key} {off[key]['median'] / ours[key]['median']:.3f} "
+                     f"({off[key]['min'] / ours[key]['min']:.3f})" for key in KEYS]
+            print(f"  {dtype}: " + ", ".join(cells))
 
 
 # ------------------------------------------------------------------------------------ main
@@ -231,6 +243,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     var, vae = build_ours(args.depth, args.seed)
+    clock = DecodeClock(vae)
     plans = [DepthPlan.from_spec(s, var.depth, var.num_scales, args.bridge) for s in args.plans]
     official = None
     tmp = tempfile.TemporaryDirectory(prefix="variant-speed-")
@@ -245,7 +258,7 @@ def main(argv=None) -> int:
         for dtype in args.dtypes:
             for i in range(args.warmup + args.repeats):
                 for plan in plans:
-                    out = run_ours(var, vae, plan, DTYPES[dtype], args)
+                    out = run_ours(var, vae, clock, plan, DTYPES[dtype], args)
                     key = ("variant", plan.name, dtype)
                     extra.setdefault(key, {"kv_peak_bytes": out["kv_peak_bytes"],
                                            "flop_ratio": flop_ratio(plan, var)})
@@ -266,7 +279,11 @@ def main(argv=None) -> int:
         if official is not None:
             official.close()
     rows = collect(runs, extra)
-    print_table(rows, args)
+    print(f"\nVAR-d{args.depth} (width {64 * args.depth}) + VQVAE ch160 V4096, 256 px; batch "
+          f"{args.batch} images x {2 if args.cfg else 1} (CFG) = "
+          f"{args.batch * (2 if args.cfg else 1)} transformer rows; {args.threads} threads")
+    print_table(rows, args, cpu=False)
+    print_table(rows, args, cpu=True)
     compare(rows)
     for dtype in args.dtypes:
         a = extra.get(("variant", "full", dtype), {}).get("images")
@@ -292,10 +309,13 @@ def collect(runs: dict, extra: dict) -> list[dict]:
     for row in rows:  # the FLOP prediction: full-plan transformer time x FLOP ratio
         full = next((r for r in rows if r["sampler"] == row["sampler"] == "variant"
                      and r["plan"] == "full" and r["dtype"] == row["dtype"]), None)
-        if full is not None and row["sampler"] == "variant" and row["plan"] != "full":
-            pred = full["stats"]["transformer"]["median"] * row["flop_ratio"]
-            row["predicted_transformer"] = pred
-            row["transformer_vs_prediction"] = row["stats"]["transformer"]["median"] / pred
+        if full is None or row["sampler"] != "variant" or row["plan"] == "full":
+            continue
+        for suffix in ("", "_cpu"):
+            key = "transformer" + suffix
+            pred = full["stats"][key]["median"] * row["flop_ratio"]
+            row["predicted" + suffix] = pred
+            row["vs_prediction" + suffix] = row["stats"][key]["median"] / pred
     return rows
 
 

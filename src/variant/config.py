@@ -160,6 +160,15 @@ class ModelPreset:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _builtin() -> ModelPreset:
+    """The built-in model: the `builtin` tokenizer (Shapes-10, 64 px, L = 130) + a depth-8 VAR."""
+    from .tokenizer.presets import BUILTIN_VAE
+
+    var = VARConfig(depth=8, embed_dim=128, num_heads=4, num_classes=10, V=BUILTIN_VAE.V,
+                    Cvae=BUILTIN_VAE.Cvae, patch_nums=BUILTIN_VAE.patch_nums, drop_path_rate=0.0)
+    return ModelPreset(BUILTIN_VAE, var, "built-in: Shapes-10 at 64 px, depth 8, width 128")
+
+
 def _official(depth: int, patch_nums: tuple[int, ...] = PATCH_NUMS_256, shared_aln: bool = False):
     vae = VAEConfig(patch_nums=patch_nums)
     var = VARConfig(depth=depth, patch_nums=patch_nums, shared_aln=shared_aln)
@@ -172,6 +181,7 @@ MODEL_PRESETS: dict[str, Callable[[], ModelPreset]] = {
     "var-d24": lambda: _official(24),
     "var-d30": lambda: _official(30),
     "var-d36": lambda: _official(36, PATCH_NUMS_512, shared_aln=True),
+    "builtin": _builtin,
     "tiny": lambda: ModelPreset(
         VAEConfig(V=32, Cvae=8, ch=32, ch_mult=(1, 2), patch_nums=(1, 2, 4)),
         VARConfig(depth=4, embed_dim=64, num_heads=4, num_classes=10, V=32, Cvae=8,

@@ -42,8 +42,13 @@ def build_vae_from_config(cfg: VAEConfig):
     return VQVAE(cfg)
 
 
-def save_pretrained(directory: str | Path, var: VAR, vae, meta: dict | None = None) -> Path:
-    """Write `var` and its tokenizer to a model directory, atomically."""
+def save_pretrained(directory: str | Path, var: VAR, vae, meta: dict | None = None,
+                    dtype: torch.dtype | None = None) -> Path:
+    """Write `var` and its tokenizer to a model directory, atomically.
+
+    `dtype` (e.g. torch.float16) stores floating-point tensors in that type to save space; loading
+    casts them back to the model's dtype.
+    """
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -53,8 +58,8 @@ def save_pretrained(directory: str | Path, var: VAR, vae, meta: dict | None = No
         config = {"format": FORMAT, "version": 1, "var": config_to_dict(var.config),
                   "vae": config_to_dict(vae.config), "meta": meta or {}}
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        save_file(_contiguous(var.state_dict()), str(tmp / "model.safetensors"))
-        save_file(_contiguous(vae.state_dict()), str(tmp / "tokenizer.safetensors"))
+        save_file(_contiguous(var.state_dict(), dtype), str(tmp / "model.safetensors"))
+        save_file(_contiguous(vae.state_dict(), dtype), str(tmp / "tokenizer.safetensors"))
         if directory.exists():
             old = directory.with_name(directory.name + ".old")
             shutil.rmtree(old, ignore_errors=True)
@@ -68,8 +73,14 @@ def save_pretrained(directory: str | Path, var: VAR, vae, meta: dict | None = No
     return directory
 
 
-def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+def _contiguous(state: dict[str, torch.Tensor], dtype: torch.dtype | None = None):
+    out = {}
+    for key, value in state.items():
+        value = value.detach().cpu()
+        if dtype is not None and value.is_floating_point() and torch.isfinite(value).all():
+            value = value.to(dtype)  # masks holding -inf stay float32
+        out[key] = value.contiguous()
+    return out
 
 
 def load_model(source: str | Path, vae_path: str | Path | None = None, *,

@@ -38,8 +38,9 @@ def test_sample_writes_grid_each_and_npz(tmp_path, capsys):
     grid = np.asarray(Image.open(out))
     assert grid.ndim == 3 and grid.shape[2] == 3
     assert len(list((tmp_path / "each").glob("*.png"))) == 3
-    arr = np.load(tmp_path / "s.npz")["arr_0"]
-    assert arr.shape == (3, 8, 8, 3) and arr.dtype == np.uint8
+    npz = np.load(tmp_path / "s.npz")
+    assert npz["arr_0"].shape == (3, 8, 8, 3) and npz["arr_0"].dtype == np.uint8
+    assert npz["arr_1"].tolist() == [1, 2, 3]
     assert "peak KV cache" in capsys.readouterr().out
 
 

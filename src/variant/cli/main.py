@@ -16,6 +16,7 @@ from ..models.convert import CheckpointError
 COMMANDS = [
     "plan",
     "sample",
+    "demo",
     "train",
     "eval",
     "train-metric",

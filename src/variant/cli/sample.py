@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..eval.npz import write_npz
 from ..sampling.sampler import DTYPES, generate
 from .common import add_model_args, add_plan_args, load_from_args, resolve_plan
 
@@ -39,7 +40,7 @@ def register(sub) -> None:
     p.add_argument("--out", default="samples.png", help="grid PNG path (default samples.png)")
     p.add_argument("--nrow", type=int, default=None, help="images per grid row")
     p.add_argument("--save-each", default=None, help="folder for one PNG per image")
-    p.add_argument("--npz", default=None, help="also write images as uint8 (N,H,W,3) arr_0 .npz")
+    p.add_argument("--npz", default=None, help="also write an ADM-format .npz (arr_0 uint8 images, arr_1 labels)")
     p.set_defaults(func=run)
 
 
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         for j, img in enumerate(arr):
             save_png(img, folder / f"{j:06d}_class{labels[j]}.png")
     if args.npz:
-        np.savez(args.npz, arr_0=arr, labels=np.asarray(labels))
+        write_npz(args.npz, [arr], len(arr), arr.shape[1:], labels=np.asarray(labels))
     print(f"wrote {num} images ({arr.shape[1]}x{arr.shape[2]}) to {out} | plan {plan.name} "
           f"({plan.token_layers(var.patch_nums)} token-layers) | transformer {t_tr:.2f}s, "
           f"decoder {t_dec:.2f}s | peak KV cache {kv_peak / 2**20:.2f} MiB ({args.dtype})")

@@ -1,10 +1,11 @@
 """Tokenizer training configuration: one frozen dataclass and named presets.
 
 `builtin` is the tokenizer of the built-in model: Shapes-10 at 64 px, 8x downsampling to an 8x8
-latent, patch_nums (1, 2, 3, 4, 6, 8) (L = 130 tokens), V = 512 codes of 16 channels. It is sized to
-train in a few minutes on a 2-core CPU. `paper` is the official `vae_ch160v4096z32` shape at 256 px
-(V = 4096, Cvae = 32, ch = 160, the official 10 scales), meant for fine-tuning an official VQVAE on
-GPUs (`--init vae_ch160v4096z32.pth --data /imagenet/train`). `tiny` is for tests.
+latent, patch_nums (1, 2, 3, 4, 6, 8) (L = 130 tokens), V = 512 codes of 16 channels, 1.1 M
+parameters, sized to train in about five minutes on a 2-core CPU. `paper` is the official
+`vae_ch160v4096z32` shape at 256 px (V = 4096, Cvae = 32, ch = 160, the official 10 scales), meant
+for fine-tuning an official VQVAE on GPUs (`--init vae_ch160v4096z32.pth --data /imagenet/train`).
+`tiny` is for tests.
 """
 
 from __future__ import annotations
@@ -84,13 +85,18 @@ class TokenizerTrainConfig:
         return self.vae.image_size
 
 
-BUILTIN_VAE = VAEConfig(V=512, Cvae=16, ch=32, ch_mult=(1, 2, 2, 4), num_res_blocks=1,
+BUILTIN_VAE = VAEConfig(V=512, Cvae=16, ch=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1,
                         share_quant_resi=4, patch_nums=(1, 2, 3, 4, 6, 8))
 
 
 def _builtin() -> TokenizerTrainConfig:
-    return TokenizerTrainConfig(vae=BUILTIN_VAE, num_images=10_000, epochs=4, batch_size=32,
-                                lr=1e-3, warmup_steps=50, l1_weight=1.0, l2_weight=1.0)
+    # 2 epochs x 6000 images = 750 steps of 16: about 5 CPU-minutes (1.1 M parameters). Tried at
+    # 6400 images: ch_mult (1, 1, 2, 2) beat (1, 1, 2, 4) and (1, 2, 2, 4) (17.3 vs 16.4 dB, and
+    # cheaper); batch 8 at lr 3e-3 matched batch 16 at 2e-3; betas (0.9, 0.99) were worse; dead-
+    # code restarts raise usage from ~6 % to ~90 % of the codes.
+    return TokenizerTrainConfig(vae=BUILTIN_VAE, num_images=6000, epochs=2, batch_size=16,
+                                lr=2e-3, warmup_steps=20, l1_weight=1.0, l2_weight=1.0,
+                                restart_dead_codes_every=20, eval_images=256, log_every=50)
 
 
 def _paper() -> TokenizerTrainConfig:

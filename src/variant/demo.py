@@ -1,0 +1,182 @@
+"""`variant demo`: the whole VARiant pipeline on the built-in Shapes-10 data, end to end.
+
+tokenizer -> base VAR (full network only, the stand-in for a pretrained VAR) -> progressive
+supernet fine-tuning -> quality per plan (built-in metric) -> efficiency benchmark -> scale-depth
+asymmetry study -> (full mode) fixed-ratio vs progressive study over seeds -> report.
+
+Every step is one `variant` command run in a subprocess, so the report lists exactly the commands
+a reader can rerun. Steps whose outputs exist are skipped, so an interrupted demo resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SUBNETS = ("d4", "d2")  # of the built-in model's 8 layers
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoMode:
+    """How much work each step does."""
+
+    name: str
+    tokenizer: tuple[str, ...]  # extra flags for train-tokenizer
+    base: tuple[str, ...]  # extra flags for the base VAR
+    supernet: tuple[str, ...]  # extra flags for the supernet fine-tuning
+    study: tuple[str, ...]  # extra flags for each fine-tuning of the ratio study
+    num_per_class: int  # images per class for each quality measurement
+    seeds: tuple[int, ...]  # seeds of the ratio study (empty: no study)
+    bench_repeats: int
+
+
+DEMO_MODES = {
+    "quick": DemoMode(
+        name="quick",
+        tokenizer=("--num-images", "1500", "--epochs", "1"),
+        base=("--num-images", "2000", "--phase-epochs", "0,0,4"),
+        supernet=("--num-images", "2000", "--phase-epochs", "0.5,1,0.5"),
+        study=(), num_per_class=20, seeds=(), bench_repeats=2),
+    "full": DemoMode(
+        name="full", tokenizer=(), base=(), supernet=(),
+        study=("--phase-epochs", "0.3,1.2,0.5"),
+        num_per_class=50, seeds=(0, 1, 2), bench_repeats=5),
+}
+STUDY_RATIOS = ("fixed:0.1", "fixed:1.0", "progressive")
+
+
+class Demo:
+    def __init__(self, out: str | Path, mode: DemoMode, threads: int = 0, jobs: int = 1):
+        self.out, self.mode, self.threads, self.jobs = Path(out), mode, threads, max(1, jobs)
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "logs").mkdir(exist_ok=True)
+        self.log_path = self.out / "commands.jsonl"
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ running commands
+    def variant(self, *args: str, done: Path | None = None, threads: int = 0) -> None:
+        """Run `variant ARGS` unless `done` exists; record the command and its duration.
+
+        `threads` > 0 pins the subprocess's OpenMP threads (parallel jobs must not oversubscribe
+        the cores: that slows CPU PyTorch down by an order of magnitude).
+        """
+        cmd = [sys.executable, "-m", "variant", *map(str, args)]
+        env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
+        shown = "variant " + " ".join(shlex.quote(str(a)) for a in args)
+        if done is not None and done.exists():
+            log.info("skip (done): %s", shown)
+            return
+        log.info("run: %s", shown)
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        seconds = time.perf_counter() - start
+        name = args[0] if args[0] != "analyze" else f"analyze-{args[1]}"
+        with self._lock:
+            count = len(list((self.out / "logs").iterdir()))
+            logfile = self.out / "logs" / f"{count:02d}-{name}.log"
+            logfile.write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+            with self.log_path.open("a") as f:
+                f.write(json.dumps({"command": shown, "seconds": round(seconds, 1),
+                                    "returncode": proc.returncode, "log": logfile.name}) + "\n")
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
+            raise RuntimeError(f"step failed ({shown}); see {logfile}:\n{tail}")
+
+    def thread_flags(self) -> tuple[str, ...]:
+        return ("--threads", str(self.threads)) if self.threads else ()
+
+    # ------------------------------------------------------------------ steps
+    def tokenizer(self) -> Path:
+        out = self.out / "tokenizer"
+        self.variant("train-tokenizer", "--preset", "builtin", "--out", out, "--no-progress",
+                     *self.thread_flags(), *self.mode.tokenizer,
+                     done=out / "tokenizer" / "config.json")
+        return out / "tokenizer"
+
+    def train(self, preset: str, out: Path, *extra: str, threads: int = 0) -> Path:
+        final = out / "final"
+        self.variant("train", "--preset", preset, "--out-dir", out, "--no-progress", *extra,
+                     done=final / "config.json", threads=threads)
+        return final
+
+    def evaluate(self, model: Path, out: Path, plans=("full", *SUBNETS)) -> Path:
+        self.variant("eval", "--model", model, "--plans", *plans, "--metric", "builtin",
+                     "--reference", "builtin", "--num-per-class", str(self.mode.num_per_class),
+                     "--out", out, done=out / "eval.json", threads=1 if self.jobs > 1 else 0)
+        return out / "eval.json"
+
+    def bench(self, model: Path) -> Path:
+        out = self.out / "bench.json"
+        self.variant("bench", "--model", model, "--plans", "full", *SUBNETS, "--batch", "16",
+                     "--repeats", str(self.mode.bench_repeats), "--json", out,
+                     "--plot", self.out / "bench.png", *self.thread_flags(), done=out)
+        return out
+
+    def asymmetry(self, model: Path) -> Path:
+        out = self.out / "asymmetry"
+        self.variant("analyze", "asymmetry", "--model", model, "--metric", "builtin",
+                     "--reference", "builtin", "--num-per-class", str(self.mode.num_per_class),
+                     "--out", out, "--json", out / "asymmetry.json",
+                     done=out / "asymmetry.json")
+        return out / "asymmetry.json"
+
+    def grids(self, model: Path) -> list[Path]:
+        paths = []
+        for plan in ("full", *SUBNETS):
+            path = self.out / f"samples-{plan}.png"
+            self.variant("sample", "--model", model, "--plan", plan, "--labels",
+                         *[str(c) for c in range(10) for _ in range(2)], "--nrow", "10",
+                         "--seed", "0", "--out", path, done=path)
+            paths.append(path)
+        return paths
+
+    def ratio_study(self, base: Path) -> dict[str, list[Path]]:
+        """Fine-tune from the base VAR with each ratio schedule and seed, then evaluate each.
+
+        With `jobs` > 1 the fine-tunings run side by side, one OpenMP thread each.
+        """
+        runs = [(ratio, seed) for ratio in STUDY_RATIOS for seed in self.mode.seeds]
+        threads = 1 if self.jobs > 1 else self.threads
+
+        def one(run: tuple[str, int]) -> Path:
+            ratio, seed = run
+            tag = f"{ratio.replace(':', '')}-seed{seed}"
+            model = self.train("builtin-supernet", self.out / "study" / tag, "--init", base,
+                               "--ratio", ratio, "--seed", str(seed), *self.mode.study,
+                               threads=threads)
+            return self.evaluate(model, self.out / "study" / f"eval-{tag}")
+
+        with ThreadPoolExecutor(self.jobs) as pool:
+            paths = list(pool.map(one, runs))
+        results: dict[str, list[Path]] = {}
+        for (ratio, _), path in zip(runs, paths):
+            results.setdefault(ratio, []).append(path)
+        return results
+
+    def run(self) -> Path:
+        started = time.perf_counter()
+        tok = self.tokenizer()
+        base = self.train("builtin-base", self.out / "base", "--vae", tok, *self.mode.base)
+        supernet = self.train("builtin-supernet", self.out / "supernet", "--init", base,
+                              *self.mode.supernet)
+        evals = {"base VAR (no supernet training)": self.evaluate(base, self.out / "eval-base"),
+                 "VARiant supernet": self.evaluate(supernet, self.out / "eval-supernet")}
+        bench = self.bench(supernet)
+        asym = self.asymmetry(base)
+        grids = self.grids(supernet)
+        study = self.ratio_study(base) if self.mode.seeds else {}
+        from .demo_report import write_report
+
+        return write_report(self.out, self.mode.name, tok, evals, bench, asym, grids, study,
+                            time.perf_counter() - started)
