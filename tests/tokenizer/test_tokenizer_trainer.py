@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from variant.cli.main import main
+from variant.config import VAEConfig
 from variant.tokenizer import TokenizerTrainer, tokenizer_preset
 from variant.tokenizer_io import load_tokenizer, save_tokenizer
 
@@ -96,7 +97,8 @@ def test_config_validation():
     with pytest.raises(ValueError, match="unknown tokenizer preset"):
         tokenizer_preset("huge")
     builtin = tokenizer_preset("builtin").vae
-    assert builtin.image_size == 64 and builtin.patch_nums[-1] == 8
+    assert builtin.image_size == 64 and builtin.patch_nums == (1, 2, 3, 4, 6, 8)
+    assert tokenizer_preset("paper").vae == VAEConfig()  # the official vae_ch160v4096z32
 
 
 def test_cli_trains_and_tokenizes(tmp_path, capsys):

@@ -40,6 +40,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="images per tokenizer batch")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -61,6 +62,8 @@ def _resolve_tokenizer(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from ..data.tokens import images_for_tokenizing, tokenize_dataset
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rank = int(os.environ.get("RANK", "0"))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     vae = _resolve_tokenizer(args)

@@ -1,0 +1,64 @@
+"""The demo's report: tables from step outputs (the pipeline itself is run by `variant demo`)."""
+
+import json
+
+from variant.demo import DEMO_MODES, Demo
+from variant.demo_report import mean_std, study_table, write_report
+
+
+def _eval_json(path, fids):
+    rows = [{"plan": plan, "num_images": 10, "flops_ratio": 1.0, "fid": fid,
+             "class_accuracy": 0.5} for plan, fid in fids.items()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"settings": {}, "rows": rows}))
+    return path
+
+
+def test_mean_std():
+    assert mean_std([1.0, 2.0, 3.0]) == "2.000 ± 1.000"
+    assert mean_std([4.0]) == "4.000"
+    assert mean_std([None]) == "—"
+
+
+def test_study_table_aggregates_seeds(tmp_path):
+    study = {
+        "fixed:0.1": [_eval_json(tmp_path / f"a{s}.json", {"full": 1.0 + s, "d2": 5.0})
+                      for s in range(3)],
+        "progressive": [_eval_json(tmp_path / f"b{s}.json", {"full": 2.0, "d2": 3.0 + s})
+                        for s in range(3)],
+    }
+    table = study_table(study, "fid")
+    assert "| ratio schedule (3 seeds) | full | d2 |" in table
+    assert "| fixed:0.1 | 2.000 ± 1.000 | 5.000 ± 0.000 |" in table
+    assert "| progressive | 2.000 ± 0.000 | 4.000 ± 1.000 |" in table
+
+
+def test_commands_are_recorded_and_skipped_when_done(tmp_path):
+    demo = Demo(tmp_path, DEMO_MODES["quick"])
+    done = tmp_path / "exists"
+    done.write_text("")
+    demo.variant("plan", "--depth", "8", done=done)  # skipped: nothing recorded
+    assert not demo.log_path.exists()
+    demo.variant("plan", "--depth", "8", "--subnets", "4", "2")
+    entry = json.loads(demo.log_path.read_text().splitlines()[0])
+    assert entry["command"] == "variant plan --depth 8 --subnets 4 2"
+    assert entry["returncode"] == 0
+    assert "d4/bridge6" in (tmp_path / "logs" / entry["log"]).read_text()
+
+
+def test_report_is_written(tmp_path):
+    demo = Demo(tmp_path, DEMO_MODES["quick"])
+    for cmd in ("train-tokenizer", "bench", "analyze asymmetry"):
+        log = tmp_path / "logs" / f"{cmd.replace(' ', '-')}.log"
+        log.write_text(f"| table of {cmd} |\n--- stderr ---\n")
+        with demo.log_path.open("a") as f:
+            f.write(json.dumps({"command": f"variant {cmd} --x", "seconds": 1.0,
+                                "returncode": 0, "log": log.name}) + "\n")
+    evals = {"supernet": _eval_json(tmp_path / "e.json", {"full": 1.0, "d4/bridge4": 2.0})}
+    report = write_report(tmp_path, "quick", tmp_path, evals, tmp_path / "b.json",
+                          tmp_path / "a.json", [tmp_path / "samples-full.png"], {}, 60.0)
+    text = report.read_text()
+    assert "| table of bench |" in text and "| table of analyze asymmetry |" in text
+    assert "## Quality: supernet" in text and "d4/bridge4" in text
+    assert "![samples-full](samples-full.png)" in text
+    assert "`variant bench --x`" in text
