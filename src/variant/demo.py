@@ -37,6 +37,7 @@ class DemoMode:
     supernet: tuple[str, ...]  # extra flags for the supernet fine-tuning
     study: tuple[str, ...]  # extra flags for each fine-tuning of the ratio study
     num_per_class: int  # images per class for each quality measurement
+    study_per_class: int  # images per class for each run of the ratio study
     seeds: tuple[int, ...]  # seeds of the ratio study (empty: no study)
     bench_repeats: int
 
@@ -47,11 +48,11 @@ DEMO_MODES = {
         tokenizer=("--num-images", "1500", "--epochs", "1"),
         base=("--num-images", "2000", "--phase-epochs", "0,0,4"),
         supernet=("--num-images", "2000", "--phase-epochs", "0.5,1,0.5"),
-        study=(), num_per_class=20, seeds=(), bench_repeats=2),
+        study=(), num_per_class=20, study_per_class=0, seeds=(), bench_repeats=2),
     "full": DemoMode(
         name="full", tokenizer=(), base=(), supernet=(),
-        study=("--phase-epochs", "0.3,1.2,0.5"),
-        num_per_class=50, seeds=(0, 1, 2), bench_repeats=5),
+        study=("--num-images", "5000", "--phase-epochs", "0.3,1.2,0.5"),
+        num_per_class=50, study_per_class=20, seeds=(0, 1, 2), bench_repeats=5),
 }
 STUDY_RATIOS = ("fixed:0.1", "fixed:1.0", "progressive")
 
@@ -110,10 +111,11 @@ class Demo:
                      done=final / "config.json", threads=threads)
         return final
 
-    def evaluate(self, model: Path, out: Path, plans=("full", *SUBNETS)) -> Path:
-        self.variant("eval", "--model", model, "--plans", *plans, "--metric", "builtin",
-                     "--reference", "builtin", "--num-per-class", str(self.mode.num_per_class),
-                     "--out", out, done=out / "eval.json", threads=1 if self.jobs > 1 else 0)
+    def evaluate(self, model: Path, out: Path, per_class: int = 0, threads: int = 0) -> Path:
+        per_class = per_class or self.mode.num_per_class
+        self.variant("eval", "--model", model, "--plans", "full", *SUBNETS, "--metric",
+                     "builtin", "--reference", "builtin", "--num-per-class", str(per_class),
+                     "--out", out, done=out / "eval.json", threads=threads)
         return out / "eval.json"
 
     def bench(self, model: Path) -> Path:
@@ -155,7 +157,8 @@ class Demo:
             model = self.train("builtin-supernet", self.out / "study" / tag, "--init", base,
                                "--ratio", ratio, "--seed", str(seed), *self.mode.study,
                                threads=threads)
-            return self.evaluate(model, self.out / "study" / f"eval-{tag}")
+            return self.evaluate(model, self.out / "study" / f"eval-{tag}",
+                                 self.mode.study_per_class, threads)
 
         with ThreadPoolExecutor(self.jobs) as pool:
             paths = list(pool.map(one, runs))

@@ -241,7 +241,7 @@ def builtin_base() -> TrainConfig:
     """
     return TrainConfig(
         init="scratch", model_preset="builtin", ratio="full-only",
-        subnet_depths=(2, 4), bridge=4, phase_epochs=(0.0, 0.0, 6.0),
+        subnet_depths=(2, 4), bridge=4, phase_epochs=(0.0, 0.0, 4.0),
         dataset="procedural", num_images=10_000, global_batch=32, lr=1e-3, lr_rule="absolute",
         warmup_epochs=0.25, lr_decay="cos", lr_end=0.05, weight_decay=0.05, grad_clip=2.0,
         precision="auto", save_every=500, log_every=50, out_dir="runs/builtin-base",
@@ -252,12 +252,12 @@ def builtin_supernet() -> TrainConfig:
     """Supernet fine-tuning of the built-in base VAR: the paper's recipe in miniature.
 
     Subnets of 4 and 2 of 8 layers in the last 2 of 6 scales (bridge 4, the paper's 60%), the
-    three-stage ratio with phases 1/3/2 epochs (the paper's 5/15/10 scaled down); needs
+    three-stage ratio with phases 0.5/1.5/1 epochs (the paper's 5/15/10 scaled down); needs
     --init with the base model directory.
     """
     return TrainConfig(
         init="runs/builtin-base/final", model_preset="builtin", ratio="progressive",
-        subnet_depths=(2, 4), bridge=4, phase_epochs=(1.0, 3.0, 2.0), p_start=0.2, p_end=1.0,
+        subnet_depths=(2, 4), bridge=4, phase_epochs=(0.5, 1.5, 1.0), p_start=0.2, p_end=1.0,
         dataset="procedural", num_images=10_000, global_batch=32, lr=2e-4, lr_rule="absolute",
         warmup_epochs=0.1, lr_decay="constant", weight_decay=0.05, grad_clip=2.0,
         precision="auto", save_every=500, log_every=50, seed=1, out_dir="runs/builtin-supernet",
