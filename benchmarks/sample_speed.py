@@ -222,15 +222,31 @@ def print_table(rows: list[dict], args, cpu: bool) -> None:
               f"{pred_cells[0]} | {pred_cells[1]} |")
 
 
+def paired(a: dict, b: dict, key: str) -> float:
+    """Median over rounds of a's time / b's time in the same round (robust to slow periods)."""
+    return statistics.median(x[key] / y[key] for x, y in zip(a["runs"], b["runs"]))
+
+
 def compare(rows: list[dict]) -> None:
-    by = {(r["sampler"], r["plan"], r["dtype"]): r["stats"] for r in rows}
-    print("\nofficial / ours, full plan (> 1: ours is faster); medians, minima in brackets")
+    by = {(r["sampler"], r["plan"], r["dtype"]): r for r in rows}
+    print("\nofficial / ours, full plan (> 1: ours is faster): median of per-round ratios "
+          "[ratio of minima]")
     for dtype in sorted({r["dtype"] for r in rows}):
         ours, off = by.get(("variant", "full", dtype)), by.get(("official", "full", dtype))
         if ours and off:
-            cells = [f"{key} {off[key]['median'] / ours[key]['median']:.3f} "
-                     f"({off[key]['min'] / ours[key]['min']:.3f})" for key in KEYS]
+            cells = [f"{key} {paired(off, ours, key):.3f} "
+                     f"[{off['stats'][key]['min'] / ours['stats'][key]['min']:.3f}]"
+                     for key in KEYS]
             print(f"  {dtype}: " + ", ".join(cells))
+    print("subnet / full transformer time vs the FLOP ratio: median of per-round ratios")
+    for r in rows:
+        full = by.get(("variant", "full", r["dtype"]))
+        if r["sampler"] == "variant" and r["plan"] != "full" and full:
+            cells = [f"{key} {paired(r, full, key):.3f} = "
+                     f"{paired(r, full, key) / r['flop_ratio']:.2f} x FLOP ratio"
+                     for key in ("transformer", "transformer_cpu")]
+            print(f"  {r['plan']} {r['dtype']}: FLOP ratio {r['flop_ratio']:.3f}; "
+                  + ", ".join(cells))
 
 
 # ------------------------------------------------------------------------------------ main
