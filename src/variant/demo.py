@@ -51,7 +51,7 @@ DEMO_MODES = {
         study=(), num_per_class=20, study_per_class=0, seeds=(), bench_repeats=2),
     "full": DemoMode(
         name="full", tokenizer=(), base=(), supernet=(),
-        study=("--num-images", "5000", "--phase-epochs", "0.3,1.2,0.5"),
+        study=("--num-images", "2500", "--phase-epochs", "0.3,1.2,0.5"),
         num_per_class=50, study_per_class=20, seeds=(0, 1, 2), bench_repeats=5),
 }
 STUDY_RATIOS = ("fixed:0.1", "fixed:1.0", "progressive")
@@ -165,6 +165,10 @@ class Demo:
         results: dict[str, list[Path]] = {}
         for (ratio, _), path in zip(runs, paths):
             results.setdefault(ratio, []).append(path)
+        out = self.out / "pareto"
+        self.variant("analyze", "pareto", *paths, "--labels",
+                     *[f"{ratio} seed {seed}" for ratio, seed in runs], "--out", out,
+                     "--json", out / "pareto.json", done=out / "pareto.json")
         return results
 
     def run(self) -> Path:

@@ -85,7 +85,9 @@ def write_report(out: Path, mode: str, tokenizer: Path, evals: dict[str, Path], 
         parts += ["## Fixed ratio vs progressive (supernet fine-tuning from the base VAR)", "",
                   "FID (built-in metric), mean ± std over seeds:", "", study_table(study, "fid"),
                   "", "Class accuracy, mean ± std over seeds:", "",
-                  study_table(study, "class_accuracy"), ""]
+                  study_table(study, "class_accuracy"), "",
+                  _log_of(out, "variant analyze pareto"), "", "![pareto](pareto/pareto.png)",
+                  ""]
     parts += ["## Samples (supernet, 2 per class, same seed)", ""]
     parts += [f"![{g.stem}]({g.name})" for g in grids]
     parts += ["", "## Commands", "", _commands(out), ""]
