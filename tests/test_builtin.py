@@ -1,4 +1,4 @@
-"""The model shipped inside the package: it loads, samples under every plan, and draws its classes."""
+"""The shipped built-in model: it loads, samples under every plan and draws its classes."""
 
 import pytest
 import torch

@@ -40,7 +40,8 @@ def register(sub) -> None:
     p.add_argument("--out", default="samples.png", help="grid PNG path (default samples.png)")
     p.add_argument("--nrow", type=int, default=None, help="images per grid row")
     p.add_argument("--save-each", default=None, help="folder for one PNG per image")
-    p.add_argument("--npz", default=None, help="also write an ADM-format .npz (arr_0 uint8 images, arr_1 labels)")
+    p.add_argument("--npz", default=None,
+                   help="also write an ADM-format .npz (arr_0 uint8 images, arr_1 labels)")
     p.set_defaults(func=run)
 
 

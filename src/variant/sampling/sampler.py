@@ -107,7 +107,9 @@ def generate(var, vae, B: int, label_B=None, *, cfg: float = 1.5, top_k: int = 9
                                      more_smooth, use_cfg, progress)
         cache.release_all()
         timer.lap("transformer")
-        images = vae.fhat_to_img(f_hat).float().add_(1).mul_(0.5)
+        # channels_last lets oneDNN pick faster convolution kernels on CPU (same values to ~1e-5)
+        f_hat = f_hat.contiguous(memory_format=torch.channels_last)
+        images = vae.fhat_to_img(f_hat).float().contiguous().add_(1).mul_(0.5)
     timer.lap("decoder")
     return GenerationResult(images, indices, label_B, cache.peak_bytes, plan, timer.laps)
 
