@@ -47,9 +47,12 @@ def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 def two_part_attention(q_BHlK, part: Attendable, scale: float, max_score_bytes: int = 1 << 28):
     """Softmax attention over [part.k ; part.k_new] without concatenating them.
 
-    Computed in float32 and chunked over the batch so the score matrix stays under
+    On CPU: one fused (flash) attention per part, merged by their log-sum-exps. Elsewhere:
+    computed in float32 and chunked over the batch so the score matrix stays under
     `max_score_bytes`. Returns (B, H, l, K) in the values' dtype.
     """
+    if q_BHlK.device.type == "cpu" and _CPU_FLASH_WITH_LSE is not None:
+        return _merged_attention_cpu(q_BHlK, part, scale)
     B, H, num_q, _ = q_BHlK.shape
     n = part.k.shape[2] + part.k_new.shape[2]
     step = max(1, max_score_bytes // max(1, H * num_q * n * 4))
@@ -64,6 +67,23 @@ def two_part_attention(q_BHlK, part: Attendable, scale: float, max_score_bytes: 
         o = e1 @ part.v[b:b + step].float() + e2 @ part.v_new[b:b + step].float()
         outs.append(o.div_(z))
     return torch.cat(outs).to(part.v.dtype) if len(outs) > 1 else outs[0].to(part.v.dtype)
+
+
+# PyTorch's fused CPU attention that also returns the log-sum-exp (torch >= 2.2); on older
+# versions, and on other devices, the chunked float32 path above is used.
+_CPU_FLASH_WITH_LSE = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
+def _merged_attention_cpu(q_BHlK, part: Attendable, scale: float):
+    """softmax([s1, s2]) @ [v1; v2] = w1 * o1 + w2 * o2, w_i = exp(lse_i - logaddexp(lse))."""
+    flash = _CPU_FLASH_WITH_LSE
+    dtype = part.v.dtype
+    o1, lse1 = flash(q_BHlK.to(dtype), part.k, part.v, scale=scale)[:2]
+    o2, lse2 = flash(q_BHlK.to(dtype), part.k_new, part.v_new, scale=scale)[:2]
+    lse = torch.logaddexp(lse1, lse2)  # (B, H, l) float32
+    w1 = (lse1 - lse).exp_().unsqueeze(-1)
+    w2 = (lse2 - lse).exp_().unsqueeze(-1)
+    return (o1.float() * w1 + o2.float() * w2).to(dtype)
 
 
 class SelfAttention(nn.Module):
