@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from ..models.convert import CheckpointError
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, CheckpointError, FileNotFoundError, PermissionError) as err:
         print(f"variant {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep interpreter shutdown quiet
+        return 0
     except KeyboardInterrupt:
         print(f"variant {args.command}: interrupted", file=sys.stderr)
         return 130
