@@ -16,8 +16,9 @@ def register(sub) -> None:
                     "3 seeds; writes OUT/report.md with tables, plots and sample grids. "
                     "Rerunning resumes: finished steps are skipped.")
     p.add_argument("--mode", choices=sorted(DEMO_MODES), default="quick",
-                   help="quick (about 10 minutes on 2 CPU cores) or full (the shipped model and "
-                        "docs/REPRODUCTION.md; about an hour)")
+                   help="quick: the whole pipeline on small settings, about 7 minutes on 2 CPU "
+                        "cores (a pipeline check: its models are undertrained); full: the shipped "
+                        "model and docs/REPRODUCTION.md, about an hour")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads for the steps")
     p.add_argument("--jobs", type=int, default=1,
