@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
+from .atomic import atomic_directory
 from .config import VAEConfig, VARConfig, config_from_dict, config_to_dict
 from .models.convert import (
     CheckpointError,
@@ -51,26 +49,13 @@ def save_pretrained(directory: str | Path, var: VAR, vae, meta: dict | None = No
     """
     from safetensors.torch import save_file
 
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with atomic_directory(directory) as tmp:
         config = {"format": FORMAT, "version": 1, "var": config_to_dict(var.config),
                   "vae": config_to_dict(vae.config), "meta": meta or {}}
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         save_file(_contiguous(var.state_dict(), dtype), str(tmp / "model.safetensors"))
         save_file(_contiguous(vae.state_dict(), dtype), str(tmp / "tokenizer.safetensors"))
-        if directory.exists():
-            old = directory.with_name(directory.name + ".old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return directory
+    return Path(directory)
 
 
 def _contiguous(state: dict[str, torch.Tensor], dtype: torch.dtype | None = None):

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
+from .atomic import atomic_directory
 from .config import PATCH_NUMS_256, VAEConfig, config_from_dict, config_to_dict
 from .models.convert import (
     CheckpointError,
@@ -43,26 +41,13 @@ def save_tokenizer(directory: str | Path, vae: VQVAE, meta: dict | None = None) 
     """Write `vae` as a tokenizer directory, atomically (replacing an existing one)."""
     from safetensors.torch import save_file
 
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with atomic_directory(directory) as tmp:
         config = {"format": FORMAT, "version": 1, "vae": config_to_dict(vae.config),
                   "meta": {"fingerprint": tokenizer_fingerprint(vae), **(meta or {})}}
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         state = {k: v.detach().contiguous().cpu() for k, v in vae.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE))
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return directory
+    return Path(directory)
 
 
 def load_tokenizer(
