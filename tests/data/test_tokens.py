@@ -27,14 +27,7 @@ TINY = VAEConfig(V=32, Cvae=8, ch=32, ch_mult=(1, 2), num_res_blocks=1, patch_nu
 NUM_IMAGES, SHARD = 20, 8
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: these tiny tensors gain nothing from two, and two OpenMP threads
-    slow down tenfold when other processes keep the cores busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_vae(seed: int = 0) -> VQVAE:

@@ -1,16 +1,6 @@
 import pytest
-import torch
 
 from variant.cli.common import random_model
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids the start-up cost (and jitter) of the intra-op pool."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="package")

@@ -1,16 +1,10 @@
 import pytest
-import torch
 from train_helpers import tiny_config
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and one thread is immune to the spin-wait
-    slowdown of an oversubscribed CI machine (the bitwise checks compare runs of one process)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _single_thread(one_thread):
+    """Every test in this folder runs with one intra-op thread (see tests/conftest.py)."""
 
 
 @pytest.fixture
