@@ -124,7 +124,10 @@ class DepthPlan:
     @cached_property
     def bridge(self) -> int:
         """Number of leading scales that run every layer of the model (the bridge zone)."""
-        depth = self.total_depth or self.max_layer + 1
+        return self.bridge_for(self.total_depth or self.max_layer + 1)
+
+    def bridge_for(self, depth: int) -> int:
+        """Number of leading scales that run all `depth` layers of a model."""
         full = tuple(range(depth))
         n = 0
         while n < self.num_scales and self.layer_sets[n] == full:

@@ -51,7 +51,7 @@ class LeanKVCache:
         self.dtype, self.device = dtype, torch.device(device)
         self.bytes_per_token = batch * num_heads * head_dim * torch.empty(
             (), dtype=dtype).element_size() * 2  # keys and values
-        bridge = _bridge(plan, depth)
+        bridge = plan.bridge_for(depth)
         self.slots = [_LayerSlot(plan.scales_of_layer(i), self.sizes, bridge)
                       for i in range(depth)]
         self.live_bytes = 0
@@ -120,10 +120,3 @@ class LeanKVCache:
     def token_layers_peak(self) -> float:
         return self.peak_bytes / self.bytes_per_token
 
-
-def _bridge(plan: DepthPlan, depth: int) -> int:
-    full = tuple(range(depth))
-    n = 0
-    while n < plan.num_scales and plan.layer_sets[n] == full:
-        n += 1
-    return n
