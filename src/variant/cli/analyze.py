@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..eval.analyze import (
+from ..analysis.analyze import (
     asymmetry_plans,
     asymmetry_rows,
     default_ranges,
@@ -32,7 +32,7 @@ from ..eval.analyze import (
     plot_asymmetry,
     plot_pareto,
 )
-from ..eval.bench import BenchSettings, profile_scales, save_json
+from ..efficiency.bench import BenchSettings, profile_scales, save_json
 from ..sampling.sampler import DTYPES
 from .common import add_model_args, add_plan_args, load_from_args, resolve_plan
 
@@ -137,7 +137,7 @@ def run_asymmetry(args: argparse.Namespace) -> int:
     depth = parse_subnet(args.subnet, cfg.depth)
     out = Path(args.out)
     if args.latency_profile:
-        from ..eval.budget import Workload, check_profile, load_profile
+        from ..efficiency.budget import Workload, check_profile, load_profile
 
         profile = load_profile(args.latency_profile)
         check_profile(profile, cfg, Workload(dtype=args.dtype, device=args.device))

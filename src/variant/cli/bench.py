@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..eval.bench import (
+from ..efficiency.bench import (
     BenchSettings,
     add_accounting,
     compare_to_full,
@@ -194,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _predictor(args, var_config):
     """The budget planner's accounting for this workload, to print next to the measurements."""
-    from ..eval.budget import Predictor, Workload
+    from ..efficiency.budget import Predictor, Workload
     from .budget import model_info
 
     vae_config, _ = model_info(args.model, var_config)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from ..eval.bench import current_rss_bytes, fmt_bytes, save_json
-from ..eval.budget import (
+from ..efficiency.bench import current_rss_bytes, fmt_bytes, save_json
+from ..efficiency.budget import (
     Budget,
     Predictor,
     Workload,

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from variant.cli.main import main
-from variant.eval.bench import BenchSettings, compare_to_full, fmt_bytes, spread
+from variant.efficiency.bench import BenchSettings, compare_to_full, fmt_bytes, spread
 
 
 def _bench(tmp_path, *extra):

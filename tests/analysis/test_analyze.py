@@ -4,7 +4,7 @@ import pytest
 
 from variant.cli.main import main
 from variant.config import VARConfig
-from variant.eval.analyze import (
+from variant.analysis.analyze import (
     asymmetry_rows,
     default_ranges,
     format_asymmetry,

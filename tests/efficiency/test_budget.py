@@ -3,7 +3,7 @@ import pytest
 from variant.cli.common import random_model
 from variant.cli.main import main
 from variant.config import model_preset
-from variant.eval.budget import (
+from variant.efficiency.budget import (
     Budget,
     Predictor,
     Workload,

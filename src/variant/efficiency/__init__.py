@@ -1,0 +1,1 @@
+"""Speed, memory and budgets: the per-plan benchmark and the budget planner."""
