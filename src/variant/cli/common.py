@@ -8,6 +8,8 @@ import torch
 
 from ..config import model_preset
 from ..models.plan import DepthPlan
+from ..sampling.settings import SamplingConfig
+from ..units import DTYPES
 
 BUILTIN = "builtin"
 
@@ -77,3 +79,28 @@ def random_model(preset: str, device, seed: int = 0):
     vae = VQVAE(p.vae).to(device).eval()
     var = VAR(p.var, vae).init_weights().to(device).eval()
     return var, vae
+
+
+def add_sampling_args(parser, *, dtype: bool = True) -> None:
+    """--cfg/--top-k/--top-p/--more-smooth(/--dtype), defaults from `SamplingConfig`."""
+    d = SamplingConfig()
+    parser.add_argument("--cfg", type=float, default=d.cfg,
+                        help=f"classifier-free guidance, 0: off (default {d.cfg})")
+    parser.add_argument("--top-k", type=int, default=d.top_k,
+                        help=f"top-k, 0: off (default {d.top_k})")
+    parser.add_argument("--top-p", type=float, default=d.top_p,
+                        help=f"top-p, 0: off (default {d.top_p})")
+    parser.add_argument("--more-smooth", action="store_true",
+                        help="Gumbel-softmax smoothing of the next-scale input (visual only)")
+    if dtype:
+        parser.add_argument("--dtype", choices=sorted(DTYPES), default=d.dtype,
+                            help=f"compute dtype (default {d.dtype})")
+
+
+def sampling_from_args(args: argparse.Namespace, **changes) -> SamplingConfig:
+    """The `SamplingConfig` of a command's flags (`changes` override, e.g. a per-chunk seed)."""
+    fields = {"cfg": args.cfg, "top_k": args.top_k, "top_p": args.top_p,
+              "more_smooth": getattr(args, "more_smooth", False),
+              "dtype": getattr(args, "dtype", SamplingConfig().dtype),
+              "seed": getattr(args, "seed", None)}
+    return SamplingConfig(**{**fields, **changes})

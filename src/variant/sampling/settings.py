@@ -1,0 +1,68 @@
+"""One sampling configuration: the official VAR sampling defaults live here and nowhere else.
+
+`SamplingConfig` is what every sampler call, command and benchmark builds its settings from;
+`variant.cli.common.add_sampling_args` / `sampling_from_args` are its command-line form.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from ..units import dtype_name, parse_dtype
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplingConfig:
+    """How to draw tokens. Defaults are the official VAR demo's (cfg 1.5, top-k 900, top-p 0.96).
+
+    - `cfg`: classifier-free guidance strength; 0 turns guidance (and the doubled batch) off.
+    - `top_k` / `top_p`: 0 turns the filter off.
+    - `more_smooth`: the official Gumbel-softmax smoothing of the next-scale input (visual only).
+    - `dtype`: compute dtype, `'fp32' | 'bf16' | 'fp16'` (a `torch.dtype` is accepted too).
+    - `seed`: seeds the per-call generator; None uses torch's global RNG.
+    """
+
+    cfg: float = 1.5
+    top_k: int = 900
+    top_p: float = 0.96
+    more_smooth: bool = False
+    dtype: str = "fp32"
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dtype", dtype_name(self.dtype))
+        if self.top_k < 0 or not 0.0 <= self.top_p <= 1.0 or self.cfg < 0:
+            raise ValueError(f"need top_k >= 0, 0 <= top_p <= 1 and cfg >= 0; got top_k="
+                             f"{self.top_k}, top_p={self.top_p}, cfg={self.cfg}.")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return parse_dtype(self.dtype)
+
+    @property
+    def use_cfg(self) -> bool:
+        """Whether the unconditional rows run (guidance would be a no-op at cfg 0)."""
+        return self.cfg != 0
+
+    def rows(self, batch: int) -> int:
+        """Rows in each transformer pass: the batch, doubled by classifier-free guidance."""
+        return batch * (2 if self.use_cfg else 1)
+
+    def replace(self, **changes) -> SamplingConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def cli_args(self) -> list[str]:
+        """The `variant sample` flags that reproduce these settings."""
+        args = ["--cfg", f"{self.cfg:g}", "--top-k", str(self.top_k), "--top-p", f"{self.top_p:g}",
+                "--dtype", self.dtype]
+        if self.more_smooth:
+            args.append("--more-smooth")
+        if self.seed is not None:
+            args += ["--seed", str(self.seed)]
+        return args
