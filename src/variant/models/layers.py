@@ -23,6 +23,9 @@ KVCallback = Callable[[torch.Tensor, torch.Tensor], "Attendable"]
 # float32 ln(100), the official clamp of the learned per-head attention scale.
 MAX_SCALE_MUL = math.log(100.0)
 
+# The unfused two-part attention chunks the batch so one float32 score matrix stays under this.
+MAX_SCORE_BYTES = 1 << 28
+
 
 class Attendable:
     """Keys/values for one attention call: one contiguous part, or kept part + new part.
@@ -44,7 +47,8 @@ def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return x * mask.div_(keep)
 
 
-def two_part_attention(q_BHlK, part: Attendable, scale: float, max_score_bytes: int = 1 << 28):
+def two_part_attention(q_BHlK, part: Attendable, scale: float,
+                       max_score_bytes: int = MAX_SCORE_BYTES):
     """Softmax attention over [part.k ; part.k_new] without concatenating them.
 
     On CPU: one fused (flash) attention per part, merged by their log-sum-exps. Elsewhere:
