@@ -108,10 +108,12 @@ def timed(fn):
 
 def run_ours(var, vae, clock, plan, dtype, args) -> dict:
     from variant.sampling.sampler import generate
+    from variant.sampling.settings import SamplingConfig
 
     def call():
-        return generate(var, vae, args.batch, labels(args.batch), cfg=args.cfg, top_k=args.top_k,
-                        top_p=args.top_p, seed=args.seed, plan=plan, dtype=dtype)
+        settings = SamplingConfig(cfg=args.cfg, top_k=args.top_k, top_p=args.top_p,
+                                  seed=args.seed, dtype=dtype)
+        return generate(var, args.batch, labels(args.batch), settings=settings, plan=plan)
 
     wall, cpu, res = timed(call)
     return {**phases(wall, cpu, clock), "kv_peak_bytes": res.kv_peak_bytes,
@@ -192,11 +194,10 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def flop_ratio(plan, var) -> float:
-    from variant.models.plan import DepthPlan
+    from variant.models.cost import CostModel
 
-    full = DepthPlan.full(var.depth, var.num_scales)
-    kw = dict(width=var.C, vocab=var.V, cvae=var.Cvae, include_head=True)
-    return plan.flops(var.patch_nums, **kw) / full.flops(var.patch_nums, **kw)
+    cost = CostModel(var.config)
+    return cost.flops(plan, include_head=True) / cost.flops(var.full_plan(), include_head=True)
 
 
 def print_table(rows: list[dict], args, cpu: bool) -> None:

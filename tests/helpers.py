@@ -5,20 +5,29 @@ import torch
 from variant.models.plan import DepthPlan
 from variant.models.var import VAR
 from variant.sampling.kv_cache import LeanKVCache
+from variant.sampling.sampler import scale_loop
 
 
 def cached_logits(var: VAR, label_B, x_BLCv, plan: DepthPlan, dtype=torch.float32):
-    """Run the KV-cached path scale by scale on teacher tokens; returns logits (B, L, V)."""
-    x_BLD, cond_BD = var.embed_inputs(label_B, x_BLCv)
-    cond = var.shared_ada_lin(cond_BD)
-    cache = LeanKVCache(plan, var.patch_nums, var.depth, x_BLD.shape[0], var.config.heads,
-                        var.config.head_dim, dtype, x_BLD.device)
-    out = []
-    for k, (a, b) in enumerate(var.begin_ends):
-        x = x_BLD[:, a:b]
-        for layer in plan.layers_at(k):
-            x = var.blocks[layer](x, cond, kv=cache.callback(layer, k))
-        out.append(var.get_logits(x, cond_BD))
+    """Run the sampler's scale loop with the KV cache on teacher inputs -> logits (B, L, V).
+
+    The policy replays the teacher's tokenizer-side inputs `x_BLCv` (B, L - 1, C) instead of
+    sampling, so this is the sampling path of `variant.sampling.sampler.scale_loop` itself.
+    """
+    sizes = [p * p for p in var.patch_nums]
+    starts = [sum(sizes[:k]) - 1 for k in range(len(sizes))]  # offsets in x_BLCv (no scale 0)
+    logits = []
+
+    def teacher(k, logits_BlV):
+        logits.append(logits_BlV)
+        if k + 1 < len(sizes):
+            return x_BLCv[:, starts[k + 1]:starts[k + 1] + sizes[k + 1]]
+        return None
+
+    num_heads, head_dim = var.kv_layout
+    cache = LeanKVCache(plan, var.patch_nums, var.depth, x_BLCv.shape[0], num_heads, head_dim,
+                        dtype, x_BLCv.device)
+    scale_loop(var, label_B, plan, cache, teacher)
     cache.release_all()
     assert cache.live_bytes == 0
-    return torch.cat(out, 1), cache
+    return torch.cat(logits, 1), cache

@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from variant import DepthPlan
-from variant.cli.common import random_model
+from variant.pretrained import random_model
 from variant.sampling.sampler import generate, sample_top_k_top_p_
+from variant.sampling.settings import SamplingConfig
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +69,9 @@ def test_labels_none_uses_the_seeded_generator(tiny):
 
 def test_bf16_sampling_runs(tiny):
     var, vae = tiny
-    out = generate(var, vae, 2, [0, 1], seed=0, dtype=torch.bfloat16)
+    out = generate(var, 2, [0, 1], settings=SamplingConfig(seed=0, dtype=torch.bfloat16))
     assert out.images.dtype == torch.float32 and torch.isfinite(out.images).all()
-    fp32 = generate(var, vae, 2, [0, 1], seed=0)
+    fp32 = var.generate(2, [0, 1], seed=0, dtype="fp32")
     assert out.kv_peak_bytes * 2 == fp32.kv_peak_bytes
 
 

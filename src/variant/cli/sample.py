@@ -14,8 +14,15 @@ import torch
 from PIL import Image
 
 from ..eval.npz import write_npz
-from ..sampling.sampler import DTYPES, generate
-from .common import add_model_args, add_plan_args, load_from_args, resolve_plan
+from ..sampling.sampler import generate
+from .common import (
+    add_model_args,
+    add_plan_args,
+    add_sampling_args,
+    load_from_args,
+    resolve_plan,
+    sampling_from_args,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +38,7 @@ def register(sub) -> None:
                    help="class id per image (default: --num images with random classes)")
     p.add_argument("--num", type=int, default=16,
                    help="number of images when --labels is not given")
-    p.add_argument("--cfg", type=float, default=1.5, help="classifier-free guidance (0: off)")
-    p.add_argument("--top-k", type=int, default=900, help="top-k (0: off)")
-    p.add_argument("--top-p", type=float, default=0.96, help="top-p (0: off)")
-    p.add_argument("--more-smooth", action="store_true", help="gumbel-softmax smoothing (visual)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="compute dtype")
+    add_sampling_args(p)
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     p.add_argument("--out", default="samples.png", help="grid PNG path (default samples.png)")
     p.add_argument("--nrow", type=int, default=None, help="images per grid row")
@@ -100,9 +103,8 @@ def run(args: argparse.Namespace) -> int:
     images, kv_peak, t_tr, t_dec = [], 0, 0.0, 0.0
     for i, start in enumerate(range(0, num, args.batch_size)):
         chunk = labels[start:start + args.batch_size]
-        res = generate(var, vae, len(chunk), torch.tensor(chunk), cfg=args.cfg, top_k=args.top_k,
-                       top_p=args.top_p, seed=args.seed + i, plan=plan,
-                       more_smooth=args.more_smooth, dtype=DTYPES[args.dtype], progress=True)
+        res = generate(var, len(chunk), torch.tensor(chunk), plan=plan, progress=True,
+                       settings=sampling_from_args(args, seed=args.seed + i))
         images.append(to_uint8(res.images))
         kv_peak = max(kv_peak, res.kv_peak_bytes)
         t_tr, t_dec = t_tr + res.timings["transformer"], t_dec + res.timings["decoder"]

@@ -12,12 +12,16 @@ V vocab, K scales.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..config import VARConfig
+from ..config import PATCH_NUMS_256, VARConfig
+from ..sampling.kv_cache import LeanKVCache
+from ..sampling.sampler import GenerationResult, generate
+from ..sampling.settings import SamplingConfig
 from .layers import AdaLNBeforeHead, AdaLNSelfAttn, SharedAdaLin
 from .plan import DepthPlan
 
@@ -30,6 +34,15 @@ class _LayerWork:
     stop: int
     index: torch.Tensor | None  # gathered token positions otherwise
     attn_bias: torch.Tensor  # (1, 1, n, n) block-causal mask among the processed tokens
+
+
+@dataclass(frozen=True)
+class ScaleContext:
+    """The per-row condition of one sampling call (`VAR.start`)."""
+
+    cond_RD: torch.Tensor  # class embedding: the start token and the head's AdaLN condition
+    block_cond: torch.Tensor  # what the blocks' AdaLN reads: cond_RD, or its shared projection
+    lvl_pos_1LD: torch.Tensor  # scale embedding + position embedding of every token
 
 
 class VAR(nn.Module):
@@ -92,6 +105,15 @@ class VAR(nn.Module):
         plan.check(self.depth, self.num_scales)
         return plan
 
+    @property
+    def device(self) -> torch.device:
+        return self.pos_1LC.device
+
+    @property
+    def kv_layout(self) -> tuple[int, int]:
+        """(heads, head dim) of the keys/values one layer keeps per token."""
+        return self.config.heads, self.config.head_dim
+
     def condition(self, label_B: torch.Tensor):
         """Class embedding (B, D): both the start token and the AdaLN condition."""
         return self.class_emb(label_B)
@@ -99,15 +121,23 @@ class VAR(nn.Module):
     def get_logits(self, h_BLD: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
         return self.head(self.head_nm(h_BLD.float(), cond_BD).float()).float()
 
-    def _check_labels(self, label_B: torch.Tensor, allow_null: bool) -> None:
+    def check_labels(self, label_B: torch.Tensor, allow_null: bool) -> None:
+        """Raise ValueError unless `label_B` is a 1-D integer tensor of valid class ids.
+
+        The range check reads the values, a host sync on an accelerator; there it is left to
+        the embedding's own bounds check so that a training step does not wait for it.
+        """
         hi = self.num_classes + (1 if allow_null else 0)
         if label_B.dtype not in (torch.int64, torch.int32) or label_B.ndim != 1:
             raise ValueError(f"labels must be a 1-D integer tensor, got {label_B.dtype} "
                              f"{tuple(label_B.shape)}.")
-        if label_B.numel() and (int(label_B.min()) < 0 or int(label_B.max()) >= hi):
+        if label_B.device.type != "cpu" or not label_B.numel():
+            return
+        low, high = label_B.aminmax()
+        if int(low) < 0 or int(high) >= hi:
             raise ValueError(
                 f"labels must be in 0..{self.num_classes - 1} (this model has {self.num_classes} "
-                f"classes), got min {int(label_B.min())}, max {int(label_B.max())}."
+                f"classes), got min {int(low)}, max {int(high)}."
             )
 
     def _layer_work(self, plan: DepthPlan, device) -> list[_LayerWork | None]:
@@ -159,7 +189,7 @@ class VAR(nn.Module):
             )
         if label_B.shape != (B,):
             raise ValueError(f"label_B must have shape ({B},), got {tuple(label_B.shape)}.")
-        self._check_labels(label_B, allow_null=True)
+        self.check_labels(label_B, allow_null=True)
         x_BLD, cond_BD = self.embed_inputs(label_B, x_BLCv_wo_first_l)
         cond = self.shared_ada_lin(cond_BD)
         for block, work in zip(self.blocks, self._layer_work(plan, x_BLD.device)):
@@ -173,15 +203,78 @@ class VAR(nn.Module):
                 x_BLD = torch.cat((x_BLD[:, :work.start], part, x_BLD[:, work.stop:]), dim=1)
         return self.get_logits(x_BLD.float(), cond_BD)
 
-    # ------------------------------------------------------------------ sampling
-    def generate(self, B: int, label_B=None, *, cfg: float = 1.5, top_k: int = 900,
-                 top_p: float = 0.96, seed: int | None = None, plan: DepthPlan | None = None,
-                 more_smooth: bool = False, progress: bool = False):
-        """Sample B images; see `variant.sampling.sampler.generate` (this is a thin delegate)."""
-        from ..sampling.sampler import generate
+    # ------------------------------------------------------------------ per-scale steps
+    # The `ScaleModel` protocol (sampling/protocol.py): the sampler drives these, scale by scale.
+    def start(self, label_R: torch.Tensor) -> tuple[torch.Tensor, ScaleContext]:
+        """Scale 0's input (R, 1, D): the class embedding as start token, and the context."""
+        R = label_R.shape[0]
+        sos = cond_RD = self.condition(label_R)
+        lvl_pos = self.lvl_embed(self.lvl_1L) + self.pos_1LC
+        x_RlD = (sos.unsqueeze(1).expand(R, self.first_l, -1)
+                 + self.pos_start.expand(R, self.first_l, -1) + lvl_pos[:, :self.first_l])
+        return x_RlD, ScaleContext(cond_RD, self.shared_ada_lin(cond_RD), lvl_pos)
 
-        return generate(self, self.vae, B, label_B, cfg=cfg, top_k=top_k, top_p=top_p, seed=seed,
-                        plan=plan, more_smooth=more_smooth, progress=progress)
+    def run_layers(self, scale_index: int, x_RlD: torch.Tensor, ctx: ScaleContext,
+                   layers: Sequence[int], cache: LeanKVCache) -> torch.Tensor:
+        for layer in layers:
+            x_RlD = self.blocks[layer](x_RlD, ctx.block_cond, kv=cache.callback(layer, scale_index))
+        return x_RlD
+
+    def logits(self, h_RlD: torch.Tensor, ctx: ScaleContext) -> torch.Tensor:
+        return self.get_logits(h_RlD, ctx.cond_RD)
+
+    def embed_tokens(self, idx_Bl: torch.Tensor) -> torch.Tensor:
+        return self._tokenizer().quantize.embedding(idx_Bl)
+
+    def embed_probs(self, probs_BlV: torch.Tensor) -> torch.Tensor:
+        return probs_BlV @ self._tokenizer().quantize.embedding.weight
+
+    def new_latent(self, B: int) -> torch.Tensor:
+        self._tokenizer()  # sampling needs the tokenizer: fail before any work
+        side = self.patch_nums[-1]
+        return torch.zeros(B, self.Cvae, side, side, device=self.device)
+
+    def advance(self, scale_index: int, f_hat: torch.Tensor, h_BlC: torch.Tensor):
+        B, pn = h_BlC.shape[0], self.patch_nums[scale_index]
+        h_BChw = h_BlC.transpose(1, 2).reshape(B, self.Cvae, pn, pn)
+        f_hat, next_BChw = self._tokenizer().quantize.get_next_autoregressive_input(
+            scale_index, self.num_scales, f_hat, h_BChw)
+        if scale_index == self.num_scales - 1:
+            return f_hat, None
+        return f_hat, next_BChw.view(B, self.Cvae, -1).transpose(1, 2)
+
+    def scale_input(self, scale_index: int, x_BlC: torch.Tensor,
+                    ctx: ScaleContext) -> torch.Tensor:
+        begin, end = self.begin_ends[scale_index]
+        return self.word_embed(x_BlC) + ctx.lvl_pos_1LD[:, begin:end]
+
+    def decode(self, f_hat: torch.Tensor) -> torch.Tensor:
+        # channels_last lets oneDNN pick faster convolution kernels on CPU (same values to ~1e-5)
+        f_hat = f_hat.contiguous(memory_format=torch.channels_last)
+        return self._tokenizer().fhat_to_img(f_hat).float().contiguous().add_(1).mul_(0.5)
+
+    def _tokenizer(self):
+        if self.vae is None:
+            raise ValueError("this VAR has no tokenizer attached; build it with "
+                             "variant.build_var(vae, ...) or call var.attach_vae(vae).")
+        return self.vae
+
+    # ------------------------------------------------------------------ sampling
+    def generate(self, B: int, label_B=None, *, cfg: float | None = None,
+                 top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+                 plan: DepthPlan | None = None, more_smooth: bool | None = None,
+                 dtype: str | torch.dtype | None = None, settings: SamplingConfig | None = None,
+                 progress: bool = False) -> GenerationResult:
+        """Sample B images (see `variant.sampling.sampler.generate`; this is a thin delegate).
+
+        The keyword settings override `settings` (default: the official `SamplingConfig()`);
+        a None keyword keeps the setting's value.
+        """
+        given = {"cfg": cfg, "top_k": top_k, "top_p": top_p, "seed": seed,
+                 "more_smooth": more_smooth, "dtype": dtype}
+        settings = (settings or SamplingConfig()).replace(
+            **{k: v for k, v in given.items() if v is not None})
+        return generate(self, B, label_B, settings=settings, plan=plan, progress=progress)
 
     # ------------------------------------------------------------------ initialisation
     @torch.no_grad()
@@ -239,8 +332,6 @@ def build_var(vae=None, depth: int = 16, num_classes: int = 1000, patch_nums=Non
     else:
         V, Cvae = 4096, 32
     if patch_nums is None:
-        from ..config import PATCH_NUMS_256
-
         patch_nums = PATCH_NUMS_256
     config = VARConfig(depth=depth, embed_dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio,
                        num_classes=num_classes, V=V, Cvae=Cvae, patch_nums=tuple(patch_nums),

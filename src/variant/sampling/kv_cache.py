@@ -16,11 +16,14 @@ Legend: B batch (CFG-doubled), H heads, T tokens held, K head dim, l tokens of o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
-from ..models.layers import Attendable
-from ..models.plan import DepthPlan
+from .attention import Attendable
+
+if TYPE_CHECKING:
+    from ..models.plan import DepthPlan
 
 
 class _LayerSlot:

@@ -6,21 +6,30 @@ threshold; top-p removes the ascending-sorted tail whose cumulative mass is <= 1
 keeps the arg-max; one multinomial draw (with replacement) per scale on a generator seeded per
 call. With `cfg == 0` the unconditional half is skipped (guidance would be a no-op).
 
-Shape legend: B images, B2 rows in the pass (2B with CFG), l tokens of one scale, D width,
-C VAE channels, V vocab.
+The sampler drives any `ScaleModel` (sampling/protocol.py); the scale loop exists once, here.
+Shape legend: see sampling/protocol.py.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
+from tqdm.auto import tqdm
 
-from ..models.plan import DepthPlan
 from .kv_cache import LeanKVCache
+from .protocol import ScaleModel
+from .settings import SamplingConfig
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+if TYPE_CHECKING:
+    from ..models.plan import DepthPlan
+
+# Called as trace(event, scale_index) at "scale" (a scale starts), "layers" (its layers are
+# done) and "decode" (the decoder starts, scale_index -1): the benchmark's per-scale timers.
+Trace = Callable[[str, int], None]
 
 
 @dataclass
@@ -31,6 +40,7 @@ class GenerationResult:
     kv_peak_bytes: int  # largest key/value bytes held at once by the cache
     plan: DepthPlan
     timings: dict[str, float] = field(default_factory=dict)  # seconds: transformer, decoder
+    settings: SamplingConfig = field(default_factory=SamplingConfig)
 
 
 def sample_top_k_top_p_(logits_BlV: torch.Tensor, top_k: int, top_p: float,
@@ -54,106 +64,122 @@ def _gumbel_soft(logits_BlV, tau: float, rng):
     return ((logits_BlV + gumbels) / tau).softmax(-1)
 
 
-def _labels(var, B: int, label_B, rng, device) -> torch.Tensor:
+def _labels(model: ScaleModel, B: int, label_B, rng, device) -> torch.Tensor:
     if label_B is None:
-        uniform = torch.full((1, var.num_classes), 1.0 / var.num_classes, device=device)
+        uniform = torch.full((1, model.num_classes), 1.0 / model.num_classes, device=device)
         return torch.multinomial(uniform, B, replacement=True, generator=rng).reshape(B)
     if isinstance(label_B, int):
-        return torch.full((B,), var.num_classes if label_B < 0 else label_B, device=device)
+        return torch.full((B,), model.num_classes if label_B < 0 else label_B, device=device)
     label_B = torch.as_tensor(label_B, device=device).long().reshape(-1)
     if label_B.numel() != B:
         raise ValueError(f"got {label_B.numel()} labels for B={B} images; give one per image.")
     return label_B
 
 
-def _check_args(var, vae, B, cfg, top_k, top_p):
-    if vae is None:
-        raise ValueError("this VAR has no tokenizer attached; build it with "
-                         "variant.build_var(vae, ...) or call var.attach_vae(vae).")
-    if not isinstance(B, int) or B <= 0:
-        raise ValueError(f"batch size B must be a positive integer, got {B!r}.")
-    if top_k < 0 or not 0.0 <= top_p <= 1.0 or cfg < 0:
-        raise ValueError(f"need top_k >= 0, 0 <= top_p <= 1 and cfg >= 0; got top_k={top_k}, "
-                         f"top_p={top_p}, cfg={cfg}.")
-
-
 @torch.no_grad()
-def generate(var, vae, B: int, label_B=None, *, cfg: float = 1.5, top_k: int = 900,
-             top_p: float = 0.96, seed: int | None = None, plan: DepthPlan | None = None,
-             more_smooth: bool = False, dtype: torch.dtype = torch.float32,
-             progress: bool = False) -> GenerationResult:
-    """Sample B images from `var` under `plan` (None: the full network).
+def generate(model: ScaleModel, B: int, label_B=None, *, settings: SamplingConfig | None = None,
+             plan: DepthPlan | None = None, progress: bool = False,
+             trace: Trace | None = None) -> GenerationResult:
+    """Sample B images from `model` under `plan` (None: the full network).
 
     `label_B`: None (uniform random classes, drawn first from the seeded generator), an int
-    (negative: unconditional), or a sequence/tensor of B class ids. `seed=None` uses the global RNG.
-    `dtype`: compute dtype (bf16/fp16 run under autocast; the residual stream stays fp32).
+    (negative: unconditional), or a sequence/tensor of B class ids. `settings`: guidance, top-k,
+    top-p, smoothing, compute dtype and seed (default: the official ones, `SamplingConfig()`);
+    bf16/fp16 run under autocast while the residual stream stays fp32.
     """
-    _check_args(var, vae, B, cfg, top_k, top_p)
-    plan = var.resolve_plan(plan)
-    device = var.pos_1LC.device
+    settings = settings or SamplingConfig()
+    if not isinstance(B, int) or B <= 0:
+        raise ValueError(f"batch size B must be a positive integer, got {B!r}.")
+    plan = model.resolve_plan(plan)
+    device = model.device
+    seed = settings.seed
     rng = None if seed is None else torch.Generator(device=device).manual_seed(int(seed))
     unconditional = isinstance(label_B, int) and label_B < 0
-    label_B = _labels(var, B, label_B, rng, device)
-    var._check_labels(label_B, allow_null=unconditional)
-    if var.training:
-        raise ValueError("call var.eval() before sampling (drop-path is active in train mode).")
-    use_cfg = cfg != 0
-    rows = torch.cat((label_B, torch.full_like(label_B, var.num_classes))) if use_cfg else label_B
-    cache = LeanKVCache(plan, var.patch_nums, var.depth, rows.numel(), var.config.heads,
-                        var.config.head_dim, dtype, device)
+    label_B = _labels(model, B, label_B, rng, device)
+    model.check_labels(label_B, allow_null=unconditional)
+    if model.training:
+        raise ValueError("call model.eval() before sampling (drop-path is active in train mode).")
+    rows = label_B
+    if settings.use_cfg:
+        rows = torch.cat((label_B, torch.full_like(label_B, model.num_classes)))
+    num_heads, head_dim = model.kv_layout
+    dtype = settings.torch_dtype
+    cache = LeanKVCache(plan, model.patch_nums, model.depth, rows.numel(), num_heads, head_dim,
+                        dtype, device)
     timer = _Timer(device)
+    trace = trace or _no_trace
     with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-        f_hat, indices = _scale_loop(var, vae, B, rows, plan, cache, rng, cfg, top_k, top_p,
-                                     more_smooth, use_cfg, progress)
+        tokens = TokenSampler(model, B, settings, rng)
+        scale_loop(model, rows, plan, cache, tokens, progress, trace)
         cache.release_all()
         timer.lap("transformer")
-        # channels_last lets oneDNN pick faster convolution kernels on CPU (same values to ~1e-5)
-        f_hat = f_hat.contiguous(memory_format=torch.channels_last)
-        images = vae.fhat_to_img(f_hat).float().contiguous().add_(1).mul_(0.5)
+        trace("decode", -1)
+        images = model.decode(tokens.f_hat)
     timer.lap("decoder")
-    return GenerationResult(images, indices, label_B, cache.peak_bytes, plan, timer.laps)
+    return GenerationResult(images, tokens.indices, label_B, cache.peak_bytes, plan, timer.laps,
+                            settings)
 
 
-def _scale_loop(var, vae, B, rows, plan, cache, rng, cfg, top_k, top_p, more_smooth, use_cfg,
-                progress):
-    B2, K = rows.numel(), var.num_scales
-    sos = cond_BD = var.condition(rows)
-    cond = var.shared_ada_lin(cond_BD)
-    lvl_pos = var.lvl_embed(var.lvl_1L) + var.pos_1LC
-    x_BlD = (sos.unsqueeze(1).expand(B2, var.first_l, -1)
-             + var.pos_start.expand(B2, var.first_l, -1) + lvl_pos[:, :var.first_l])
-    side = var.patch_nums[-1]
-    f_hat = sos.new_zeros(B, var.Cvae, side, side, dtype=torch.float32)
-    embedding = vae.quantize.embedding
-    indices = []
-    scales = range(K)
-    if progress:
-        from tqdm.auto import tqdm
+# Given scale k's logits (R, l, V), choose its tokens and return the next scale's
+# tokenizer-side input (B, l', C), or None after the last scale.
+TokenPolicy = Callable[[int, torch.Tensor], "torch.Tensor | None"]
 
-        scales = tqdm(scales, desc="scales", leave=False)
-    for k in scales:
-        pn, ratio = var.patch_nums[k], k / max(1, K - 1)
-        for layer in plan.layers_at(k):
-            x_BlD = var.blocks[layer](x_BlD, cond, kv=cache.callback(layer, k))
-        logits_BlV = var.get_logits(x_BlD, cond_BD)
-        if use_cfg:
-            t = cfg * ratio
-            logits_BlV = (1 + t) * logits_BlV[:B] - t * logits_BlV[B:]
-        idx_Bl = sample_top_k_top_p_(logits_BlV, top_k, top_p, rng)
-        indices.append(idx_Bl)
-        if more_smooth:
+
+def scale_loop(model: ScaleModel, rows: torch.Tensor, plan: DepthPlan, cache: LeanKVCache,
+               policy: TokenPolicy, progress: bool = False, trace: Trace | None = None) -> None:
+    """The scale loop of next-scale prediction, the only one in the package.
+
+    `rows`: the condition of each transformer row (R,), conditional rows first. `policy`
+    chooses each scale's tokens from its logits: `TokenSampler` samples them (guidance, top-k,
+    top-p); the equivalence tests replay teacher tokens. Inputs with fewer rows than R (the
+    B images under guidance) are repeated to R rows.
+    """
+    trace = trace or _no_trace
+    K, R = model.num_scales, rows.numel()
+    x_RlD, ctx = model.start(rows)
+    for k in tqdm(range(K), desc="scales", leave=False) if progress else range(K):
+        trace("scale", k)
+        h_RlD = model.run_layers(k, x_RlD, ctx, plan.layers_at(k), cache)
+        trace("layers", k)
+        x_BlC = policy(k, model.logits(h_RlD, ctx))
+        if x_BlC is not None:
+            x_RlD = model.scale_input(k + 1, x_BlC, ctx)
+            if x_RlD.shape[0] != R:
+                x_RlD = x_RlD.repeat(R // x_RlD.shape[0], 1, 1)
+
+
+class TokenSampler:
+    """The sampling policy: guidance, top-k/top-p draws, then the tokenizer's next input.
+
+    Holds the accumulated latent `f_hat` (B, C, h, w) and the drawn token ids per scale.
+    """
+
+    def __init__(self, model: ScaleModel, B: int, settings: SamplingConfig,
+                 rng: torch.Generator | None):
+        self.model, self.B, self.settings, self.rng = model, B, settings, rng
+        self.f_hat = model.new_latent(B)
+        self.indices: list[torch.Tensor] = []
+
+    def __call__(self, k: int, logits_RlV: torch.Tensor) -> torch.Tensor | None:
+        B, s = self.B, self.settings
+        ratio = k / max(1, self.model.num_scales - 1)
+        logits_BlV = logits_RlV
+        if logits_RlV.shape[0] != B:  # conditional rows first, then the guiding rows
+            t = s.cfg * ratio
+            logits_BlV = (1 + t) * logits_RlV[:B] - t * logits_RlV[B:]
+        idx_Bl = sample_top_k_top_p_(logits_BlV, s.top_k, s.top_p, self.rng)
+        self.indices.append(idx_Bl)
+        if s.more_smooth:
             tau = max(0.27 * (1 - 0.95 * ratio), 0.005)
-            h_BlC = _gumbel_soft(logits_BlV.mul(1 + ratio), tau, rng) @ embedding.weight
+            h_BlC = self.model.embed_probs(_gumbel_soft(logits_BlV.mul(1 + ratio), tau, self.rng))
         else:
-            h_BlC = embedding(idx_Bl)
-        h_BChw = h_BlC.transpose(1, 2).reshape(B, var.Cvae, pn, pn)
-        f_hat, next_BCpp = vae.quantize.get_next_autoregressive_input(k, K, f_hat, h_BChw)
-        if k != K - 1:
-            begin, end = var.begin_ends[k + 1]
-            nxt = next_BCpp.view(B, var.Cvae, -1).transpose(1, 2)
-            x_BlD = var.word_embed(nxt) + lvl_pos[:, begin:end]
-            x_BlD = x_BlD.repeat(2, 1, 1) if use_cfg else x_BlD
-    return f_hat, indices
+            h_BlC = self.model.embed_tokens(idx_Bl)
+        self.f_hat, x_BlC = self.model.advance(k, self.f_hat, h_BlC)
+        return x_BlC
+
+
+def _no_trace(event: str, scale_index: int) -> None:
+    pass
 
 
 class _Timer:
