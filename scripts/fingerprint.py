@@ -23,6 +23,9 @@ from pathlib import Path
 
 import torch
 
+import variant
+from variant.models.plan import DepthPlan
+
 MODELS = ("builtin", "random:builtin")
 PLANS = ("full", "d4", "d2")
 SEEDS = (0, 1)
@@ -30,21 +33,10 @@ LABELS = (0, 3, 5, 9)
 
 
 def _load(source: str):
-    import variant
-
-    try:
-        return variant.load_model(source)
-    except Exception:  # before the model resolver (issue 8), the CLI's loader knew these sources
-        from argparse import Namespace
-
-        from variant.cli.common import load_from_args
-
-        return load_from_args(Namespace(model=source, vae=None, device="cpu", seed=0))
+    return variant.load_model(source)
 
 
 def _plan(spec: str, var):
-    from variant.models.plan import DepthPlan
-
     return DepthPlan.from_spec(spec, var.depth, var.num_scales, max(1, round(0.6 * var.num_scales)))
 
 

@@ -160,10 +160,14 @@ class ModelPreset:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# The built-in model's tokenizer (trained by `variant train-tokenizer --preset builtin`, see
+# tokenizer/presets.py): Shapes-10 at 64 px, 8x downsampling, L = 130 tokens, 1.1 M parameters.
+BUILTIN_VAE = VAEConfig(V=512, Cvae=16, ch=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1,
+                        share_quant_resi=4, patch_nums=(1, 2, 3, 4, 6, 8))
+
+
 def _builtin() -> ModelPreset:
     """The built-in model: the `builtin` tokenizer (Shapes-10, 64 px, L = 130) + a depth-8 VAR."""
-    from .tokenizer.presets import BUILTIN_VAE
-
     var = VARConfig(depth=8, embed_dim=128, num_heads=4, num_classes=10, V=BUILTIN_VAE.V,
                     Cvae=BUILTIN_VAE.Cvae, patch_nums=BUILTIN_VAE.patch_nums, drop_path_rate=0.0)
     return ModelPreset(BUILTIN_VAE, var, "built-in: Shapes-10 at 64 px, depth 8, width 128")

@@ -1,4 +1,13 @@
-"""Model directories (config.json + safetensors), official `.pth` pairs and Hub ids.
+"""Where models come from: the one resolver of model sources, and model directories.
+
+Every command, the trainer and the Python API name a model the same way (`resolve_source`):
+- `builtin`: the model shipped with the package (a model directory, see `variant.builtin`);
+- `random:PRESET`: randomly initialised weights of a named preset (`variant.config`), seeded;
+- a model directory: config.json + safetensors (below);
+- an official `var_d*.pth` (its VQVAE `.pth` given separately, or `vae_ch160v4096z32.pth` next to
+  it);
+- a Hugging Face Hub id `owner/name` (a model directory on the Hub), at an optional revision.
+A string that looks like a local path is never looked up on the Hub.
 
 A VARiant model directory holds:
 - `config.json`: {"format": "variant-model", "version": 1, "var": {...}, "vae": {...},
@@ -13,12 +22,16 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from .atomic import atomic_directory
-from .config import VAEConfig, VARConfig, config_from_dict, config_to_dict
+from .builtin import ASSETS, builtin_model_dir
+from .config import VAEConfig, VARConfig, config_from_dict, config_to_dict, model_preset
 from .models.convert import (
     CheckpointError,
     explain_mismatch,
@@ -27,82 +40,145 @@ from .models.convert import (
     var_config_from_state_dict,
 )
 from .models.var import VAR
+from .models.vqvae import VQVAE
 
 log = logging.getLogger(__name__)
 
 FORMAT = "variant-model"
+CONFIG_KEYS = ("format", "version", "var", "vae", "meta")
+MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.safetensors")
 OFFICIAL_VAE_NAME = "vae_ch160v4096z32.pth"
+BUILTIN = "builtin"
+RANDOM_PREFIX = "random:"
+SOURCE_FORMS = ("a model directory (config.json + safetensors), an official var_d*.pth file, "
+                "'builtin', 'random:PRESET' (e.g. random:tiny) or a Hugging Face Hub id "
+                "'owner/name'")
+_PATH_SUFFIXES = (".pth", ".pt", ".safetensors", ".json")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
-def build_vae_from_config(cfg: VAEConfig):
-    from .models.vqvae import VQVAE
+# --------------------------------------------------------------------------------------------
+# Resolution: one place that knows the source syntax.
 
-    return VQVAE(cfg)
+@dataclass(frozen=True)
+class ModelSource:
+    """A resolved source: `kind` is "random" (`preset` set), "directory" or "official" (`path`
+    set: the model directory, or the official VAR `.pth`)."""
 
-
-def save_pretrained(directory: str | Path, var: VAR, vae, meta: dict | None = None,
-                    dtype: torch.dtype | None = None) -> Path:
-    """Write `var` and its tokenizer to a model directory, atomically.
-
-    `dtype` (e.g. torch.float16) stores floating-point tensors in that type to save space; loading
-    casts them back to the model's dtype.
-    """
-    from safetensors.torch import save_file
-
-    with atomic_directory(directory) as tmp:
-        config = {"format": FORMAT, "version": 1, "var": config_to_dict(var.config),
-                  "vae": config_to_dict(vae.config), "meta": meta or {}}
-        (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        save_file(_contiguous(var.state_dict(), dtype), str(tmp / "model.safetensors"))
-        save_file(_contiguous(vae.state_dict(), dtype), str(tmp / "tokenizer.safetensors"))
-    return Path(directory)
+    kind: str
+    preset: str = ""
+    path: Path | None = None
 
 
-def _contiguous(state: dict[str, torch.Tensor], dtype: torch.dtype | None = None):
-    out = {}
-    for key, value in state.items():
-        value = value.detach().cpu()
-        if dtype is not None and value.is_floating_point() and torch.isfinite(value).all():
-            value = value.to(dtype)  # masks holding -inf stay float32
-        out[key] = value.contiguous()
-    return out
+def resolve_source(source: str | Path, *, revision: str | None = None,
+                   hub_files: tuple[str, ...] = MODEL_FILES) -> ModelSource:
+    """What `source` names (see the module docstring). A Hub id is downloaded (only
+    `hub_files`, at `revision`) into the Hugging Face cache and resolves to that directory."""
+    text = str(source)
+    if isinstance(source, str) and text == BUILTIN:
+        resolved = ModelSource("directory", path=builtin_model_dir())
+    elif isinstance(source, str) and text.startswith(RANDOM_PREFIX):
+        preset = text[len(RANDOM_PREFIX):]
+        model_preset(preset)  # unknown names raise ValueError listing the presets
+        resolved = ModelSource("random", preset=preset)
+    else:
+        path = Path(source).expanduser()
+        if path.is_dir():
+            resolved = ModelSource("directory", path=path)
+        elif path.is_file():
+            resolved = ModelSource("official", path=path)
+        elif isinstance(source, str) and _is_hub_id(text):
+            return ModelSource("directory", path=_download(text, revision, hub_files))
+        else:
+            raise CheckpointError(f"model {text!r} not found: give {SOURCE_FORMS}.")
+    if revision is not None:
+        raise ValueError(f"a revision ({revision!r}) applies to Hugging Face Hub ids only, and "
+                         f"{text!r} is not one; drop --revision.")
+    return resolved
+
+
+def _looks_like_path(text: str) -> bool:
+    return (text.startswith((".", "/", "~", "\\")) or "\\" in text or text.count("/") > 1
+            or text.lower().endswith(_PATH_SUFFIXES) or bool(_WINDOWS_DRIVE.match(text)))
+
+
+def _is_hub_id(text: str) -> bool:
+    # "runs/final" where ./runs exists is a missing local model, not a Hub repository
+    return (not _looks_like_path(text) and bool(_HUB_ID.match(text))
+            and not Path(text.split("/")[0]).is_dir())
+
+
+def _download(repo_id: str, revision: str | None, files: tuple[str, ...]) -> Path:
+    try:
+        # lazy: only Hub ids need it, and offline installs may lack it
+        from huggingface_hub import snapshot_download
+    except ImportError as err:
+        raise CheckpointError(
+            f"{repo_id!r} looks like a Hugging Face Hub id, but huggingface_hub is not "
+            "installed (pip install huggingface_hub). For a local model, pass its path."
+        ) from err
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(files)))
+    except Exception as err:  # network, authentication, unknown repository or revision
+        raise CheckpointError(
+            f"could not fetch {repo_id!r} (revision {revision or 'main'}) from the Hugging Face "
+            f"Hub ({type(err).__name__}: {str(err)[:160]}). Offline? Download the model "
+            "directory elsewhere and pass its local path, or set HF_HOME to a cache that "
+            "already holds it."
+        ) from err
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
 
 
 def load_model(source: str | Path, vae_path: str | Path | None = None, *,
-               device: str | torch.device = "cpu", **config_overrides) -> tuple[VAR, object]:
-    """Load (var, vae) from a model directory, an official `.pth` (+ VQVAE `.pth`) or a Hub id.
+               device: str | torch.device = "cpu", revision: str | None = None, seed: int = 0,
+               **config_overrides) -> tuple[VAR, VQVAE]:
+    """(var, vae) from any source `resolve_source` accepts.
 
+    `vae_path`: the VQVAE `.pth` of an official checkpoint. `seed`: the initialisation of
+    `random:PRESET`. `config_overrides`: VARConfig fields to replace (e.g. drop_path_rate).
     The VAR comes back in eval mode with the tokenizer attached (`var.vae`), both on `device`.
     """
-    path = Path(source)
-    if path.is_dir():
-        var, vae = _load_directory(path, config_overrides)
-    elif path.is_file():
-        var, vae = _load_official(path, vae_path, config_overrides)
-    elif _looks_like_hub_id(str(source)):
-        var, vae = _load_directory(_download(str(source)), config_overrides)
+    resolved = resolve_source(source, revision=revision)
+    if vae_path is not None and resolved.kind != "official":
+        raise ValueError(f"a separate tokenizer ({vae_path}) applies to official .pth "
+                         f"checkpoints only; {str(source)!r} brings its own, so drop --vae.")
+    if resolved.kind == "random":
+        var, vae = random_model(resolved.preset, device, seed, **config_overrides)
+    elif resolved.kind == "directory":
+        var, vae = _load_directory(resolved.path, config_overrides)
     else:
-        raise CheckpointError(
-            f"model {source!r} not found: give a model directory (config.json + safetensors), "
-            "an official var_d*.pth file, or a Hugging Face Hub id such as 'owner/name'."
-        )
+        var, vae = _load_official(resolved.path, vae_path, config_overrides)
     vae = vae.to(device).eval()
     var = var.to(device).eval()
     return var.attach_vae(vae), vae
 
 
-def read_var_config(source: str | Path) -> VARConfig:
-    """The VAR configuration of a model directory or official checkpoint, without building it."""
-    path = Path(source)
-    if path.is_dir():
-        config = _read_config_json(path)
-        return config_from_dict(VARConfig, config["var"])
-    if path.is_file():
-        return var_config_from_state_dict(read_state_dict(path))
-    if _looks_like_hub_id(str(source)):
-        return read_var_config(_download(str(source)))
-    raise CheckpointError(f"model {source!r} not found: give a model directory, an official "
-                          "var_d*.pth file or a Hugging Face Hub id.")
+def random_model(preset: str, device: str | torch.device = "cpu", seed: int = 0,
+                 **config_overrides) -> tuple[VAR, VQVAE]:
+    """Preset `preset` with the official from-scratch initialisation, seeded by `seed`."""
+    p = model_preset(preset)
+    var_cfg = p.var
+    if config_overrides:
+        var_cfg = config_from_dict(VARConfig, {**config_to_dict(var_cfg), **config_overrides})
+    torch.manual_seed(seed)
+    vae = VQVAE(p.vae).to(device).eval()
+    var = VAR(var_cfg, vae).init_weights().to(device).eval()
+    return var, vae
+
+
+def read_var_config(source: str | Path, *, revision: str | None = None) -> VARConfig:
+    """The VAR configuration of any model source, without building the model (a Hub id fetches
+    config.json only)."""
+    resolved = resolve_source(source, revision=revision, hub_files=("config.json",))
+    if resolved.kind == "random":
+        return model_preset(resolved.preset).var
+    if resolved.kind == "directory":
+        return config_from_dict(VARConfig, _read_config_json(resolved.path)["var"])
+    return var_config_from_state_dict(read_state_dict(resolved.path))
 
 
 def _read_config_json(path: Path) -> dict:
@@ -114,16 +190,24 @@ def _read_config_json(path: Path) -> dict:
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{cfg_file} is not valid JSON ({err}); the directory may be "
                               "corrupted, re-save or re-download it.") from err
-    if config.get("format") != FORMAT:
-        raise CheckpointError(f"{cfg_file} is not a VARiant model config (format "
-                              f"{config.get('format')!r}, expected {FORMAT!r}).")
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        found = config.get("format") if isinstance(config, dict) else type(config).__name__
+        raise CheckpointError(f"{cfg_file} is not a VARiant model config (format {found!r}, "
+                              f"expected {FORMAT!r}).")
+    missing = [key for key in ("var", "vae") if key not in config]
+    if missing:
+        raise CheckpointError(f"{cfg_file} lacks {missing}; the directory is incomplete, "
+                              "re-save or re-download it.")
+    for key in sorted(set(config) - set(CONFIG_KEYS)):
+        log.warning("%s: unknown top-level key %r ignored (known: %s); written by a newer "
+                    "version?", cfg_file, key, ", ".join(CONFIG_KEYS))
     return config
 
 
-def _load_directory(path: Path, overrides: dict) -> tuple[VAR, object]:
+def _load_directory(path: Path, overrides: dict) -> tuple[VAR, VQVAE]:
     config = _read_config_json(path)
     var_cfg = config_from_dict(VARConfig, {**config["var"], **overrides})
-    vae = build_vae_from_config(config_from_dict(VAEConfig, config["vae"]))
+    vae = VQVAE(config_from_dict(VAEConfig, config["vae"]))
     var = VAR(var_cfg, vae)
     _load_into(var, read_state_dict(path / "model.safetensors"), f"{path}/model.safetensors")
     _load_into(vae, read_state_dict(path / "tokenizer.safetensors"),
@@ -131,7 +215,7 @@ def _load_directory(path: Path, overrides: dict) -> tuple[VAR, object]:
     return var, vae
 
 
-def _load_official(var_path: Path, vae_path, overrides: dict) -> tuple[VAR, object]:
+def _load_official(var_path: Path, vae_path, overrides: dict) -> tuple[VAR, VQVAE]:
     state = read_state_dict(var_path)
     var_cfg = var_config_from_state_dict(state, **overrides)
     vae_path = Path(vae_path) if vae_path else var_path.with_name(OFFICIAL_VAE_NAME)
@@ -141,7 +225,7 @@ def _load_official(var_path: Path, vae_path, overrides: dict) -> tuple[VAR, obje
             f"(--vae {OFFICIAL_VAE_NAME}) or put it next to the VAR checkpoint."
         )
     vae_state = read_state_dict(vae_path)
-    vae = build_vae_from_config(vae_config_from_state_dict(vae_state, var_cfg.patch_nums))
+    vae = VQVAE(vae_config_from_state_dict(vae_state, var_cfg.patch_nums))
     _load_into(vae, vae_state, str(vae_path))
     if vae.config.V != var_cfg.V or vae.config.Cvae != var_cfg.Cvae:
         raise CheckpointError(
@@ -160,19 +244,41 @@ def _load_into(module: torch.nn.Module, state: dict, what: str) -> None:
     module.load_state_dict(state, strict=True)
 
 
-def _looks_like_hub_id(source: str) -> bool:
-    parts = source.split("/")
-    return len(parts) == 2 and all(parts) and not source.startswith((".", "/", "~"))
+# --------------------------------------------------------------------------------------------
+# Saving
 
 
-def _download(repo_id: str) -> Path:
-    try:
-        from huggingface_hub import snapshot_download
+def save_pretrained(directory: str | Path, var: VAR, vae: VQVAE, meta: dict | None = None,
+                    dtype: torch.dtype | None = None) -> Path:
+    """Write `var` and its tokenizer to a model directory, atomically.
 
-        return Path(snapshot_download(repo_id))
-    except Exception as err:
-        raise CheckpointError(
-            f"could not fetch {repo_id!r} from the Hugging Face Hub ({type(err).__name__}: "
-            f"{str(err)[:160]}). Offline? Download the model directory elsewhere and pass its "
-            "local path, or set HF_HOME to a cache that already holds it."
-        ) from err
+    `dtype` (e.g. torch.float16) stores floating-point tensors in that type to save space; loading
+    casts them back to the model's dtype.
+    """
+    with atomic_directory(directory) as tmp:
+        config = {"format": FORMAT, "version": 1, "var": config_to_dict(var.config),
+                  "vae": config_to_dict(vae.config), "meta": meta or {}}
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        save_file(_contiguous(var.state_dict(), dtype), str(tmp / "model.safetensors"))
+        save_file(_contiguous(vae.state_dict(), dtype), str(tmp / "tokenizer.safetensors"))
+    return Path(directory)
+
+
+def export_builtin(source: str | Path, dest: str | Path | None = None,
+                   meta: dict | None = None) -> Path:
+    """Store a trained model as the package's built-in model (float16 tensors, a few MB).
+
+    Used once per release on the output of `variant demo --mode full` (see assets/builtin/README).
+    """
+    var, vae = load_model(source)
+    return save_pretrained(dest or ASSETS / BUILTIN, var, vae, meta=meta, dtype=torch.float16)
+
+
+def _contiguous(state: dict[str, torch.Tensor], dtype: torch.dtype | None = None):
+    out = {}
+    for key, value in state.items():
+        value = value.detach().cpu()
+        if dtype is not None and value.is_floating_point() and torch.isfinite(value).all():
+            value = value.to(dtype)  # masks holding -inf stay float32
+        out[key] = value.contiguous()
+    return out

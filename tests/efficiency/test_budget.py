@@ -1,6 +1,5 @@
 import pytest
 
-from variant.cli.common import random_model
 from variant.cli.main import main
 from variant.config import model_preset
 from variant.efficiency.budget import (
@@ -14,6 +13,7 @@ from variant.efficiency.budget import (
     parse_size,
 )
 from variant.models.plan import DepthPlan
+from variant.pretrained import random_model
 
 TINY = model_preset("tiny")  # D=4, width 64, scales (1, 2, 4), default bridge 2
 KIB = 1024  # one token-layer at batch 1 with CFG in fp32: 2 rows x 64 x 4 B x (k, v)

@@ -1,6 +1,6 @@
 import pytest
 
-from variant.cli.common import random_model
+from variant.pretrained import random_model
 
 
 @pytest.fixture(scope="package")

@@ -6,12 +6,10 @@ import argparse
 
 import torch
 
-from ..config import model_preset
 from ..models.plan import DepthPlan
+from ..pretrained import BUILTIN, load_model
 from ..sampling.settings import SamplingConfig
 from ..units import DTYPES
-
-BUILTIN = "builtin"
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +21,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vae", default=None,
                         help="VQVAE checkpoint for an official .pth model (default: "
                              "vae_ch160v4096z32.pth next to it)")
+    parser.add_argument("--revision", default=None,
+                        help="branch, tag or commit of a Hugging Face Hub model (default: main)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
@@ -53,32 +53,14 @@ def resolve_plan(spec: str, var, bridge: int | None) -> DepthPlan:
 
 
 def load_from_args(args: argparse.Namespace):
-    """(var, vae) in eval mode on args.device, from --model / --vae."""
-    from ..pretrained import load_model
-
+    """(var, vae) in eval mode on args.device, from --model / --vae / --revision / --seed."""
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was requested but no CUDA device is available; "
                          "use --device cpu.")
-    source = args.model
-    if source == BUILTIN:
-        from ..builtin import builtin_model_dir
-
-        source = builtin_model_dir()
-    if isinstance(source, str) and source.startswith("random:"):
-        return random_model(source.split(":", 1)[1], device, args.seed)
-    return load_model(source, args.vae, device=device)
-
-
-def random_model(preset: str, device, seed: int = 0):
-    from ..models.var import VAR
-    from ..models.vqvae import VQVAE
-
-    p = model_preset(preset)
-    torch.manual_seed(seed)
-    vae = VQVAE(p.vae).to(device).eval()
-    var = VAR(p.var, vae).init_weights().to(device).eval()
-    return var, vae
+    # getattr: `analyze pareto --models` loads several models without add_model_args
+    return load_model(args.model, args.vae, device=device,
+                      revision=getattr(args, "revision", None), seed=args.seed)
 
 
 def add_sampling_args(parser, *, dtype: bool = True) -> None:

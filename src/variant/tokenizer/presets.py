@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..config import VAEConfig
+from ..config import BUILTIN_VAE, VAEConfig
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -83,10 +83,6 @@ class TokenizerTrainConfig:
     @property
     def image_size(self) -> int:
         return self.vae.image_size
-
-
-BUILTIN_VAE = VAEConfig(V=512, Cvae=16, ch=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1,
-                        share_quant_resi=4, patch_nums=(1, 2, 3, 4, 6, 8))
 
 
 def _builtin() -> TokenizerTrainConfig:

@@ -15,6 +15,8 @@ import torch
 from ..config import model_preset
 from ..models.var import VAR
 from ..models.vqvae import VQVAE
+from ..pretrained import load_model
+from ..tokenizer_io import load_tokenizer
 from .config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -30,15 +32,9 @@ def build_models(config: TrainConfig) -> tuple[VAR, VQVAE]:
     if config.init == "scratch":
         var, vae = _from_scratch(config, overrides)
     else:
-        from ..pretrained import load_model
-
-        source = config.init
-        if source == "builtin":
-            from ..builtin import builtin_model_dir
-
-            source = builtin_model_dir()
-        var, vae = load_model(source, config.vae or None, device="cpu", **overrides)
-        log.info("initialised from %s", source)
+        var, vae = load_model(config.init, config.vae or None, device="cpu", seed=config.seed,
+                              **overrides)
+        log.info("initialised from %s", config.init)
     vae.freeze()
     return var.attach_vae(vae).train(), vae
 
@@ -47,8 +43,6 @@ def _from_scratch(config: TrainConfig, overrides: dict) -> tuple[VAR, VQVAE]:
     preset = model_preset(config.model_preset)
     torch.manual_seed(config.seed)
     if config.vae:
-        from ..tokenizer_io import load_tokenizer
-
         files_need = None if Path(config.vae).is_dir() else preset.vae.patch_nums
         vae = load_tokenizer(config.vae, patch_nums=files_need)
     else:
