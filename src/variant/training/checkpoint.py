@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -33,6 +32,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from ..atomic import atomic_directory, fsync_directory
 from .parallel import DistEnv
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 FORMAT = "variant-train-state"
 STATE_FILE, CONFIG_FILE = "state.pt", "config.json"
 _STEP_DIR = re.compile(r"^step-(\d{8,})$")
+STALE_PREFIX = ".tmp-"  # temporary checkpoint directories: .tmp-step-00000120-<random>
 
 
 class CheckpointManager:
@@ -64,18 +65,13 @@ class CheckpointManager:
 
     def save(self, step: int, state: dict, config_json: str) -> Path:
         """Write checkpoint `step` atomically, then delete all but the last `keep_last`."""
-        self.root.mkdir(parents=True, exist_ok=True)
         final = self.root / f"step-{step:08d}"
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=self.root))
-        try:
+        # an existing `final` (the same step saved again, e.g. stopped right after a resume) is
+        # replaced; the prefix is what `remove_stale_temporaries` looks for
+        with atomic_directory(final, prefix=f"{STALE_PREFIX}{final.name}-") as tmp:
             _write_synced(tmp / STATE_FILE, lambda f: torch.save(state, f))
             _write_synced(tmp / CONFIG_FILE, lambda f: f.write(config_json.encode()))
-            if final.exists():  # the same step saved again (e.g. stopped right after a resume)
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            _fsync_dir(self.root)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        fsync_directory(self.root)
         for _, old in self.list()[:-self.keep_last]:
             shutil.rmtree(old, ignore_errors=True)
         return final
@@ -83,7 +79,7 @@ class CheckpointManager:
     def remove_stale_temporaries(self) -> None:
         """Leftovers of a save interrupted by a crash."""
         if self.root.is_dir():
-            for path in self.root.glob(".tmp-step-*"):
+            for path in self.root.glob(f"{STALE_PREFIX}step-*"):
                 shutil.rmtree(path, ignore_errors=True)
 
 
@@ -152,26 +148,8 @@ def set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    _write_synced(tmp, lambda f: f.write(text.encode()))
-    os.replace(tmp, path)
-
-
 def _write_synced(path: Path, write) -> None:
     with open(path, "wb") as f:
         write(f)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # not supported on every platform / filesystem
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..atomic import write_text_atomic
 from .loss import summarize
 from .parallel import DistEnv
 
@@ -142,7 +143,7 @@ def _tensorboard_writer(log_dir: Path):
         log.info("TensorBoard is not installed (pip install 'variant[train]'); writing "
                  "metrics.jsonl only")
         return None
-    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard import SummaryWriter  # lazy: tensorboard is an optional extra
 
     return SummaryWriter(str(log_dir))
 
@@ -158,6 +159,4 @@ def _drop_records_from(path: Path, step: int) -> None:
                 kept.append(line)
         except (ValueError, KeyError, TypeError):
             continue  # a line torn by a crash
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, "".join(f"{line}\n" for line in kept))

@@ -21,7 +21,9 @@ from pathlib import Path
 import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from ..atomic import write_text_atomic
 from ..models.var import VAR
+from ..pretrained import save_pretrained
 from .build import build_models
 from .checkpoint import (
     CheckpointManager,
@@ -30,7 +32,6 @@ from .checkpoint import (
     load_config_json,
     load_state,
     restore_state,
-    write_text_atomic,
 )
 from .config import TrainConfig, resume_conflicts
 from .data import MicroBatchSampler, TeacherForcing, build_dataset, build_loader, sample_format
@@ -281,8 +282,6 @@ class Trainer:
 
     def export(self, directory: Path) -> Path | None:
         """Write a model directory for `variant sample` (collective; rank 0 writes)."""
-        from ..pretrained import save_pretrained
-
         full = collect_model_state(self.model)
         if self.env.is_main:
             var = VAR(self.var.config, self.vae)
@@ -297,7 +296,8 @@ class Trainer:
     def _announce(self) -> None:
         if not self.env.is_main:
             return
-        write_text_atomic(Path(self.config.out_dir) / "config.json", self.config.to_json())
+        write_text_atomic(Path(self.config.out_dir) / "config.json", self.config.to_json(),
+                          fsync=True)
         log.info("resolved training config:\n%s", self.config.to_json())
         log.info("%d process(es) on %s, micro batch %d x %d accumulation -> global batch %d; "
                  "%d steps/epoch, %d steps total (%s), starting at step %d; bridge %d of %d "
