@@ -21,7 +21,10 @@ from collections.abc import Iterator
 
 import torch
 
+from ..data.folder import ImageFolder
 from ..data.loader import EpochSampler
+from ..data.procedural import ProceduralImages
+from ..data.tokens import FlippedImages, load_token_dataset
 from .config import TrainConfig
 
 SAMPLE_FORMATS = ("images", "tokens")
@@ -39,18 +42,11 @@ def build_dataset(config: TrainConfig, vae, num_classes: int):
     the tokenizer's fingerprint and scales)."""
     image_size = vae.config.image_size
     if config.dataset == "procedural":
-        from ..data.procedural import ProceduralImages
-        from ..data.tokens import FlippedImages
-
         images = ProceduralImages(config.num_images, image_size, config.seed, num_classes)
         return FlippedImages(images, config.seed) if config.hflip else images
     if config.dataset == "folder":
-        from ..data.folder import ImageFolder
-
         return ImageFolder(config.data_path, image_size, train=True, hflip=config.hflip,
                            seed=config.seed)
-    from ..data.tokens import load_token_dataset
-
     return load_token_dataset(config.data_path, config.seed, hflip=config.hflip, tokenizer=vae)
 
 

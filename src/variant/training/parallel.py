@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +78,6 @@ def parallelize(model: nn.Module, env: DistEnv, kind: str, find_unused: bool) ->
     if not env.distributed:
         return model
     if kind == "fsdp":
-        from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import fully_shard
-
         mesh = init_device_mesh(env.device.type, (env.world_size,))
         for block in model.blocks:
             fully_shard(block, mesh=mesh)
