@@ -8,7 +8,8 @@ from variant.sampling.kv_cache import LeanKVCache
 from variant.sampling.sampler import scale_loop
 
 
-def cached_logits(var: VAR, label_B, x_BLCv, plan: DepthPlan, dtype=torch.float32):
+def cached_logits(var: VAR, label_B, x_BLCv, plan: DepthPlan, dtype=torch.float32, *,
+                  grow_late=None):
     """Run the sampler's scale loop with the KV cache on teacher inputs -> logits (B, L, V).
 
     The policy replays the teacher's tokenizer-side inputs `x_BLCv` (B, L - 1, C) instead of
@@ -26,7 +27,7 @@ def cached_logits(var: VAR, label_B, x_BLCv, plan: DepthPlan, dtype=torch.float3
 
     num_heads, head_dim = var.kv_layout
     cache = LeanKVCache(plan, var.patch_nums, var.depth, x_BLCv.shape[0], num_heads, head_dim,
-                        dtype, x_BLCv.device)
+                        dtype, x_BLCv.device, grow_late=grow_late)
     scale_loop(var, label_B, plan, cache, teacher)
     cache.release_all()
     assert cache.live_bytes == 0

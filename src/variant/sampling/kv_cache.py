@@ -3,18 +3,26 @@
 Rules (DESIGN invariant 3):
 - a layer keeps only the scales that run it, and never the K/V of its own last scale: at its
   last scale it attends to its kept tokens plus the new ones as two parts, then retires;
-- the bridge part of a layer lives in a small buffer allocated at the first scale; a layer that
-  runs again after the bridge zone gets its full-size buffer only then (late allocation), with
-  one copy of the bridge part, and the small buffer is freed;
+- a layer's bridge part lives in a small buffer allocated at the first scale; a layer that runs
+  again after the bridge zone gets its full-size buffer only then (late allocation), with one
+  copy of the bridge part, and the small buffer is freed;
+- such a continuing layer may also leave the room for the last bridge scale out of its small
+  buffer and grow it (one more small copy) when that scale arrives. Which layers do is decided
+  by dry runs of this cache on the meta device (`_late_growth`), once per plan: a layer grows
+  late when that does not raise the peak. This closes the gap between the measured peak and
+  the lean bound (`DepthPlan.kv_peak_token_layers`) for plans whose peak is at the bridge end
+  (e.g. d2 at D = 30, where room preallocated for layer 29's last bridge scale was counted
+  while layer 1 ran);
 - K and V are stored in the compute dtype, laid out (B, H, T, K) so every read is a view.
 
 `peak_bytes` is the largest total of key/value bytes alive at once: the buffers plus, at a
 layer's last scale, the new keys/values that are attended to without being stored.
-Legend: B batch (CFG-doubled), H heads, T tokens held, K head dim, l tokens of one scale.
+Shape legend: B rows (CFG-doubled), H heads, T tokens held, K head dim, l tokens of one scale.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -27,9 +35,14 @@ if TYPE_CHECKING:
 
 
 class _LayerSlot:
-    """Bookkeeping for one layer: its scales, where each kept scale goes, its current buffer."""
+    """Bookkeeping for one layer: its scales, where each kept scale goes, its current buffer.
 
-    def __init__(self, scales: tuple[int, ...], sizes: Sequence[int], bridge: int):
+    Capacities in tokens, growing: `first` (allocated at scale 0), `bridge` (the whole kept
+    bridge part), `capacity` (everything the layer keeps).
+    """
+
+    def __init__(self, scales: tuple[int, ...], sizes: Sequence[int], bridge: int,
+                 grow_late: bool):
         self.scales = scales
         self.last = scales[-1] if scales else -1
         kept = scales[:-1]
@@ -39,30 +52,58 @@ class _LayerSlot:
             self.offset[k] = pos
             pos += sizes[k]
         self.capacity = pos  # tokens kept in the end
-        self.bridge_capacity = sum(sizes[k] for k in kept if k < bridge)
+        self.bridge = sum(sizes[k] for k in kept if k < bridge)
+        late = sizes[bridge - 1] if grow_late and bridge - 1 in kept else 0
+        self.first = self.bridge - late
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
         self.filled = 0
 
+    def room_for(self, stop: int) -> int:
+        """The capacity to allocate when `stop` tokens must fit."""
+        return self.bridge if stop <= self.bridge else self.capacity
+
 
 class LeanKVCache:
     def __init__(self, plan: DepthPlan, patch_nums: Sequence[int], depth: int, batch: int,
-                 num_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device):
+                 num_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device,
+                 *, grow_late: frozenset[int] | None = None):
+        """`grow_late`: layers that leave their last bridge scale's room out of the first
+        buffer (default: the choice of `_late_growth` for this plan)."""
         plan.check(depth, len(patch_nums))
         self.sizes = [p * p for p in patch_nums]
         self.shape = (batch, num_heads, head_dim)
         self.dtype, self.device = dtype, torch.device(device)
         self.bytes_per_token = batch * num_heads * head_dim * torch.empty(
             (), dtype=dtype).element_size() * 2  # keys and values
+        if grow_late is None:
+            grow_late = _late_growth(plan, tuple(patch_nums), depth)
         bridge = plan.bridge_for(depth)
-        self.slots = [_LayerSlot(plan.scales_of_layer(i), self.sizes, bridge)
+        self.slots = [_LayerSlot(plan.scales_of_layer(i), self.sizes, bridge, i in grow_late)
                       for i in range(depth)]
         self.live_bytes = 0
         self.peak_bytes = 0
-        # Bridge buffers exist from the start, for every layer that keeps bridge tokens.
+        # The first buffers exist from the start, for every layer that keeps bridge tokens.
         for slot in self.slots:
-            if slot.bridge_capacity:
-                self._allocate(slot, slot.bridge_capacity)
+            if slot.first:
+                self._allocate(slot, slot.first)
+
+    @classmethod
+    def dry_run(cls, plan: DepthPlan, patch_nums: Sequence[int], depth: int, *,
+                grow_late: frozenset[int] | None = None) -> LeanKVCache:
+        """Run the cache's bookkeeping for every (scale, layer) of `plan` on the meta device.
+
+        One row, one head, head dim 1, fp32: `peak_bytes / 8` is the measured peak in
+        token-layers, which the bytes of any batch, width and dtype scale linearly.
+        """
+        cache = cls(plan, patch_nums, depth, 1, 1, 1, torch.float32, "meta",
+                    grow_late=grow_late)
+        for k, layers in enumerate(plan.layer_sets):
+            new = torch.empty(1, 1, cache.sizes[k], 1, device="meta")
+            for layer in layers:
+                cache.callback(layer, k)(new, new)
+        cache.release_all()
+        return cache
 
     # ------------------------------------------------------------------ memory
     def _allocate(self, slot: _LayerSlot, tokens: int) -> None:
@@ -70,7 +111,7 @@ class LeanKVCache:
         k = torch.empty(B, H, tokens, K, dtype=self.dtype, device=self.device)
         v = torch.empty_like(k)
         self._count(2 * k.nbytes)
-        if slot.k is not None:  # late allocation: move the bridge part, free the small buffer
+        if slot.k is not None:  # growth: move what is kept, free the smaller buffer
             k[:, :, :slot.filled].copy_(slot.k[:, :, :slot.filled])
             v[:, :, :slot.filled].copy_(slot.v[:, :, :slot.filled])
             self.live_bytes -= 2 * slot.k.nbytes
@@ -109,7 +150,7 @@ class LeanKVCache:
         start = slot.offset[scale_index]
         stop = start + k_new.shape[2]
         if slot.k is None or slot.k.shape[2] < stop:
-            self._allocate(slot, slot.capacity)
+            self._allocate(slot, slot.room_for(stop))
         slot.k[:, :, start:stop].copy_(k_new)
         slot.v[:, :, start:stop].copy_(v_new)
         slot.filled = stop
@@ -123,3 +164,28 @@ class LeanKVCache:
     def token_layers_peak(self) -> float:
         return self.peak_bytes / self.bytes_per_token
 
+
+@functools.lru_cache(maxsize=128)
+def _late_growth(plan: DepthPlan, patch_nums: tuple[int, ...], depth: int) -> frozenset[int]:
+    """Layers that should grow into their last bridge scale only when it arrives.
+
+    Candidates are the layers that run again after the bridge zone (the others keep nothing of
+    the last bridge scale). Preallocated room costs memory until the layer reaches that scale;
+    growing costs one transient copy at that moment. Walking the candidates from the deepest
+    (which reach the scale last, when most layers of the zone have retired), a layer grows late
+    if a dry run's peak does not rise. Plans are frozen and hashable, so this runs once per plan.
+    """
+    bridge = plan.bridge_for(depth)
+    if not 0 < bridge < plan.num_scales:
+        return frozenset()
+    chosen: frozenset[int] = frozenset()
+    best = LeanKVCache.dry_run(plan, patch_nums, depth, grow_late=chosen).peak_bytes
+    for layer in reversed(range(depth)):
+        scales = plan.scales_of_layer(layer)
+        if not scales or scales[-1] < bridge:
+            continue
+        trial = chosen | {layer}
+        peak = LeanKVCache.dry_run(plan, patch_nums, depth, grow_late=trial).peak_bytes
+        if peak <= best:
+            chosen, best = trial, peak
+    return chosen
