@@ -59,8 +59,8 @@ def two_part_attention(q_BHlK, part: Attendable, scale: float,
     return torch.cat(outs).to(part.v.dtype) if len(outs) > 1 else outs[0].to(part.v.dtype)
 
 
-# PyTorch's fused CPU attention that also returns the log-sum-exp (torch >= 2.2); on older
-# versions, and on other devices, the chunked float32 path above is used.
+# PyTorch's fused CPU attention that also returns the log-sum-exp (present in every torch this
+# package supports, >= 2.6); on other devices the chunked float32 path above is used.
 _CPU_FLASH_WITH_LSE = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
 
