@@ -45,6 +45,7 @@ def test_write_npz_checks_count_and_shape(tmp_path):
     with pytest.raises(ValueError, match="shape"):
         write_npz(tmp_path / "b.npz", [images], 2, (5, 5, 3))
     assert not (tmp_path / "a.npz").exists() and not (tmp_path / "b.npz").exists()
+    assert list(tmp_path.iterdir()) == []  # no partial temporary left behind either
 
 
 def test_create_npz_from_sample_folder(tmp_path):
@@ -68,6 +69,7 @@ def test_statistics_round_trip_and_missing_keys(tmp_path):
     np.testing.assert_array_equal(mu2, mu)
     np.testing.assert_array_equal(sigma2, sigma)
     assert meta == {"image_size": 64, "metric": "metric-net"}
+    assert [p.name for p in tmp_path.iterdir()] == ["stats.npz"]
     np.savez(tmp_path / "images.npz", np.zeros((1, 2, 2, 3), np.uint8))
     with pytest.raises(ValueError, match="'mu' and 'sigma'"):
         load_statistics(tmp_path / "images.npz")

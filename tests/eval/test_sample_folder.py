@@ -1,6 +1,7 @@
 """Deterministic, resumable, shardable class-balanced sampling into PNG folders."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,9 @@ from variant.eval.sample_folder import (
     chunk_seed,
     chunks,
     image_path,
+    remove_stale_temporaries,
     sample_to_folder,
+    save_png_atomic,
     shard,
 )
 from variant.models.plan import DepthPlan
@@ -113,3 +116,21 @@ def test_pixels_are_rounded():
     assert out.shape == (1, 1, 5, 3)
     assert out[0, 0, :, 0].tolist() == [0, 0, 1, 255, 255]
     assert np.all(out[..., 0] == out[..., 2])
+
+
+def test_png_writes_are_atomic_and_stale_temporaries_are_found(tmp_path, monkeypatch):
+    path = tmp_path / "000000.png"
+
+    def torn_save(self, fp, *args, **kwargs):
+        Path(fp).write_bytes(b"half a png")
+        raise OSError("disk full")
+
+    with monkeypatch.context() as m:
+        m.setattr(Image.Image, "save", torn_save)
+        with pytest.raises(OSError, match="disk full"):
+            save_png_atomic(np.zeros((2, 2, 3), np.uint8), path)
+    assert list(tmp_path.iterdir()) == []
+    save_png_atomic(np.zeros((2, 2, 3), np.uint8), path)
+    (tmp_path / ".000001.png.123.abcd.tmp").write_bytes(b"torn")  # what a killed rank leaves
+    assert remove_stale_temporaries(tmp_path) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["000000.png"]

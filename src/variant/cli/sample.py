@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import tempfile
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..atomic import atomic_file
 from ..eval.npz import write_npz
 from ..sampling.sampler import generate
 from .common import (
@@ -77,9 +77,8 @@ def check_writable(path: Path) -> None:
 
 
 def save_png(array_HW3: np.ndarray, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array_HW3).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        Image.fromarray(array_HW3).save(tmp, format="PNG")
 
 
 def run(args: argparse.Namespace) -> int:

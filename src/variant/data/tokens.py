@@ -24,14 +24,18 @@ from __future__ import annotations
 import bisect
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
 
+from ..atomic import atomic_file, write_text_atomic
 from ..tokenizer_io import tokenizer_fingerprint
+from .folder import ImageFolder, load_rgb
+from .procedural import ProceduralImages
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +93,9 @@ def images_for_tokenizing(data: str, image_size: int, *, num_images: int = 0, se
     """The source dataset: 'procedural' (Shapes-10, `num_images` items) or an image folder root
     (eval transform: resize the shorter side, centre crop)."""
     if data == "procedural":
-        from .procedural import ProceduralImages
-
         if num_images < 1:
             raise ValueError("the procedural dataset needs --num-images N (N >= 1).")
         return ProceduralImages(num_images, image_size, seed=seed)
-    from .folder import ImageFolder
-
     dataset = ImageFolder(data, image_size, train=False)
     if num_images:
         raise ValueError("--num-images applies to --data procedural only; an image folder is "
@@ -114,8 +114,6 @@ class _Source(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, bool]:
-        from .folder import ImageFolder, load_rgb
-
         if not isinstance(self.dataset, ImageFolder):
             img_3HW, label = self.dataset[index]
             return img_3HW, int(label), True
@@ -183,20 +181,7 @@ def _tokenize_shard(vae, source: _Source, start: int, stop: int, batch_size: int
     return torch.cat(tokens), torch.cat(labels), skipped
 
 
-def _write_atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _read_shard_meta(path: Path) -> dict:
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as f:
         return json.loads((f.metadata() or {}).get("variant", "{}"))
 
@@ -207,8 +192,6 @@ def tokenize_dataset(vae, dataset, out: str | Path, *, shard_size: int = DEFAULT
     """Write this rank's shards of `dataset` (items `(img (3, H, W) in [-1, 1], label)`) under
     `out`, skipping complete ones. Returns the index once all shards exist, else None (other
     ranks still at work: the last one to finish writes `index.json`)."""
-    from safetensors.torch import save_file
-
     if shard_size < 1 or batch_size < 1:
         raise ValueError(f"shard_size and batch_size must be >= 1, got {shard_size}, {batch_size}.")
     if world_size < 1 or not 0 <= rank < world_size:
@@ -235,7 +218,8 @@ def tokenize_dataset(vae, dataset, out: str | Path, *, shard_size: int = DEFAULT
             meta.update(num_samples=int(tokens.shape[0]), num_skipped=skipped)
             blob = {"variant": json.dumps(meta, sort_keys=True)}
             tensors = {"idx": tokens.contiguous(), "label": labels.contiguous()}
-            _write_atomic(path, lambda tmp, t=tensors, m=blob: save_file(t, tmp, metadata=m))
+            with atomic_file(path) as tmp:
+                save_file(tensors, str(tmp), metadata=blob)
             log.info("wrote %s (%d samples, %d skipped)", path.name, tokens.shape[0], skipped)
         if bar is not None:
             bar.update(1)
@@ -247,8 +231,6 @@ def tokenize_dataset(vae, dataset, out: str | Path, *, shard_size: int = DEFAULT
 def _progress(total: int, enabled: bool):
     if not enabled:
         return None
-    from tqdm import tqdm
-
     return tqdm(total=total, desc="tokenize", unit="shard")
 
 
@@ -264,7 +246,7 @@ def _finish_index(out: Path, header: dict, num_shards: int) -> dict | None:
              "num_samples": sum(m["num_samples"] for m in metas),
              "num_skipped": sum(m["num_skipped"] for m in metas)}
     text = json.dumps(index, indent=2, sort_keys=True)
-    _write_atomic(out / INDEX_FILE, lambda tmp: Path(tmp).write_text(text))
+    write_text_atomic(out / INDEX_FILE, text)
     log.info("tokenised %d samples into %d shards (%d files skipped): %s",
              index["num_samples"], num_shards, index["num_skipped"], out)
     return index
@@ -355,8 +337,6 @@ class TokenDataset(torch.utils.data.Dataset):
         return int(self.index["num_samples"])
 
     def _open(self, shard: int):
-        from safetensors import safe_open
-
         if shard not in self._handles:
             self._handles[shard] = safe_open(str(self.root / self.index["shards"][shard]), "pt")
         return self._handles[shard]

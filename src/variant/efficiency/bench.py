@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import write_text_atomic
 from ..models.plan import DepthPlan
 from ..sampling.sampler import DTYPES, generate
 
@@ -252,12 +253,7 @@ def device_name(device: torch.device) -> str:
 
 
 def save_json(path: str | Path, data) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------------------------- output

@@ -20,7 +20,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .metric_net import load_metric_net
 from .npz import check_image_batch, iter_npz_batches
+from .sample_folder import images_to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +40,6 @@ class MetricNetExtractor:
     labels_are_classes = True  # its logits index the generator's classes
 
     def __init__(self, directory: str | Path | None = None, device="cpu"):
-        from .metric_net import load_metric_net
-
         self.net = load_metric_net(directory, device)
         self.device = torch.device(device)
         self.name = "metric-net"
@@ -68,6 +68,7 @@ def _missing_weights_message(reason: str) -> str:
 
 def _import_torch_fidelity():
     try:
+        # lazy: torch-fidelity is an optional extra ('variant[eval]')
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
     except ImportError as err:
         raise ValueError(
@@ -163,8 +164,6 @@ def _as_uint8_NHW3(images) -> np.ndarray:
             images = images.cpu().numpy()
             images = images.transpose(0, 2, 3, 1) if images.shape[1] == 3 else images
         else:
-            from .sample_folder import images_to_uint8
-
             images = images_to_uint8(images)
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:

@@ -30,9 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import config_from_dict, config_to_dict
+from ..data.procedural import ProceduralImages
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +130,6 @@ class MetricNet(nn.Module):
 
 
 def save_metric_net(net: MetricNet, directory: str | Path, meta: dict | None = None) -> Path:
-    from safetensors.torch import save_file
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
@@ -141,8 +142,6 @@ def save_metric_net(net: MetricNet, directory: str | Path, meta: dict | None = N
 
 def load_metric_net(directory: str | Path | None = None, device="cpu") -> MetricNet:
     """The metric network in `directory` (default: the one shipped with the package), eval mode."""
-    from safetensors.torch import load_file
-
     directory = METRIC_ASSETS if directory is None else Path(directory)
     weights, config_path = directory / WEIGHTS_NAME, directory / CONFIG_NAME
     if not weights.is_file() or not config_path.is_file():
@@ -169,10 +168,6 @@ def render_images(num_images: int, *, seed: int, num_classes: int, image_size: i
     With `min_render_size`, image i is rendered at a side drawn from [min_render_size, image_size]
     (a pure function of (seed, i)) and resized to image_size, like a low-resolution sample.
     """
-    from PIL import Image
-
-    from ..data.procedural import ProceduralImages
-
     dataset = ProceduralImages(num_images, image_size, seed, num_classes)
     images = np.empty((num_images, image_size, image_size, 3), np.uint8)
     sizes = np.random.default_rng([seed, 7]).integers(

@@ -13,7 +13,7 @@ from the zip member (stored uncompressed, zip64) instead of being held in memory
 
 from __future__ import annotations
 
-import os
+import io
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..atomic import atomic_file
+
 
 def _array_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
-    import io
-
     buf = io.BytesIO()
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
               "shape": tuple(int(s) for s in shape)}
@@ -37,7 +37,13 @@ def write_npz(path: str | Path, images: Iterable[np.ndarray], num_images: int,
     """Write `arr_0` uint8 (N, H, W, 3) from an iterable of uint8 batches (B, H, W, 3) or single
     images (H, W, 3), plus `arr_1` labels if given; atomically (temporary file, then rename)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    with atomic_file(path) as tmp:
+        _write_npz_members(tmp, path, images, num_images, image_shape, labels)
+    return path
+
+
+def _write_npz_members(tmp: Path, path: Path, images: Iterable[np.ndarray], num_images: int,
+                       image_shape: tuple[int, int, int], labels: np.ndarray | None) -> None:
     shape = (int(num_images), *image_shape)
     written = 0
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
@@ -60,8 +66,6 @@ def write_npz(path: str | Path, images: Iterable[np.ndarray], num_images: int,
             with zf.open("arr_1.npy", "w") as member:
                 member.write(_array_header(labels.shape, np.int64))
                 member.write(labels.tobytes())
-    os.replace(tmp, path)
-    return path
 
 
 def npz_keys(path: str | Path) -> list[str]:
@@ -125,10 +129,9 @@ def check_image_batch(path: str | Path) -> tuple[int, int, int]:
 def save_statistics(path: str | Path, mu: np.ndarray, sigma: np.ndarray, **meta) -> Path:
     """Write `mu`, `sigma` (ADM keys) and scalar metadata such as image_size or metric."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, mu=np.asarray(mu, np.float64), sigma=np.asarray(sigma, np.float64),
-             **{k: np.asarray(v) for k, v in meta.items()})
-    os.replace(tmp, path)
+    with atomic_file(path, suffix=".tmp.npz") as tmp:  # np.savez appends .npz to other names
+        np.savez(tmp, mu=np.asarray(mu, np.float64), sigma=np.asarray(sigma, np.float64),
+                 **{k: np.asarray(v) for k, v in meta.items()})
     return path
 
 

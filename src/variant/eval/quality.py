@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import atomic_file
 from .features import build_extractor, extract_features, source_info
 from .fid_is import (
     feature_statistics,
@@ -32,6 +33,7 @@ from .fid_is import (
     precision_recall,
     too_few_samples,
 )
+from .metric_net import REFERENCE_SEED, render_images
 from .npz import load_statistics, npz_keys, save_statistics
 
 log = logging.getLogger(__name__)
@@ -135,8 +137,6 @@ def _file_key(path: Path) -> str:
 
 def _builtin_reference(extractor, image_size: int, num_classes: int, count: int,
                        batch_size: int) -> Reference:
-    from .metric_net import REFERENCE_SEED, render_images
-
     images, _ = render_images(count, seed=REFERENCE_SEED, num_classes=num_classes,
                               image_size=image_size)
     feats, _ = extract_features(extractor, images, batch_size)
@@ -165,10 +165,8 @@ def _image_reference(extractor, path, batch_size: int, cache_dir,
         log.info("computing %s features of %d reference images (%s)", extractor.name, n, name)
         feats, _ = extract_features(extractor, path, batch_size)
         if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(f".{cache.name}.tmp.npz")
-            np.savez(tmp, features=feats)
-            tmp.replace(cache)
+            with atomic_file(cache, suffix=".tmp.npz") as tmp:  # np.savez appends .npz
+                np.savez(tmp, features=feats)
     mu, sigma = feature_statistics(feats)
     return Reference(mu=mu, sigma=sigma, features=feats, image_size=h, num_images=n, source=name)
 

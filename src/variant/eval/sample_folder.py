@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,7 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
+from ..atomic import TMP_SUFFIX, atomic_file, write_text_atomic
 from ..models.plan import DepthPlan
 from ..sampling.sampler import DTYPES, generate
 
@@ -143,9 +144,8 @@ def images_to_uint8(images_B3HW: torch.Tensor) -> np.ndarray:
 
 
 def save_png_atomic(array_HW3: np.ndarray, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(array_HW3).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:  # unique per process: ranks never share a temporary
+        Image.fromarray(array_HW3).save(tmp, format="PNG")
 
 
 def folder_meta(spec: SamplingSpec, plan: DepthPlan, image_size: int, model: str) -> dict:
@@ -168,9 +168,8 @@ def prepare_folder(folder: str | Path, meta: dict) -> Path:
                 f"{folder} holds samples made with other settings ({details}); pass another "
                 "--out, or delete that folder to start again.")
         return folder
-    tmp = folder / f".{META_NAME}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, path)  # ranks write identical content, so the race is harmless
+    # ranks write identical content, so the race is harmless
+    write_text_atomic(path, json.dumps(meta, indent=2) + "\n")
     return folder
 
 
@@ -202,8 +201,6 @@ def sample_to_folder(var, vae, plan: DepthPlan, folder: str | Path, spec: Sampli
         if need:
             todo.append((chunk, need))
     if progress and todo:
-        from tqdm.auto import tqdm
-
         todo = tqdm(todo, desc=f"{plan.name} rank {rank}", unit="batch")
     device = var.pos_1LC.device
     for chunk, need in todo:
@@ -226,9 +223,9 @@ def sample_to_folder(var, vae, plan: DepthPlan, folder: str | Path, spec: Sampli
 
 
 def remove_stale_temporaries(folder: str | Path) -> int:
-    """Delete `.*.tmp` files left by interrupted writes; call when no rank is writing."""
+    """Delete the temporaries (`.*.tmp`) of interrupted writes; call when no rank is writing."""
     count = 0
-    for path in Path(folder).glob(".*.tmp"):
+    for path in Path(folder).glob(f".*{TMP_SUFFIX}"):
         path.unlink(missing_ok=True)
         count += 1
     return count
