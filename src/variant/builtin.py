@@ -8,10 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent / "assets"
+BUILTIN = "builtin"  # the model source (and tokenizer source) naming this model
 
 
 def builtin_model_dir() -> Path:
-    path = ASSETS / "builtin"
+    path = ASSETS / BUILTIN
     if not (path / "config.json").is_file():
         raise FileNotFoundError(
             f"the built-in model is missing from this installation ({path}); reinstall the "

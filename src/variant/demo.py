@@ -22,6 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from .demo_report import write_report
+
 log = logging.getLogger(__name__)
 
 SUBNETS = ("d4", "d2")  # of the built-in model's 8 layers
@@ -183,7 +185,5 @@ class Demo:
         asym = self.asymmetry(base)
         grids = self.grids(supernet)
         study = self.ratio_study(base) if self.mode.seeds else {}
-        from .demo_report import write_report
-
         return write_report(self.out, self.mode.name, tok, evals, bench, asym, grids, study,
                             time.perf_counter() - started)

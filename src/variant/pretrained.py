@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import save_file
 
 from .atomic import atomic_directory
-from .builtin import ASSETS, builtin_model_dir
+from .builtin import ASSETS, BUILTIN, builtin_model_dir
 from .config import VAEConfig, VARConfig, config_from_dict, config_to_dict, model_preset
 from .models.convert import (
     CheckpointError,
@@ -48,7 +48,6 @@ FORMAT = "variant-model"
 CONFIG_KEYS = ("format", "version", "var", "vae", "meta")
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.safetensors")
 OFFICIAL_VAE_NAME = "vae_ch160v4096z32.pth"
-BUILTIN = "builtin"
 RANDOM_PREFIX = "random:"
 SOURCE_FORMS = ("a model directory (config.json + safetensors), an official var_d*.pth file, "
                 "'builtin', 'random:PRESET' (e.g. random:tiny) or a Hugging Face Hub id "

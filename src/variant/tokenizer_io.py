@@ -18,8 +18,10 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from .atomic import atomic_directory
+from .builtin import BUILTIN, builtin_model_dir
 from .config import PATCH_NUMS_256, VAEConfig, config_from_dict, config_to_dict
 from .models.convert import (
     CheckpointError,
@@ -39,8 +41,6 @@ STATISTICS_KEYS = ("quantize.ema_vocab_hit_SV",)
 
 def save_tokenizer(directory: str | Path, vae: VQVAE, meta: dict | None = None) -> Path:
     """Write `vae` as a tokenizer directory, atomically (replacing an existing one)."""
-    from safetensors.torch import save_file
-
     with atomic_directory(directory) as tmp:
         config = {"format": FORMAT, "version": 1, "vae": config_to_dict(vae.config),
                   "meta": {"fingerprint": tokenizer_fingerprint(vae), **(meta or {})}}
@@ -57,14 +57,14 @@ def load_tokenizer(
     device: str | torch.device = "cpu",
     frozen: bool = True,
 ) -> VQVAE:
-    """A VQVAE from a tokenizer directory, a model directory, a train-tokenizer run directory or
-    an official state-dict file.
+    """A VQVAE from a tokenizer directory, a model directory, a train-tokenizer run directory,
+    an official state-dict file, or `builtin` (the built-in model's tokenizer).
 
     `patch_nums` is needed only for state-dict files, which do not record it (default: the
     official 256 px schedule); directories carry their own and must agree with it if given.
     The result is frozen (eval mode, no gradients) unless `frozen=False`.
     """
-    path = Path(source)
+    path = builtin_model_dir() if isinstance(source, str) and source == BUILTIN else Path(source)
     if path.is_dir():
         vae_cfg, state, what = _read_directory(_tokenizer_dir(path))
         if patch_nums is not None and tuple(patch_nums) != vae_cfg.patch_nums:
@@ -78,7 +78,8 @@ def load_tokenizer(
     else:
         raise CheckpointError(
             f"tokenizer {source!r} not found: give a tokenizer or model directory (config.json + "
-            "tokenizer.safetensors), a train-tokenizer output directory, or a VQVAE .pth file."
+            "tokenizer.safetensors), a train-tokenizer output directory, a VQVAE .pth file or "
+            "'builtin'."
         )
     vae = VQVAE(vae_cfg)
     explain_mismatch(vae, state, what)

@@ -74,6 +74,10 @@ def test_reads_model_directories_and_state_dict_files(tmp_path):
     assert trainable.training and all(p.requires_grad for p in trainable.parameters())
 
 
+def test_builtin_tokenizer_is_the_builtin_models():
+    assert load_tokenizer("builtin").config == model_preset("builtin").vae
+
+
 def test_errors(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_tokenizer(tmp_path / "missing")

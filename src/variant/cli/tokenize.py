@@ -12,7 +12,9 @@ import os
 
 import torch
 
-from ..data.tokens import DEFAULT_SHARD_SIZE
+from ..builtin import BUILTIN
+from ..data.tokens import DEFAULT_SHARD_SIZE, images_for_tokenizing, tokenize_dataset
+from ..tokenizer_io import load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +26,7 @@ def register(sub) -> None:
                     "crop) and its horizontal flip and write the token indices to sharded "
                     "safetensors files plus index.json, so `variant train --dataset tokens` "
                     "can skip the VQVAE encoder. Resumable; shardable with torchrun.")
-    p.add_argument("--tokenizer", default="builtin",
+    p.add_argument("--tokenizer", default=BUILTIN,
                    help="tokenizer or model directory, train-tokenizer run directory, VQVAE "
                         ".pth, or 'builtin' (the tokenizer of the built-in model)")
     p.add_argument("--patch-nums", default=None,
@@ -46,22 +48,13 @@ def register(sub) -> None:
 
 
 def _resolve_tokenizer(args: argparse.Namespace):
-    from ..tokenizer_io import load_tokenizer
-
-    source = args.tokenizer
-    if source == "builtin":
-        from ..builtin import builtin_model_dir
-
-        source = builtin_model_dir()
     patch_nums = None
     if args.patch_nums:
         patch_nums = tuple(int(x) for x in args.patch_nums.split(",") if x.strip())
-    return load_tokenizer(source, patch_nums=patch_nums, device=args.device)
+    return load_tokenizer(args.tokenizer, patch_nums=patch_nums, device=args.device)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.tokens import images_for_tokenizing, tokenize_dataset
-
     if args.threads:
         torch.set_num_threads(args.threads)
     rank = int(os.environ.get("RANK", "0"))

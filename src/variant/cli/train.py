@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 from pathlib import Path
 
 from ..training.checkpoint import CONFIG_FILE
 from ..training.config import TRAIN_PRESETS, TrainConfig, train_preset
+from ..training.parallel import init_distributed, shutdown
+from ..training.trainer import NonFiniteLossError, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +75,10 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     if saved is None or not saved.is_file():
         raise ValueError(f"choose a --preset ({', '.join(sorted(TRAIN_PRESETS))}) for a new run, "
                          "or pass the --out-dir of an existing run to resume it.")
-    import json
-
     return TrainConfig.from_dict(json.loads(saved.read_text())).replace(**overrides)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training.parallel import init_distributed, shutdown
-    from ..training.trainer import NonFiniteLossError, Trainer
-
     config = resolve_config(args)
     if args.print_config:
         print(config.to_json())

@@ -12,7 +12,9 @@ import logging
 
 import torch
 
+from ..tokenizer.evaluate import format_report
 from ..tokenizer.presets import TOKENIZER_PRESETS, TokenizerTrainConfig, tokenizer_preset
+from ..tokenizer.trainer import TokenizerTrainer
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +85,6 @@ def resolve_config(args: argparse.Namespace) -> TokenizerTrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..tokenizer.evaluate import format_report
-    from ..tokenizer.trainer import TokenizerTrainer
-
     if args.threads:
         torch.set_num_threads(args.threads)
     config = resolve_config(args)

@@ -26,9 +26,12 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from ..config import config_to_dict
+from ..data.folder import ImageFolder
 from ..data.loader import build_loader, set_loader_epoch, steps_per_epoch
+from ..data.procedural import ProceduralImages
 from ..data.tokens import FlippedImages
 from ..models.vqvae import VQVAE
 from ..tokenizer_io import RUN_SUBDIR, load_tokenizer, save_tokenizer
@@ -66,13 +69,9 @@ def build_datasets(cfg: TokenizerTrainConfig, data: str):
     """(training images, held-out evaluation images) for 'procedural' or an image folder."""
     size = cfg.image_size
     if data == "procedural":
-        from ..data.procedural import ProceduralImages
-
         train = ProceduralImages(cfg.num_images, size, seed=cfg.data_seed)
         held_out = ProceduralImages(cfg.eval_images, size, seed=cfg.data_seed + 1)
     else:
-        from ..data.folder import ImageFolder
-
         train = ImageFolder(data, size, train=True, seed=cfg.seed)
         full = ImageFolder(data, size, train=False)
         step = max(1, len(full) // cfg.eval_images)  # evenly spaced, fixed across epochs
@@ -257,8 +256,6 @@ class TokenizerTrainer:
     def _bar(self, epoch: int, start: int):
         if not self.progress:
             return None
-        from tqdm import tqdm
-
         return tqdm(total=self.steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}",
                     unit="step", leave=False, dynamic_ncols=True)
 
