@@ -12,7 +12,7 @@ from variant.pretrained import load_model
 
 @pytest.fixture(scope="module")
 def builtin():
-    return load_model(builtin_model_dir())
+    return load_model("builtin")
 
 
 def test_builtin_is_small_and_loads(builtin):
