@@ -1,10 +1,12 @@
-"""Units in one place: compute dtypes by name and byte sizes.
+"""Units in one place: compute dtypes by name, byte sizes, and sizes and durations as typed.
 
 Compute dtypes are named as on the command line (`fp32`, `bf16`, `fp16`); everything that takes
 a dtype accepts either the name or the `torch.dtype`.
 """
 
 from __future__ import annotations
+
+import re
 
 import torch
 
@@ -49,3 +51,33 @@ def fmt_bytes(n: float | None) -> str:
         return f"{int(n)} B"
     digits = 0 if abs(n) >= 100 else 1 if abs(n) >= 10 else 2
     return f"{n:.{digits}f} {unit}"
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+               "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "kib": 2**10, "mib": 2**20,
+               "gib": 2**30, "tib": 2**40}
+_TIME_UNITS = {"": 1.0, "s": 1.0, "sec": 1.0, "ms": 1e-3, "min": 60.0, "m": 60.0, "h": 3600.0}
+_NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str | int | float) -> int:
+    """'16GiB' -> 17179869184, '500MB' -> 500000000, '2G' -> 2 GiB (binary), '1024' -> bytes."""
+    if isinstance(text, (int, float)):
+        return int(text)
+    return int(_number_with_unit(text, _SIZE_UNITS, "size", "a number with a unit such as "
+                                 "16GiB, 500MB, 2G (G/M/K are binary) or plain bytes"))
+
+
+def parse_duration(text: str | int | float) -> float:
+    """'2s' -> 2.0, '500ms' -> 0.5, '1.5min' -> 90.0, '3' -> 3.0 seconds."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    return _number_with_unit(text, _TIME_UNITS, "duration", "e.g. 2s, 500ms, 1.5min")
+
+
+def _number_with_unit(text: str, units: dict, what: str, examples: str) -> float:
+    m = _NUMBER.match(str(text))
+    unit = m.group(2).lower() if m else None
+    if m is None or unit not in units:
+        raise ValueError(f"cannot read the {what} {text!r}: use {examples}.")
+    return float(m.group(1)) * units[unit]
