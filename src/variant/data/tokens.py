@@ -8,7 +8,7 @@ concatenated in order, picking the flip of item i in epoch e as `flip_choice(see
 exactly the batches a `TokenDataset` gives.
 
 Layout of an output directory:
-- `shard-00000.safetensors`, ...: `idx` (n, 2, L) int16 (int32 if V > 32767; [:, 0] unflipped,
+- `shard-00000.safetensors`, ...: `idx` (n, 2, L) int16 (int32 if V > 32768; [:, 0] unflipped,
   [:, 1] flipped) and `label` (n,) int64 for source items [k * shard_size, (k + 1) * shard_size),
   minus undecodable files. One metadata entry `variant` (JSON) names the shard and tokenizer.
 - `index.json`: format, L, patch_nums, V, tokenizer fingerprint, the source, shard counts and the

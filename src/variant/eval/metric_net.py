@@ -10,7 +10,8 @@ widths), each stage's block scaled to unit mean variance per dimension on real i
 fine texture carries no class information (by design), so a classifier's last layer learns to
 ignore it and an FID there barely sees blurred or texture-less samples, which is exactly how
 shallow late scales could fail. The early stages still respond to texture (measured on 1000 real
-images vs blurred copies: 9x the real-vs-real FID with all stages, 5x with the last stage only).
+images vs blurred copies: 10x the real-vs-real FID with all stages, 7x with the last stage
+only; docs/EVALUATION.md has the command).
 
 It is trained on images rendered at random sizes from 16 px up to `image_size` and resized to
 `image_size`, so it reads low-resolution or blurred samples; any input is resized to `image_size`.
