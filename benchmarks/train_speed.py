@@ -99,6 +99,8 @@ def bench_plans(args) -> None:
     One trainer per plan (same initial weights); steps are interleaved round-robin so that
     machine load drifts hit every plan alike, and the median step time is reported.
     """
+    from variant.models.cost import CostModel
+
     L = sum(p * p for p in PATCH_NUMS)
     data = RandomTokens(4 * args.batch, L, 4096, 1000)
     batches = [next(iter(torch.utils.data.DataLoader(data, batch_size=args.batch)))]
@@ -123,15 +125,16 @@ def bench_plans(args) -> None:
     print("| plan | token-layers (vs full) | FLOPs incl. head (vs full) | s/step | tokens/s | "
           "time vs full |")
     print("|---|---:|---:|---:|---:|---:|")
-    ref = trainers["full"].plans.plans["full"]
-    full_tl = ref.token_layers(PATCH_NUMS)
-    full_fl = ref.flops(PATCH_NUMS, args.width, 4096, include_head=True)
+    cost = CostModel(trainers["full"].var.config)
+    ref = trainers["full"].plans.plan(0)[1]
+    full_tl = cost.token_layers(ref)
+    full_fl = cost.flops(ref, include_head=True)
     full_time = statistics.median(times["full"])
     for name in names:
-        plan = trainers[name].plans.plans[name]
+        plan = trainers[name].plans.plan(0)[1]  # full-only, or always its one subnet
         med = statistics.median(times[name])
-        tl = plan.token_layers(PATCH_NUMS)
-        fl = plan.flops(PATCH_NUMS, args.width, 4096, include_head=True)
+        tl = cost.token_layers(plan)
+        fl = cost.flops(plan, include_head=True)
         print(f"| {name} | {tl} ({tl / full_tl:.3f}) | {fl / full_fl:.3f} | {med:.3f} | "
               f"{args.batch * L / med:.0f} | {med / full_time:.3f} |")
 

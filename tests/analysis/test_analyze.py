@@ -2,8 +2,6 @@ import json
 
 import pytest
 
-from variant.cli.main import main
-from variant.config import VARConfig
 from variant.analysis.analyze import (
     asymmetry_rows,
     default_ranges,
@@ -14,8 +12,9 @@ from variant.analysis.analyze import (
     parse_subnet,
     range_plan,
     range_shares,
-    scale_flops,
 )
+from variant.cli.main import main
+from variant.config import VARConfig
 from variant.models.plan import DepthPlan
 
 
@@ -37,7 +36,10 @@ def test_default_ranges_scale_with_the_schedule():
 def test_parse_subnet():
     assert parse_subnet("50%", 30) == 15 and parse_subnet("d16", 30) == 16
     assert parse_subnet("8", 30) == 8 and parse_subnet("0.25", 16) == 4
-    assert parse_subnet("10%", 4) == 2  # at least two layers
+    assert parse_subnet("50%", 4) == 2 and parse_subnet("d1", 1) == 1
+    for too_small in ("10%", "d1", "0.2"):  # no silent rounding up: say what to pass instead
+        with pytest.raises(ValueError, match="needs at least 2.*such as d2"):
+            parse_subnet(too_small, 4)
     with pytest.raises(ValueError, match="exceeds"):
         parse_subnet("d40", 30)
     with pytest.raises(ValueError, match="cannot read the subnet"):
@@ -54,17 +56,29 @@ def test_range_plan_runs_the_subnet_only_in_its_range():
     assert middle.name == "d15@r4-r6"
 
 
+def test_flop_shares_by_hand():
+    # Two layers of width 8 (FFN 32), vocab 16, Cvae 4, scales of 1, 4, 9 tokens. Per token and
+    # layer 768 multiply-adds of linear layers, plus 2 x 8 per key attended; 160 for the word
+    # embedding and the head. FLOPs per scale, head included (see tests/models/test_cost.py):
+    # r1: 2 x 1568 + 320, r2: 2 x 6784 + 1280, r3: 2 x 17856 + 2880.
+    cfg = VARConfig(depth=2, embed_dim=8, num_heads=1, V=16, Cvae=4, patch_nums=(1, 2, 3))
+    per_scale = [3456, 14848, 38592]
+    ranges = [(1, 1), (2, 3)]
+    assert range_shares(per_scale, ranges) == pytest.approx([3456 / 56896, 53440 / 56896])
+    rows = asymmetry_rows(cfg, ranges, 1)  # I_1 = layer 0 on the range, both layers elsewhere
+    assert [r["plan"] for r in rows] == ["full", "d1@r1", "d1@r2-r3"]
+    assert [r["flop_share"] for r in rows[1:]] == pytest.approx([3456 / 56896, 53440 / 56896])
+    # r1 on layer 0 only: scale 1 drops one layer (1568); layer 1 then attends to 4 and 4 + 9
+    # keys at scales 2 and 3 instead of 5 and 14 (2 x 8 x (4 x 1 + 9 x 1) x 2 = 416 FLOPs less)
+    assert rows[1]["flop_saving"] == pytest.approx((1568 + 416) / 56896)
+    assert rows[2]["flop_saving"] == pytest.approx((6784 + 17856) / 56896)
+
+
 def test_flop_shares_d30():
-    cfg = VARConfig(depth=30)  # C = 1920, 256 px
-    full = DepthPlan.full(30, 10)
-    per_scale = scale_flops(full, cfg, include_head=False)
-    assert sum(per_scale) == full.flops(cfg.patch_nums, cfg.width)
-    shares = range_shares(per_scale, default_ranges(10))
+    shares = [r["flop_share"] for r in asymmetry_rows(VARConfig(depth=30), default_ranges(10),
+                                                      15)[1:]]
     assert sum(shares) == pytest.approx(1.0)
     assert shares[2] == pytest.approx(0.86, abs=0.015)  # DESIGN §4: scales 7-10 hold ~86%
-    d8 = DepthPlan.paper(30, 8, 6, 10)
-    kw = dict(width=cfg.width, vocab=cfg.V, cvae=cfg.Cvae, include_head=True)
-    assert sum(scale_flops(d8, cfg)) == d8.flops(cfg.patch_nums, **kw)
 
 
 def test_asymmetry_rows_and_table():
@@ -86,19 +100,19 @@ def test_asymmetry_rows_and_table():
 
 def test_pareto_front():
     results = {
-        "p=0.1": [{"plan": "full", "fid": 2.0}, {"plan": "d8/bridge6", "fid": 2.8}],
-        "p=1.0": [{"plan": "full", "fid": 2.4}, {"plan": "d8/bridge6", "fid": 2.3}],
-        "progressive": [{"plan": "full", "fid": 2.05}, {"plan": "d8/bridge6", "fid": 2.25}],
+        "p=0.1": [{"plan": "full", "fid": 2.0}, {"plan": "d8", "fid": 2.8}],
+        "p=1.0": [{"plan": "full", "fid": 2.4}, {"plan": "d8", "fid": 2.3}],
+        "progressive": [{"plan": "full", "fid": 2.05}, {"plan": "d8", "fid": 2.25}],
     }
     table = pareto_table(results, "fid")
-    assert {t["supernet"]: t["front"]["d8/bridge6"] for t in table} == {
+    assert {t["supernet"]: t["front"]["d8"] for t in table} == {
         "p=0.1": True, "p=1.0": False, "progressive": True}
     acc = {k: [{**r, "class_accuracy": -r["fid"]} for r in v] for k, v in results.items()}
-    assert [t["front"]["d8/bridge6"] for t in pareto_table(acc, "class_accuracy")] == [
+    assert [t["front"]["d8"] for t in pareto_table(acc, "class_accuracy")] == [
         True, False, True]
     assert "★" in format_pareto(table, "fid")
     with pytest.raises(ValueError, match="no 'fid' for the full plan"):
-        pareto_table({"x": [{"plan": "d8/bridge6", "fid": 1.0}]}, "fid")
+        pareto_table({"x": [{"plan": "d8", "fid": 1.0}]}, "fid")
 
 
 def test_analyze_cli_asymmetry_and_pareto(tmp_path, capsys):
@@ -123,7 +137,7 @@ def test_analyze_cli_asymmetry_and_pareto(tmp_path, capsys):
 def test_analyze_cli_pareto_from_eval_files(tmp_path, capsys):
     paths = []
     for name, full, sub in (("a", 2.0, 2.8), ("b", 2.4, 2.3), ("c", 2.05, 2.25)):
-        rows = [{"plan": "full", "fid": full}, {"plan": "d8/bridge6", "fid": sub}]
+        rows = [{"plan": "full", "fid": full}, {"plan": "d8", "fid": sub}]
         (tmp_path / name).mkdir()
         (tmp_path / name / "eval.json").write_text(json.dumps({"rows": rows}))
         paths.append(str(tmp_path / name))
@@ -132,5 +146,5 @@ def test_analyze_cli_pareto_from_eval_files(tmp_path, capsys):
     assert main(argv) == 0
     assert "| progressive | 2.050 | 2.250 ★ |" in capsys.readouterr().out
     table = json.loads((tmp_path / "pareto.json").read_text())["table"]
-    assert [t["front"]["d8/bridge6"] for t in table] == [True, False, True]
+    assert [t["front"]["d8"] for t in table] == [True, False, True]
     assert main(["analyze", "pareto", *paths, "--labels", "x"]) == 2

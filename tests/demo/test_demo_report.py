@@ -43,7 +43,7 @@ def test_commands_are_recorded_and_skipped_when_done(tmp_path):
     entry = json.loads(demo.log_path.read_text().splitlines()[0])
     assert entry["command"] == "variant plan --depth 8 --subnets 4 2"
     assert entry["returncode"] == 0
-    assert "d4/bridge6" in (tmp_path / "logs" / entry["log"]).read_text()
+    assert "| d4 |" in (tmp_path / "logs" / entry["log"]).read_text()
 
 
 def test_report_is_written(tmp_path):

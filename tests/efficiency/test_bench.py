@@ -3,7 +3,8 @@ import json
 import pytest
 
 from variant.cli.main import main
-from variant.efficiency.bench import BenchSettings, compare_to_full, fmt_bytes, spread
+from variant.efficiency.bench import BenchSettings, compare_to_full, spread
+from variant.units import fmt_bytes
 
 
 def _bench(tmp_path, *extra):
@@ -18,7 +19,7 @@ def test_bench_json_table_profile_in_process(tmp_path, capsys):
                   "--profile", str(tmp_path / "profile.json"), "--plot", str(tmp_path / "b.png"))
     out = capsys.readouterr().out
     assert "batch 2 images (cfg 1.5: CFG doubles the batch to 4 rows)" in out
-    assert "| full |" in out and "| d2/bridge2 |" in out
+    assert "| full |" in out and "| d2 |" in out
     assert "matches the cache for every plan" in out
     full, sub = data["rows"]
     for row in (full, sub):
@@ -58,6 +59,9 @@ def test_spread_and_settings():
     with pytest.raises(ValueError, match="--repeats"):
         BenchSettings(repeats=0)
     assert fmt_bytes(36 * 1024) == "36.0 KiB" and fmt_bytes(17179869184) == "16.0 GiB"
+    assert fmt_bytes(999) == "999 B" and fmt_bytes(1000) == "0.98 KiB"
+    assert fmt_bytes(int(6.45 * 2**30)) == "6.45 GiB" and fmt_bytes(272 * 2**20) == "272 MiB"
+    assert fmt_bytes(None) == "—"
 
 
 def test_compare_to_full_without_full_row():

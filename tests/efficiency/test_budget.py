@@ -9,11 +9,10 @@ from variant.efficiency.budget import (
     candidate_plans,
     choose_plan,
     model_bytes,
-    parse_duration,
-    parse_size,
 )
 from variant.models.plan import DepthPlan
 from variant.pretrained import random_model
+from variant.units import parse_duration, parse_size
 
 TINY = model_preset("tiny")  # D=4, width 64, scales (1, 2, 4), default bridge 2
 KIB = 1024  # one token-layer at batch 1 with CFG in fp32: 2 rows x 64 x 4 B x (k, v)
@@ -44,21 +43,20 @@ def test_parse_size_and_duration():
 
 def test_candidates_order_deepest_first():
     names = [p.name for p in candidate_plans(4, 3, 2)]
-    assert names == ["full", "d3/bridge2", "d2/bridge2", "d3/bridge1", "d2/bridge1",
-                     "d3/bridge0", "d2/bridge0"]
-    assert [p.name for p in candidate_plans(4, 3, 2, [2], pin_bridge=True)] == [
-        "full", "d2/bridge2"]
+    assert names == ["full", "d3", "d2", "d3@bridge1", "d2@bridge1", "d3@bridge0", "d2@bridge0"]
+    assert [p.name for p in candidate_plans(4, 3, 2, [2], pin_bridge=True)] == ["full", "d2"]
+    assert candidate_plans(4, 3) == candidate_plans(4, 3, 2)  # None: the default bridge
 
 
 def test_kv_budget_picks_hand_computed_plan():
     # Peak token-layers by hand: full 36 (last scale, layer 0: 1+4+16, layers 1-3: 5 each);
     # d3 = {0,1,3}: 21 + 5 + 5 = 31; d2 = {0,3}: 21 + 5 = 26 (layers 1, 2 retired).
     assert _choose(Budget(max_kv=36 * KIB)) == "full"
-    assert _choose(Budget(max_kv=32 * KIB)) == "d3/bridge2"
-    assert _choose(Budget(max_kv=30 * KIB)) == "d2/bridge2"
+    assert _choose(Budget(max_kv=32 * KIB)) == "d3"
+    assert _choose(Budget(max_kv=30 * KIB)) == "d2"
     bf16 = _predictor(batch=2, dtype="bf16")  # 4 rows x 2 B: the same bytes per token-layer
-    assert _choose(Budget(max_kv=31 * KIB), bf16) == "d3/bridge2"
-    with pytest.raises(ValueError, match=r"even d2 with bridge 0 needs KV 26.0 KiB > 25.0 KiB; "
+    assert _choose(Budget(max_kv=31 * KIB), bf16) == "d3"
+    with pytest.raises(ValueError, match=r"even d2@bridge0 needs KV 26.0 KiB > 25.0 KiB; "
                                          r"raise the budget or lower the batch \(now 1\)"):
         _choose(Budget(max_kv=25 * KIB))
 
@@ -76,8 +74,8 @@ def test_memory_prediction_parts():
     assert pred.act_transformer > pred.act_decoder
     d3 = pred.predict(DepthPlan.paper(4, 3, 2, 3))
     assert full.memory_bytes - d3.memory_bytes == 5 * KIB
-    assert _choose(Budget(max_memory=d3.memory_bytes)) == "d3/bridge2"
-    with pytest.raises(ValueError, match="even d2 with bridge 0 needs memory"):
+    assert _choose(Budget(max_memory=d3.memory_bytes)) == "d3"
+    with pytest.raises(ValueError, match="even d2@bridge0 needs memory"):
         _choose(Budget(max_memory=real))
     assert _predictor(dtype="bf16").weights == real * 3 // 2  # + autocast's 16-bit copies
 
@@ -95,10 +93,10 @@ def _profile(**changes):
 
 def test_latency_budget_from_profile():
     pred = _predictor(batch=2, profile=_profile())
-    # full: 3 x 0.01 + 4 x (0.1 + 0.2 + 0.4) + 0.5 = 3.33; d3/bridge2: 2.93; d2/bridge2: 2.53
+    # full: 3 x 0.01 + 4 x (0.1 + 0.2 + 0.4) + 0.5 = 3.33; d3: 2.93; d2: 2.53
     assert pred.latency(DepthPlan.full(4, 3)) == pytest.approx(3.33)
-    assert _choose(Budget(max_latency=3.0), pred) == "d3/bridge2"
-    assert _choose(Budget(max_latency=2.6), pred) == "d2/bridge2"
+    assert _choose(Budget(max_latency=3.0), pred) == "d3"
+    assert _choose(Budget(max_latency=2.6), pred) == "d2"
     double = _predictor(batch=4, profile=_profile())  # scaled linearly with the batch
     assert double.latency(DepthPlan.full(4, 3)) == pytest.approx(6.66)
     with pytest.raises(ValueError, match="measured for a model"):
@@ -112,10 +110,10 @@ def test_plan_cli_budget(capsys):
             "--device", "cpu", "--max-kv"]
     assert main(argv + ["32KiB"]) == 0
     out = capsys.readouterr().out
-    assert "chosen plan: d3/bridge2" in out and "predicted KV cache: 31.0 KiB" in out
+    assert "chosen plan: d3 " in out and "predicted KV cache: 31.0 KiB" in out
     assert "the next deeper plan, full, needs KV 36.0 KiB > 32.0 KiB" in out
-    assert "variant bench --model random:tiny --plans d3 --bridge 2" in out
+    assert "variant bench --model random:tiny --plans d3 --batch 1" in out
     assert main(argv + ["20KiB"]) == 2
-    assert "even d2 with bridge 0 needs KV 26.0 KiB" in capsys.readouterr().err
+    assert "even d2@bridge0 needs KV 26.0 KiB" in capsys.readouterr().err
     assert main(["plan", "--depth", "30", "--batch", "64", "--max-kv", "16GiB"]) == 0
     assert "chosen plan: full" in capsys.readouterr().out

@@ -26,13 +26,13 @@ def test_eval_two_plans_table_json_and_resume(tmp_path, capsys):
     args = BASE + ["--plans", "full", "d2", "--reference-count", "200", "--out", str(out)]
     assert main(args) == 0
     captured = capsys.readouterr()
-    assert "| full | 20 |" in captured.out and "| d2/bridge2 | 20 |" in captured.out
+    assert "| full | 20 |" in captured.out and "| d2 | 20 |" in captured.out
     assert "FID from 20 samples" in captured.err  # warned, with the number
     rows = json.loads((out / "eval.json").read_text())["rows"]
-    assert [r["plan"] for r in rows] == ["full", "d2/bridge2"]
+    assert [r["plan"] for r in rows] == ["full", "d2"]
     for r in rows:
         assert r["fid"] > 0 and 0 <= r["class_accuracy"] <= 1 and r["generated"] == 20
-    assert (out / "full.npz").is_file() and (out / "d2-bridge2.npz").is_file()
+    assert (out / "full.npz").is_file() and (out / "d2.npz").is_file()
     files = _pngs(out)
     assert len(files) == 40
     # A rerun samples nothing and reproduces the numbers.

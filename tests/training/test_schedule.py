@@ -5,6 +5,7 @@ from collections import Counter
 
 import pytest
 
+from variant.models.plan import DepthPlan
 from variant.training import LRSchedule, PlanSchedule, RatioSchedule, TrainConfig
 from variant.training.schedule import draw_subnet_depth
 
@@ -50,7 +51,18 @@ def test_plan_schedule_uses_paper_plans_with_full_bridge():
     with pytest.raises(ValueError, match="do not fit"):
         PlanSchedule(TrainConfig(subnet_depths=(8,)), depth=8, num_scales=10, steps_per_epoch=1)
     no_bridge = PlanSchedule(TrainConfig(subnet_depths=(2,), bridge=0), 4, 3, 1)
-    assert no_bridge.unused_layers() == {"d2": [1, 2]}
+    assert no_bridge.unused_layers() == {"d2@bridge0": [1, 2]}
+
+
+def test_plan_names_are_the_plans_own_specs():
+    default = PlanSchedule(TrainConfig(subnet_depths=(2, 4), ratio="fixed:1.0"), 8, 10, 10)
+    assert default.bridge == 6 and list(default.plans) == ["full", "d2", "d4"]
+    short = PlanSchedule(TrainConfig(subnet_depths=(2,), bridge=3, ratio="fixed:1.0"), 8, 10, 1)
+    name, plan = short.plan(0)
+    assert name == plan.name == "d2@bridge3"
+    assert DepthPlan.from_spec(name, 8, 10) == plan
+    with pytest.raises(ValueError, match="bridge must be in 0..10"):
+        PlanSchedule(TrainConfig(bridge=11), 8, 10, 1)
 
 
 def test_lr_warmup_matches_official_values():

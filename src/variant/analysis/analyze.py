@@ -16,47 +16,38 @@ import logging
 import re
 from pathlib import Path
 
-from ..models.plan import DepthPlan, equidistant_layers
+from ..models.cost import CostModel
+from ..models.plan import (
+    DepthPlan,
+    check_scale_range,
+    default_bridge,
+    range_label,
+    read_scale_range,
+)
 
 log = logging.getLogger(__name__)
 
 # Metrics where a larger value is better; every other metric (fid) is minimised.
 HIGHER_IS_BETTER = {"inception_score", "precision", "recall", "class_accuracy"}
-_RANGE = re.compile(r"^\s*r?(\d+)\s*(?:[-–:]\s*r?(\d+))?\s*$")
 
 
 # ------------------------------------------------------------------------------ ranges
 def parse_ranges(specs: list[str], num_scales: int) -> list[tuple[int, int]]:
     """['1-3', '4-6', '7-10'] -> [(1, 3), (4, 6), (7, 10)]; 1-based, inclusive, 'r7-r10' ok."""
-    out = []
-    for spec in specs:
-        m = _RANGE.match(str(spec))
-        if m is None:
-            raise ValueError(f"cannot read the scale range {spec!r}: use FIRST-LAST with 1-based "
-                             "scales, e.g. 1-3 or 7-10 (or a single scale, e.g. 5).")
-        first, last = int(m.group(1)), int(m.group(2) or m.group(1))
-        if not 1 <= first <= last <= num_scales:
-            raise ValueError(f"scale range {spec!r} must lie within 1..{num_scales} (this model "
-                             f"has {num_scales} scales) with first <= last.")
-        out.append((first, last))
-    return out
+    return [check_scale_range(read_scale_range(spec), num_scales) for spec in specs]
 
 
 def default_ranges(num_scales: int) -> list[tuple[int, int]]:
-    """The paper's thirds at 256 px (1-3, 4-6, 7-10 of 10), scaled to K scales."""
+    """The paper's thirds at 256 px (1-3, 4-6, 7-10 of 10), scaled to K scales: the middle
+    range ends with the default bridge zone."""
     a = min(max(1, round(0.3 * num_scales)), num_scales)
-    b = min(max(a + 1, round(0.6 * num_scales)), num_scales)
+    b = min(max(a + 1, default_bridge(num_scales)), num_scales)
     ranges = [(1, a), (a + 1, b), (b + 1, num_scales)]
     return [(f, last) for f, last in ranges if f <= last]
 
 
-def range_label(scale_range: tuple[int, int]) -> str:
-    first, last = scale_range
-    return f"r{first}" if first == last else f"r{first}-r{last}"
-
-
 def parse_subnet(spec: str | int, depth: int) -> int:
-    """'50%' -> round(D / 2), 'd16' or '16' -> 16, '0.25' -> round(D / 4); at least 2."""
+    """'50%' -> round(D / 2), 'd16' or '16' -> 16, '0.25' -> round(D / 4); at least 2 layers."""
     text = str(spec).strip().lower()
     try:
         if text.endswith("%"):
@@ -68,35 +59,22 @@ def parse_subnet(spec: str | int, depth: int) -> int:
     except ValueError:
         raise ValueError(f"cannot read the subnet {spec!r}: use a depth (d8, 8) or a fraction "
                          "of the model's depth (50%, 0.5).") from None
-    d = max(2, d) if depth >= 2 else 1
     if d > depth:
         raise ValueError(f"subnet depth {d} exceeds the model's {depth} layers.")
+    if d < min(2, depth):
+        raise ValueError(f"the subnet {spec!r} has {d} layers of {depth}; a subnet needs at "
+                         "least 2 (the equidistant set keeps the first and the last layer): "
+                         "give a larger fraction or a depth such as d2.")
     return d
 
 
 def range_plan(depth: int, num_scales: int, subnet_depth: int,
                scale_range: tuple[int, int]) -> DepthPlan:
     """The full network everywhere except the scales of `scale_range`, which run I_d."""
-    full, sub = tuple(range(depth)), tuple(equidistant_layers(depth, subnet_depth))
-    first, last = scale_range
-    sets = [sub if first <= k + 1 <= last else full for k in range(num_scales)]
-    return DepthPlan(sets, depth, name=f"d{subnet_depth}@{range_label(scale_range)}")
+    return DepthPlan.subnet_on_scales(depth, subnet_depth, scale_range, num_scales)
 
 
 # ------------------------------------------------------------------------------ shares
-def scale_flops(plan: DepthPlan, var_config, include_head: bool = True) -> list[int]:
-    """FLOPs of each scale under `plan` (a scale's attention sees only earlier scales, so the
-    prefix sums of `DepthPlan.flops` split exactly)."""
-    c = var_config
-    kw = dict(width=c.width, vocab=c.V, mlp_ratio=c.mlp_ratio, cvae=c.Cvae,
-              include_head=include_head)
-    prefix = [0]
-    for k in range(1, plan.num_scales + 1):
-        part = DepthPlan(plan.layer_sets[:k], plan.total_depth)
-        prefix.append(part.flops(c.patch_nums[:k], **kw))
-    return [b - a for a, b in zip(prefix, prefix[1:])]
-
-
 def range_shares(per_scale: list[float], ranges: list[tuple[int, int]]) -> list[float]:
     """Share of the total that each (1-based, inclusive) range of scales holds."""
     total = float(sum(per_scale))
@@ -120,7 +98,8 @@ def asymmetry_rows(var_config, ranges, subnet_depth: int, eval_rows: list[dict] 
     """One row per plan (full first): the range, its FLOP/latency shares, the plan's FLOP
     saving, and the quality columns of `eval_rows` (`variant eval` rows, matched by plan)."""
     plans = asymmetry_plans(var_config, ranges, subnet_depth)
-    full_flops = scale_flops(plans[0], var_config)
+    cost = CostModel(var_config)
+    full_flops = cost.flops_per_scale(plans[0], include_head=True)
     flop_share = range_shares(full_flops, ranges)
     latency = range_shares(latency_per_scale(profile), ranges) if profile else [None] * len(ranges)
     quality = {r["plan"]: r for r in (eval_rows or [])}
@@ -130,7 +109,7 @@ def asymmetry_rows(var_config, ranges, subnet_depth: int, eval_rows: list[dict] 
              "subnet_depth": None if i == 0 else subnet_depth,
              "flop_share": None if i == 0 else flop_share[i - 1],
              "latency_share": None if i == 0 else latency[i - 1],
-             "flop_saving": 1 - sum(scale_flops(plan, var_config)) / sum(full_flops)}
+             "flop_saving": 1 - cost.flops(plan, include_head=True) / sum(full_flops)}
         r.update({k: v for k, v in quality.get(plan.name, {}).items() if k != "plan"})
         rows.append(r)
     return rows
@@ -218,7 +197,7 @@ def format_pareto(table: list[dict], key: str) -> str:
 
 # ------------------------------------------------------------------------------ plots
 def _pyplot():
-    try:
+    try:  # matplotlib is optional (the 'plot' extra): imported only when a plot is asked for
         import matplotlib
 
         matplotlib.use("Agg")

@@ -33,7 +33,12 @@ from ..analysis.analyze import (
     plot_pareto,
 )
 from ..efficiency.bench import BenchSettings, profile_scales, save_json
-from ..sampling.sampler import DTYPES
+from ..efficiency.budget import Workload, check_profile, load_profile
+from ..eval.evaluate import evaluate_plans
+from ..eval.quality import build_metric
+from ..eval.sample_folder import SamplingSpec
+from ..models.plan import default_plan_specs
+from ..units import DTYPES
 from .common import add_model_args, add_plan_args, load_from_args, resolve_plan
 
 log = logging.getLogger(__name__)
@@ -100,8 +105,6 @@ def _add_sampling_args(p, required_out: bool) -> None:
 
 
 def _spec(args, var):
-    from ..eval.sample_folder import SamplingSpec
-
     return SamplingSpec(num_per_class=args.num_per_class,
                         num_classes=args.num_classes or var.num_classes,
                         batch_size=args.batch_size, seed=args.seed, cfg=args.cfg,
@@ -111,8 +114,6 @@ def _spec(args, var):
 def _metric(args, vae, num_classes: int, cache_dir):
     if args.metric == "none":
         return None
-    from ..eval.quality import build_metric
-
     return build_metric(args.metric, args.reference, image_size=vae.config.image_size,
                         num_classes=num_classes, device=args.device,
                         inception_weights=args.inception_weights, metric_net=args.metric_net,
@@ -120,8 +121,6 @@ def _metric(args, vae, num_classes: int, cache_dir):
 
 
 def _evaluate(var, vae, plans, out, args, model: str) -> list[dict]:
-    from ..eval.evaluate import evaluate_plans
-
     spec = _spec(args, var)
     metric = _metric(args, vae, spec.num_classes, out)
     with warnings.catch_warnings():
@@ -137,8 +136,6 @@ def run_asymmetry(args: argparse.Namespace) -> int:
     depth = parse_subnet(args.subnet, cfg.depth)
     out = Path(args.out)
     if args.latency_profile:
-        from ..efficiency.budget import Workload, check_profile, load_profile
-
         profile = load_profile(args.latency_profile)
         check_profile(profile, cfg, Workload(dtype=args.dtype, device=args.device))
     else:
@@ -204,7 +201,7 @@ def _evaluate_models(args) -> list[str]:
     for i, model in enumerate(args.models):
         ns = argparse.Namespace(**{**vars(args), "model": model, "vae": None})
         var, vae = load_from_args(ns)
-        specs = args.plans or ["full"] + [f"d{d}" for d in (16, 8, 4, 2) if d < var.depth]
+        specs = args.plans or default_plan_specs(var.depth)
         plans = [resolve_plan(s, var, args.bridge) for s in specs]
         out = Path(args.out) / f"{i:02d}-{Path(model.rstrip('/')).name}"
         _evaluate(var, vae, plans, out, ns, model)

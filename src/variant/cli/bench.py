@@ -22,21 +22,25 @@ from pathlib import Path
 
 import torch
 
+from ..builtin import builtin_model_dir
+from ..config import model_preset
 from ..efficiency.bench import (
     BenchSettings,
     add_accounting,
     compare_to_full,
     current_rss_bytes,
-    fmt_bytes,
     format_table,
     measure_plan,
     plot_bench,
     profile_scales,
     save_json,
 )
-from ..models.plan import DepthPlan
-from ..sampling.sampler import DTYPES
-from .common import BUILTIN, add_model_args, add_plan_args, default_bridge, load_from_args
+from ..efficiency.budget import Predictor, Workload
+from ..models.plan import DepthPlan, default_plan_specs
+from ..pretrained import read_var_config
+from ..units import DTYPES, fmt_bytes
+from .budget import model_info
+from .common import BUILTIN, add_model_args, add_plan_args, load_from_args
 
 log = logging.getLogger(__name__)
 
@@ -81,31 +85,18 @@ def settings_from_args(args) -> BenchSettings:
 
 def model_var_config(args):
     """The VARConfig of --model without loading its weights."""
-    from ..config import model_preset
-    from ..pretrained import read_var_config
-
     source = args.model
     if source.startswith("random:"):
         return model_preset(source.split(":", 1)[1]).var
     if source == BUILTIN:
-        from ..builtin import builtin_model_dir
-
         source = builtin_model_dir()
     return read_var_config(source)
 
 
-def plan_specs(args, depth: int) -> list[str]:
-    if args.plans:
-        return args.plans
-    return ["full"] + [f"d{d}" for d in (16, 8, 4, 2) if d < depth]
-
-
 def resolve_plans(specs: list[str], var_config, bridge: int | None) -> list[DepthPlan]:
-    K = var_config.num_scales
-    bridge = default_bridge(K) if bridge is None else bridge
     plans, seen = [], set()
     for spec in specs:
-        plan = DepthPlan.from_spec(spec, var_config.depth, K, bridge)
+        plan = DepthPlan.from_spec(spec, var_config.depth, var_config.num_scales, bridge)
         if plan.layer_sets not in seen:
             seen.add(plan.layer_sets)
             plans.append(plan)
@@ -168,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         var, vae = load_from_args(args)
         var_config = var.config
-    plans = resolve_plans(plan_specs(args, var_config.depth), var_config, args.bridge)
+    specs = args.plans or default_plan_specs(var_config.depth)
+    plans = resolve_plans(specs, var_config, args.bridge)
     if args.profile and not any(p.is_full(var_config.depth) for p in plans):
         raise ValueError("--profile times the full plan: add 'full' to --plans.")
     predictor = _predictor(args, var_config)
@@ -177,9 +169,8 @@ def run(args: argparse.Namespace) -> int:
         want_profile = bool(args.profile) and plan.is_full(var_config.depth)
         log.info("benchmarking plan %s", plan.name)
         if isolate:
-            out = run_isolated(args, json.dumps(plan.to_dict()["layer_sets"]), want_profile)
+            out = run_isolated(args, plan.name, want_profile)  # a plan's name is its spec
             row, profile = out["row"], out.get("profile", profile)
-            row["plan"] = plan.name
         else:
             with torch.no_grad():
                 row = measure_plan(var, vae, plan, settings)
@@ -194,9 +185,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _predictor(args, var_config):
     """The budget planner's accounting for this workload, to print next to the measurements."""
-    from ..efficiency.budget import Predictor, Workload
-    from .budget import model_info
-
     vae_config, _ = model_info(args.model, var_config)
     cuda = args.device.startswith("cuda")
     workload = Workload(batch=args.batch, dtype=args.dtype, use_cfg=args.cfg != 0,
@@ -210,7 +198,7 @@ def _report(args, settings, rows, profile, var_config, isolate: bool) -> None:
     where = "one process per plan" if isolate else "one process"
     print(format_table(rows, settings, args.device, f"{threads}; {where}"))
     bad = [r["plan"] for r in rows if r["kv_predicted_bytes"] != r["kv_peak_bytes"]]
-    print("KV accounting (plan.kv_peak_token_layers x bytes per token-layer): "
+    print("KV accounting (CostModel.kv_peak_bytes): "
           + (f"differs from the cache for {bad}" if bad else "matches the cache for every plan"))
     measured = [r for r in rows if r["peak_memory_bytes"]]
     if measured:

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import torch
 
-from ..efficiency.bench import current_rss_bytes, fmt_bytes, save_json
+from ..builtin import builtin_model_dir
+from ..config import VAEConfig, config_from_dict, model_preset
+from ..efficiency.bench import current_rss_bytes, save_json
 from ..efficiency.budget import (
     Budget,
     Predictor,
@@ -21,10 +23,9 @@ from ..efficiency.budget import (
     candidate_plans,
     choose_plan,
     load_profile,
-    parse_duration,
-    parse_size,
 )
-from .common import BUILTIN, default_bridge
+from ..units import fmt_bytes, parse_duration, parse_size
+from .common import BUILTIN
 
 
 def add_budget_args(parser: argparse.ArgumentParser) -> None:
@@ -50,13 +51,9 @@ def budget_requested(args) -> bool:
 
 def model_info(source: str | None, var_config):
     """(VAEConfig, meta dict) of a model; the official VQVAE when it is not a model dir."""
-    from ..config import VAEConfig, config_from_dict, model_preset
-
     if source and source.startswith("random:"):
         return model_preset(source.split(":", 1)[1]).vae, {}
     if source == BUILTIN:
-        from ..builtin import builtin_model_dir
-
         source = builtin_model_dir()
     if source is not None and Path(source).is_dir():
         config = json.loads((Path(source) / "config.json").read_text())
@@ -67,14 +64,12 @@ def model_info(source: str | None, var_config):
 def run_budget(args, read_config) -> int:
     """`read_config(args)`: the VARConfig of --model or --depth/--resolution (cli.plan)."""
     if args.model and args.model.startswith("random:"):
-        from ..config import model_preset
-
         var_config = model_preset(args.model.split(":", 1)[1]).var
     else:
         var_config = read_config(args)
     vae_config, meta = model_info(args.model, var_config)
     K, D = var_config.num_scales, var_config.depth
-    bridge = args.bridge if args.bridge is not None else meta.get("bridge", default_bridge(K))
+    bridge = args.bridge if args.bridge is not None else meta.get("bridge")  # None: default
     subnets = args.subnets or meta.get("subnet_depths")
     workload = Workload(batch=args.batch, dtype=args.dtype, use_cfg=not args.no_cfg,
                         device=args.device)
@@ -129,7 +124,6 @@ def _print_decision(args, cfg, workload, budget, chosen, rejected, subnets, prof
         print(f"  the next deeper plan, {rejected[-1].plan.name}, needs "
               f"{', '.join(rejected[-1].over(budget))}")
     model = args.model or "MODEL"
-    spec = "full" if plan.name == "full" else f"d{len(flexible)} --bridge {plan.bridge}"
-    print(f"\nconfirm with: variant bench --model {model} --plans {spec} --batch "
+    print(f"\nconfirm with: variant bench --model {model} --plans {plan.name} --batch "
           f"{workload.batch} --dtype {workload.dtype} --cfg {1.5 if workload.use_cfg else 0}"
           f" --device {workload.device}")

@@ -30,7 +30,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 def add_plan_args(parser: argparse.ArgumentParser, multiple: bool = False) -> None:
     help_plan = ("depth plan: 'full', a subnet depth such as 'd8' (paper plan with --bridge), "
-                 "or a JSON list of per-scale layer lists")
+                 "'d8@bridge5', 'd8@r7-r10' (subnet at scales 7-10 only), or a JSON list of "
+                 "per-scale layer lists")
     if multiple:
         parser.add_argument("--plans", nargs="+", default=None,
                             help=help_plan + "; several allowed (default: full and the paper's "
@@ -38,17 +39,11 @@ def add_plan_args(parser: argparse.ArgumentParser, multiple: bool = False) -> No
     else:
         parser.add_argument("--plan", default="full", help=help_plan)
     parser.add_argument("--bridge", type=int, default=None,
-                        help="scales in the bridge zone (full network); default: the paper's "
-                             "6 of 10 scales, scaled to the model's number of scales")
-
-
-def default_bridge(num_scales: int) -> int:
-    """The paper's N = 6 of K = 10 scales, scaled for other schedules."""
-    return max(1, round(0.6 * num_scales))
+                        help="scales in the bridge zone (full network) of 'dN' plans; default: "
+                             "the paper's 6 of 10 scales, scaled to the model's number of scales")
 
 
 def resolve_plan(spec: str, var, bridge: int | None) -> DepthPlan:
-    bridge = default_bridge(var.num_scales) if bridge is None else bridge
     return DepthPlan.from_spec(spec, var.depth, var.num_scales, bridge)
 
 

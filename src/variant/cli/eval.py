@@ -23,12 +23,11 @@ from ..eval.evaluate import evaluate_plans, format_table
 from ..eval.fid_is import too_few_samples
 from ..eval.quality import build_metric, save_reference_statistics
 from ..eval.sample_folder import SamplingSpec
-from ..sampling.sampler import DTYPES
+from ..models.plan import default_plan_specs
+from ..units import DTYPES
 from .common import add_model_args, add_plan_args, load_from_args, resolve_plan
 
 log = logging.getLogger(__name__)
-
-PAPER_SUBNET_DEPTHS = (16, 8, 4, 2)
 
 
 def register(sub) -> None:
@@ -83,10 +82,6 @@ def register(sub) -> None:
                         "images (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
-
-
-def default_plan_specs(depth: int) -> list[str]:
-    return ["full"] + [f"d{d}" for d in PAPER_SUBNET_DEPTHS if d < depth]
 
 
 def _ranks(args) -> tuple[int, int, object]:

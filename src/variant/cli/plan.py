@@ -5,12 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..builtin import builtin_model_dir
 from ..config import PATCH_NUMS_256, PATCH_NUMS_512, VARConfig
-from ..models.plan import DepthPlan
+from ..models.cost import CostModel, guided_rows
+from ..models.plan import (
+    DepthPlan,
+    default_subnet_depths,
+    equidistant_layers,
+    paper_family,
+    resolve_bridge,
+)
+from ..pretrained import read_var_config
+from ..units import DTYPES, fmt_bytes
 from .budget import add_budget_args, budget_requested, run_budget
-from .common import BUILTIN, default_bridge
-
-DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+from .common import BUILTIN
 
 
 def register(sub) -> None:
@@ -27,11 +35,11 @@ def register(sub) -> None:
     p.add_argument("--resolution", type=int, choices=(256, 512), default=256,
                    help="official scale schedule (256: 10 scales, L=680; 512: L=2240)")
     p.add_argument("--subnets", type=int, nargs="+", default=None,
-                   help="subnet depths (default: 16 8 4 2 for D=30, else D/2, D/4, ... >= 2)")
+                   help="subnet depths (default: the paper's 16 8 4 2, those below D)")
     p.add_argument("--bridge", type=int, default=None,
                    help="scales in the bridge zone (default: 6 of 10, the paper's N)")
     p.add_argument("--batch", type=int, default=1, help="images per batch for KV bytes")
-    p.add_argument("--dtype", choices=sorted(DTYPE_BYTES), default="bf16",
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16",
                    help="compute dtype of the cache (default bf16)")
     p.add_argument("--no-cfg", action="store_true",
                    help="no classifier-free guidance (the batch is not doubled)")
@@ -45,60 +53,30 @@ def _config(args) -> VARConfig:
     if args.model is None:
         pn = PATCH_NUMS_256 if args.resolution == 256 else PATCH_NUMS_512
         return VARConfig(depth=args.depth, embed_dim=args.width or 0, patch_nums=pn)
-    from ..pretrained import read_var_config
-
-    source = args.model
-    if source == BUILTIN:
-        from ..builtin import builtin_model_dir
-
-        source = builtin_model_dir()
+    source = builtin_model_dir() if args.model == BUILTIN else args.model
     return read_var_config(source)
-
-
-def default_subnets(depth: int) -> list[int]:
-    if depth == 30:
-        return [16, 8, 4, 2]
-    out, d = [], depth // 2
-    while d >= 2:
-        out.append(d)
-        d //= 2
-    return out
 
 
 def plan_rows(cfg: VARConfig, plans: list[DepthPlan], batch: int, dtype: str,
               use_cfg: bool) -> list[dict]:
     """One row of accounting per plan, with ratios vs the first (full) plan and the official."""
-    pn, D, L = cfg.patch_nums, cfg.depth, cfg.seq_len
-    rows_per_image = 2 if use_cfg else 1
-    token_bytes = batch * rows_per_image * cfg.width * DTYPE_BYTES[dtype] * 2  # k and v
-    # The official sampler keeps K and V of every layer for all L tokens; under 16-bit autocast
-    # its keys stay fp32 after F.normalize (6 bytes per channel instead of 4).
-    official_bytes_per_channel = 8 if dtype == "fp32" else 6
-    official = D * L * batch * rows_per_image * cfg.width * official_bytes_per_channel
-    full_flops = plans[0].flops(pn, cfg.width, cfg.V, cfg.mlp_ratio, cfg.Cvae)
-    full_tl = plans[0].token_layers(pn)
+    cost = CostModel(cfg, dtype, guided_rows(batch, use_cfg))
+    official = cost.official_kv_bytes()
+    full_flops, full_tl = cost.flops(plans[0]), cost.token_layers(plans[0])
     rows = []
     for plan in plans:
-        flops = plan.flops(pn, cfg.width, cfg.V, cfg.mlp_ratio, cfg.Cvae)
-        kv_tl = plan.kv_peak_token_layers(pn)
+        flops, kv_tl, kv_bytes = (cost.flops(plan), cost.kv_peak_token_layers(plan),
+                                  cost.kv_peak_bytes(plan))
         rows.append({
-            "plan": plan.name, "bridge": plan.bridge, "token_layers": plan.token_layers(pn),
-            "token_layers_vs_full": plan.token_layers(pn) / full_tl,
-            "gflops_per_image": flops * rows_per_image / 1e9, "speedup_bound": full_flops / flops,
-            "kv_peak_token_layers": kv_tl, "kv_peak_bytes": kv_tl * token_bytes,
-            "kv_vs_official_tokens": kv_tl / (D * L), "kv_vs_official_bytes":
-                kv_tl * token_bytes / official,
+            "plan": plan.name, "bridge": plan.bridge, "token_layers": cost.token_layers(plan),
+            "token_layers_vs_full": cost.token_layers(plan) / full_tl,
+            "gflops_per_image": flops / batch / 1e9, "speedup_bound": full_flops / flops,
+            "kv_peak_token_layers": kv_tl, "kv_peak_bytes": kv_bytes,
+            "kv_vs_official_tokens": kv_tl / cost.official_kv_token_layers(),
+            "kv_vs_official_bytes": kv_bytes / official,
             "official_kv_bytes": official,
         })
     return rows
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def _print_layers(plan: DepthPlan, pn) -> None:
@@ -110,8 +88,6 @@ def _print_layers(plan: DepthPlan, pn) -> None:
 
 
 def _nesting_notes(depth: int, subnets: list[int]) -> list[str]:
-    from ..models.plan import equidistant_layers
-
     notes = []
     for small in subnets:
         for large in subnets:
@@ -130,9 +106,9 @@ def run(args: argparse.Namespace) -> int:
         return run_budget(args, _config)
     cfg = _config(args)
     K, D = cfg.num_scales, cfg.depth
-    bridge = default_bridge(K) if args.bridge is None else args.bridge
-    subnets = args.subnets or default_subnets(D)
-    plans = [DepthPlan.full(D, K)] + [DepthPlan.paper(D, d, bridge, K) for d in subnets]
+    bridge = resolve_bridge(args.bridge, K)
+    subnets = args.subnets or default_subnet_depths(D)
+    plans = paper_family(D, K, subnets, bridge)
     rows = plan_rows(cfg, plans, args.batch, args.dtype, not args.no_cfg)
     print(f"VAR depth {D}, width {cfg.width}, {K} scales {cfg.patch_nums} (L={cfg.seq_len}), "
           f"bridge N={bridge}; batch {args.batch} x{1 if args.no_cfg else 2} rows "
@@ -143,9 +119,9 @@ def run(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"| {r['plan']} | {r['token_layers']} | {r['token_layers_vs_full']:.3f} | "
               f"{r['gflops_per_image']:.1f} | {r['speedup_bound']:.2f}x | "
-              f"{_fmt_bytes(r['kv_peak_bytes'])} | {r['kv_vs_official_tokens']:.3f} | "
+              f"{fmt_bytes(r['kv_peak_bytes'])} | {r['kv_vs_official_tokens']:.3f} | "
               f"{r['kv_vs_official_bytes']:.3f} |")
-    print(f"\nofficial sampler KV cache: {_fmt_bytes(rows[0]['official_kv_bytes'])} "
+    print(f"\nofficial sampler KV cache: {fmt_bytes(rows[0]['official_kv_bytes'])} "
           f"({D} layers x {cfg.seq_len} tokens, keys fp32 under 16-bit autocast)")
     for note in _nesting_notes(D, subnets):
         print(f"note: equidistant sets are not nested: {note}")

@@ -2,14 +2,15 @@
 
     settings = BenchSettings(batch=8, cfg=1.5, dtype="bf16", warmup=1, repeats=3)
     row = measure_plan(var, vae, plan, settings)          # one plan, this process
-    rows = compare_to_full(rows, full_flops)               # speed-up and memory saving columns
+    rows = compare_to_full(rows)                           # speed-up and memory saving columns
     print(format_table(rows, settings, device))
 
 Peak memory is `torch.cuda.max_memory_allocated` on CUDA (reset before the plan's first run). On
 CPU it is the peak resident set size of the process, so it only means something when the process
 ran nothing else: `variant bench` runs each plan in a fresh subprocess for that. A profile
 (`profile_scales`) times every scale of the full plan with block hooks; `variant plan
---max-latency` predicts any plan's latency from it (`eval.budget`).
+--max-latency` predicts any plan's latency from it (`efficiency.budget`). FLOPs and the KV
+prediction come from `models.cost.CostModel`; a row's `flops` covers one sampling call (all rows).
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from pathlib import Path
 import torch
 
 from ..atomic import write_text_atomic
+from ..models.cost import CostModel, guided_rows
 from ..models.plan import DepthPlan
-from ..sampling.sampler import DTYPES, generate
+from ..sampling.sampler import generate
+from ..units import DTYPES, fmt_bytes
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ class BenchSettings:
     @property
     def rows(self) -> int:
         """Rows in each transformer pass: the batch, doubled by classifier-free guidance."""
-        return self.batch * (2 if self.cfg else 1)
+        return guided_rows(self.batch, self.cfg)
 
 
 def spread(values: list[float]) -> dict:
@@ -131,15 +134,12 @@ def measure_plan(var, vae, plan: DepthPlan, settings: BenchSettings, *,
 
 
 def add_accounting(row: dict, plan: DepthPlan, var_config, settings: BenchSettings) -> dict:
-    """FLOPs and the accounting's KV prediction next to the measurements."""
-    pn, width = var_config.patch_nums, var_config.width
-    flops = plan.flops(pn, width, var_config.V, var_config.mlp_ratio, var_config.Cvae,
-                       include_head=True)
-    element = torch.empty((), dtype=DTYPES[settings.dtype]).element_size()
-    per_token_layer = settings.rows * width * element * 2  # keys and values
-    row.update({"gflops_per_image": flops * (settings.rows // settings.batch) / 1e9,
-                "flops": flops, "token_layers": plan.token_layers(pn),
-                "kv_predicted_bytes": plan.kv_peak_token_layers(pn) * per_token_layer})
+    """FLOPs (one sampling call, head included) and the KV prediction next to the measurements."""
+    cost = CostModel(var_config, settings.dtype, settings.rows)
+    flops = cost.flops(plan, include_head=True)
+    row.update({"gflops_per_image": flops / settings.batch / 1e9, "flops": flops,
+                "token_layers": cost.token_layers(plan),
+                "kv_predicted_bytes": cost.kv_peak_bytes(plan)})
     return row
 
 
@@ -257,20 +257,6 @@ def save_json(path: str | Path, data) -> Path:
 
 
 # ---------------------------------------------------------------------------------- output
-def fmt_bytes(n: float | None) -> str:
-    """Bytes with a binary unit and three significant digits: 272 MiB, 11.9 GiB, 1.04 GiB."""
-    if n is None:
-        return "—"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1000 or unit == "TiB":
-            break
-        n /= 1024
-    if unit == "B":
-        return f"{int(n)} B"
-    digits = 0 if abs(n) >= 100 else 1 if abs(n) >= 10 else 2
-    return f"{n:.{digits}f} {unit}"
-
-
 def _time_cell(stat: dict) -> str:
     if stat["n"] == 1:
         return f"{stat['median']:.3f}"
@@ -312,7 +298,7 @@ def format_table(rows: list[dict], settings: BenchSettings, device: str,
 
 def plot_bench(rows: list[dict], path: str | Path, title: str = "") -> Path | None:
     """Stacked transformer/decoder time and peak memory per plan; None without matplotlib."""
-    try:
+    try:  # matplotlib is optional (the 'plot' extra): imported only when a chart is asked for
         import matplotlib
 
         matplotlib.use("Agg")

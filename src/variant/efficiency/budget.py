@@ -1,8 +1,8 @@
 """Budget planner: the deepest depth plan whose predicted KV cache, memory and latency fit.
 
 Predictions come from the accounting, not from running the model:
-- KV bytes: `plan.kv_peak_token_layers` x bytes per token-layer (rows x width x 2 (k, v) x the
-  compute dtype's size), rows = batch doubled by classifier-free guidance;
+- KV bytes: the lean cache's peak from `models.cost.CostModel` (rows = batch doubled by
+  classifier-free guidance);
 - memory: weights (+ the 16-bit weight copies autocast keeps) + the larger of (KV + the
   transformer's activations at the last scale) and the decoder's activations (the cache is
   released before decoding), + on CPU the resident size of the Python/torch runtime;
@@ -15,43 +15,18 @@ Predictions come from the accounting, not from running the model:
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..models.plan import DepthPlan
-from ..sampling.sampler import DTYPES
-
-_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-               "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "kib": 2**10, "mib": 2**20,
-               "gib": 2**30, "tib": 2**40}
-_TIME_UNITS = {"": 1.0, "s": 1.0, "sec": 1.0, "ms": 1e-3, "min": 60.0, "m": 60.0, "h": 3600.0}
-_NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str | int | float) -> int:
-    """'16GiB' -> 17179869184, '500MB' -> 500000000, '2G' -> 2 GiB (binary), '1024' -> bytes."""
-    if isinstance(text, (int, float)):
-        return int(text)
-    m = _NUMBER.match(str(text))
-    unit = m.group(2).lower() if m else None
-    if m is None or unit not in _SIZE_UNITS:
-        raise ValueError(f"cannot read the size {text!r}: use a number with a unit such as "
-                         "16GiB, 500MB, 2G (G/M/K are binary) or plain bytes.")
-    return int(float(m.group(1)) * _SIZE_UNITS[unit])
-
-
-def parse_duration(text: str | int | float) -> float:
-    """'2s' -> 2.0, '500ms' -> 0.5, '1.5min' -> 90.0, '3' -> 3.0 seconds."""
-    if isinstance(text, (int, float)):
-        return float(text)
-    m = _NUMBER.match(str(text))
-    unit = m.group(2).lower() if m else None
-    if m is None or unit not in _TIME_UNITS:
-        raise ValueError(f"cannot read the duration {text!r}: use e.g. 2s, 500ms, 1.5min.")
-    return float(m.group(1)) * _TIME_UNITS[unit]
+from ..models.cost import CostModel, guided_rows
+from ..models.plan import DepthPlan, paper_family, resolve_bridge
+from ..models.var import VAR
+from ..models.vqvae import VQVAE
+from ..sampling.attention import MAX_SCORE_BYTES
+from ..units import DTYPES, dtype_bytes, fmt_bytes
+from .bench import PROFILE_FORMAT
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,11 +59,14 @@ class Workload:
 
     @property
     def rows(self) -> int:
-        return self.batch * (2 if self.use_cfg else 1)
+        return guided_rows(self.batch, self.use_cfg)
 
     @property
     def element_size(self) -> int:
-        return torch.empty((), dtype=DTYPES[self.dtype]).element_size()
+        return dtype_bytes(self.dtype)
+
+    def cost(self, var_config) -> CostModel:
+        return CostModel(var_config, self.dtype, self.rows)
 
 
 @dataclass
@@ -101,8 +79,6 @@ class Prediction:
 
     def over(self, budget: Budget) -> list[str]:
         """The limits this plan exceeds, as readable phrases."""
-        from .bench import fmt_bytes
-
         out = []
         if budget.max_kv is not None and self.kv_bytes > budget.max_kv:
             out.append(f"KV {fmt_bytes(self.kv_bytes)} > {fmt_bytes(budget.max_kv)}")
@@ -115,9 +91,6 @@ class Prediction:
 
 def model_bytes(var_config, vae_config) -> int:
     """Parameter + buffer bytes of the VAR and its VQVAE, counted on the meta device."""
-    from ..models.var import VAR
-    from ..models.vqvae import VQVAE
-
     with torch.device("meta"):
         modules = (VAR(var_config), VQVAE(vae_config))
     return sum(t.numel() * t.element_size() for m in modules
@@ -128,13 +101,13 @@ def transformer_activation_bytes(var_config, workload: Workload) -> int:
     """A conservative estimate of the live activations while the last scale runs one layer."""
     c, e, rows = var_config, workload.element_size, workload.rows
     q, n = c.patch_nums[-1] ** 2, c.seq_len  # queries of the last scale, worst-case context
-    hidden = round(c.width * c.mlp_ratio)
+    hidden = workload.cost(c).ffn_width
     stream = rows * q * c.width * 4 * 4  # fp32 residual, LayerNorm, attention and FFN outputs
     qkv = rows * q * c.width * (3 * e + 2 * 4)  # fused projection + normalised q, k (fp32)
     ffn = rows * q * hidden * e * 2  # fc1 and GELU outputs
     # fp32 scores and their exponentials; the two-part attention of a layer's last scale
-    # chunks the batch to keep one score matrix under 256 MiB (models.layers).
-    scores = min(rows * c.heads * q * n * 4, 2**28) * 2
+    # chunks the batch to keep one score matrix under MAX_SCORE_BYTES (256 MiB).
+    scores = min(rows * c.heads * q * n * 4, MAX_SCORE_BYTES) * 2
     # fp32 logits of all rows; per image: guided logits, sorted values and indices, the top-p
     # mask and its scatter, probabilities
     logits = rows * q * c.V * 4 + workload.batch * q * c.V * (4 + 4 + 8 + 1 + 1 + 4)
@@ -162,6 +135,7 @@ class Predictor:
     def __init__(self, var_config, vae_config, workload: Workload, profile: dict | None = None,
                  runtime_bytes: int = 0):
         self.var_config, self.workload, self.profile = var_config, workload, profile
+        self.cost = workload.cost(var_config)
         self.weights = model_bytes(var_config, vae_config)
         if workload.element_size < 4:  # autocast keeps 16-bit copies of the weights it casts
             self.weights += self.weights * workload.element_size // 4
@@ -172,8 +146,7 @@ class Predictor:
             check_profile(profile, var_config, workload)
 
     def kv_bytes(self, plan: DepthPlan) -> int:
-        per_token_layer = self.workload.rows * self.var_config.width * self.workload.element_size
-        return plan.kv_peak_token_layers(self.var_config.patch_nums) * per_token_layer * 2
+        return self.cost.kv_peak_bytes(plan)
 
     def latency(self, plan: DepthPlan) -> float | None:
         if self.profile is None:
@@ -196,8 +169,6 @@ class Predictor:
 
 def check_profile(profile: dict, var_config, workload: Workload) -> None:
     """ValueError unless the profile was measured for this model shape, dtype and device."""
-    from .bench import PROFILE_FORMAT
-
     if profile.get("format") != PROFILE_FORMAT:
         raise ValueError("the latency profile is not a `variant bench --profile` file.")
     m = profile["model"]
@@ -224,18 +195,20 @@ def load_profile(path: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def candidate_plans(depth: int, num_scales: int, bridge: int, subnets=None,
+def candidate_plans(depth: int, num_scales: int, bridge: int | None = None, subnets=None,
                     pin_bridge: bool = False) -> list[DepthPlan]:
     """Plans from the most to the least capable: the full network; every subnet depth (deepest
-    first) with the bridge; then smaller bridges, down to 0, unless the bridge is pinned."""
+    first) with the bridge (None: the default); then smaller bridges, down to 0, unless the
+    bridge is pinned."""
     depths = sorted({int(d) for d in (subnets or range(2, depth))}, reverse=True)
     bad = [d for d in depths if not 1 <= d < depth]
     if bad:
         raise ValueError(f"subnet depths must be in 1..{depth - 1}, got {bad}.")
+    bridge = resolve_bridge(bridge, num_scales)
     bridges = [bridge] if pin_bridge else list(range(bridge, -1, -1))
-    plans = [DepthPlan.full(depth, num_scales)]
-    for b in bridges:
-        plans += [DepthPlan.paper(depth, d, b, num_scales) for d in depths]
+    plans = paper_family(depth, num_scales, depths, bridges[0])
+    for b in bridges[1:]:
+        plans += paper_family(depth, num_scales, depths, b)[1:]
     return plans
 
 
@@ -255,7 +228,6 @@ def choose_plan(predictor: Predictor, budget: Budget, candidates: list[DepthPlan
             return pred, rejected
         rejected.append(pred)
     last = rejected[-1]
-    subnet = len(last.plan.layer_sets[-1])
-    raise ValueError(f"no plan fits: even d{subnet} with bridge {last.plan.bridge} needs "
+    raise ValueError(f"no plan fits: even {last.plan.name} needs "
                      f"{', '.join(last.over(budget))}; raise the budget or lower the batch "
                      f"(now {predictor.workload.batch}).")

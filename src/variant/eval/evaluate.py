@@ -1,8 +1,9 @@
 """Evaluate several depth plans of one supernet: sample (sharded, resumable), pack, score, tabulate.
 
-For each plan the images go to `{out_dir}/{slug}/` and `{out_dir}/{slug}.npz`, where slug is
-`full`, `d8-bridge6` or `custom-<hash>`; all ranks sample their share of every plan, then rank 0
-waits (a barrier if a process group exists, else by polling the folders) and scores them.
+For each plan the images go to `{out_dir}/{slug}/` and `{out_dir}/{slug}.npz`, where slug is the
+plan's name (`full`, `d8`, `d8@bridge5`, `d8@r7-r10`) or `custom-<hash>` for a JSON plan; all
+ranks sample their share of every plan, then rank 0 waits (a barrier if a process group exists,
+else by polling the folders) and scores them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..models.cost import CostModel
 from ..models.plan import DepthPlan
 from .npz import check_image_batch, create_npz_from_sample_folder
 from .sample_folder import (
@@ -30,9 +32,9 @@ RESULTS_NAME = "eval.json"
 
 
 def plan_slug(plan: DepthPlan) -> str:
-    """A folder name for a plan: its name with '/' replaced, or a hash for custom plans."""
-    if plan.name != "custom":
-        return plan.name.replace("/", "-")
+    """A folder name for a plan: its name, or a hash of its layers for a JSON (custom) plan."""
+    if not plan.name.startswith("["):
+        return plan.name
     digest = hashlib.sha1(json.dumps([list(s) for s in plan.layer_sets]).encode()).hexdigest()
     return f"custom-{digest[:8]}"
 
@@ -72,7 +74,8 @@ def evaluate_plans(var, vae, plans: list[DepthPlan], out_dir: str | Path, spec: 
     if rank != 0:
         return None
     image_size = vae.config.image_size
-    full_flops = DepthPlan.full(var.depth, var.num_scales).flops(var.patch_nums, var.config.width)
+    cost = CostModel(var.config)
+    full_flops = cost.flops(var.full_plan())
     rows = []
     for plan in plans:
         slug = plan_slug(plan)
@@ -89,7 +92,7 @@ def evaluate_plans(var, vae, plans: list[DepthPlan], out_dir: str | Path, spec: 
         npz = _pack(folder, spec)
         row = {"plan": plan.name, "num_images": spec.num_images, "folder": str(folder),
                "npz": str(npz),
-               "flops_ratio": plan.flops(var.patch_nums, var.config.width) / full_flops}
+               "flops_ratio": cost.flops(plan) / full_flops}
         row.update(_timing(reports[slug]))
         if metric is not None:
             row.update(metric.evaluate(folder, spec.labels()))

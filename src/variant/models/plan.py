@@ -6,16 +6,42 @@ in the first `bridge` scales (the bridge zone) and the equidistant subset
 Any per-scale list of layer sets is allowed; the teacher-forced forward and the KV-cached sampler
 both read the plan, so a plan means the same network in training and at sampling time.
 
-Accounting is in "token-layers": one token processed by one layer. Legend: K scales, D layers,
-L tokens, C width, V vocab.
+Families and names. This module is the one home of the plan families and of their names: every
+plan's `name` is a spec string, and `DepthPlan.from_spec(plan.name, D, K)` rebuilds an equal plan.
+
+    full          every layer at every scale                            DepthPlan.full
+    d8            the paper's plan with the default bridge              DepthPlan.paper
+    d8@bridge5    the paper's plan with a bridge zone of 5 scales       DepthPlan.paper
+    d8@r7-r10     I_8 at scales 7..10 only (1-based, inclusive; `d8@r5`
+                  for one scale), the full network elsewhere            DepthPlan.subnet_on_scales
+    [[0,1],[1]]   any per-scale layer lists (compact JSON)              DepthPlan(layer_sets)
+
+The default bridge is the paper's N = 6 of K = 10 scales scaled to K: `round(0.6 * K)`, at least 1
+(`default_bridge`). A plan whose every scale runs every layer is named `full` whichever family
+built it; `d8` and `8` parse alike, and so do `d30` and `full` on a 30-layer model.
+
+Accounting here is structural, in "token-layers": one token processed by one layer. FLOPs and
+bytes come from `models.cost.CostModel`. Legend: K scales, D layers, L tokens.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+
+# The subnet depths of the paper (of D = 30): the default plans of `bench`, `eval`, `plan`.
+PAPER_SUBNET_DEPTHS = (16, 8, 4, 2)
+# The paper's bridge zone, N = 6 of K = 10 scales at 256 px.
+BRIDGE_FRACTION = 0.6
+
+_SPEC = re.compile(r"^d?(\d+)(?:@(?:bridge(\d+)|r(\d+)(?:-r?(\d+))?))?$", re.IGNORECASE)
+_RANGE = re.compile(r"^\s*r?(\d+)\s*(?:[-–:]\s*r?(\d+))?\s*$", re.IGNORECASE)
+_SPEC_HELP = ("use 'full', a subnet depth such as 'd8' (the paper's plan, default bridge), "
+              "'d8@bridge5' (bridge zone of 5 scales), 'd8@r7-r10' (the subnet at scales 7-10 "
+              "only) or a JSON list with one layer list per scale")
 
 
 def equidistant_layers(total_depth: int, subnet_depth: int) -> list[int]:
@@ -30,20 +56,132 @@ def equidistant_layers(total_depth: int, subnet_depth: int) -> list[int]:
     return [(i * (D - 1)) // (d - 1) for i in range(d)]
 
 
+def default_bridge(num_scales: int) -> int:
+    """The paper's bridge zone, N = 6 of K = 10 scales, scaled to K scales (at least 1)."""
+    return max(1, round(BRIDGE_FRACTION * num_scales))
+
+
+def resolve_bridge(bridge: int | None, num_scales: int) -> int:
+    """`bridge`, or the default for K scales when it is None; ValueError outside 0..K."""
+    if bridge is None:
+        return default_bridge(num_scales)
+    if not 0 <= bridge <= num_scales:
+        raise ValueError(
+            f"bridge must be in 0..{num_scales} (number of leading scales that run the full "
+            f"network), got {bridge}."
+        )
+    return int(bridge)
+
+
+def default_subnet_depths(total_depth: int) -> list[int]:
+    """The paper's subnet depths that fit a D-layer model (shallower than D)."""
+    return [d for d in PAPER_SUBNET_DEPTHS if d < total_depth]
+
+
+def default_plan_specs(total_depth: int) -> list[str]:
+    """The plans a command compares by default: full, then the paper's subnets that fit."""
+    return ["full"] + [_paper_name(d, None) for d in default_subnet_depths(total_depth)]
+
+
+def read_scale_range(text: str) -> tuple[int, int]:
+    """'7-10', 'r7-r10', '2:4' or '5' -> (first, last), 1-based and inclusive (syntax only)."""
+    m = _RANGE.match(str(text))
+    if m is None:
+        raise ValueError(f"cannot read the scale range {text!r}: use FIRST-LAST with 1-based "
+                         "scales, e.g. 1-3 or 7-10 (or a single scale, e.g. 5).")
+    return int(m.group(1)), int(m.group(2) or m.group(1))
+
+
+def check_scale_range(scale_range: tuple[int, int], num_scales: int) -> tuple[int, int]:
+    first, last = scale_range
+    if not 1 <= first <= last <= num_scales:
+        raise ValueError(f"scale range {range_label(scale_range)!r} must lie within "
+                         f"1..{num_scales} (this model has {num_scales} scales) with first <= "
+                         "last.")
+    return int(first), int(last)
+
+
+def range_label(scale_range: tuple[int, int]) -> str:
+    """(7, 10) -> 'r7-r10', (5, 5) -> 'r5': the paper's names of scale ranges."""
+    first, last = scale_range
+    return f"r{first}" if first == last else f"r{first}-r{last}"
+
+
+def _paper_name(subnet_depth: int, bridge: int | None) -> str:
+    return f"d{subnet_depth}" if bridge is None else f"d{subnet_depth}@bridge{bridge}"
+
+
+def _layers_name(layer_sets: Sequence[Sequence[int]]) -> str:
+    return json.dumps([list(s) for s in layer_sets], separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class PlanSpec:
+    """A plan spec read without a model: its family and numbers (`parse_spec`)."""
+
+    family: str  # "full", "paper", "range" or "layers"
+    subnet_depth: int | None = None  # paper, range
+    bridge: int | None = None  # paper; None: the default (or the caller's) bridge
+    scale_range: tuple[int, int] | None = None  # range: 1-based, inclusive
+    layer_sets: tuple[tuple[int, ...], ...] | None = None  # layers
+
+    def build(self, total_depth: int, num_scales: int, bridge: int | None = None) -> DepthPlan:
+        """The plan on a D-layer, K-scale model; `bridge` applies to a bare 'dN' spec."""
+        if self.family == "full":
+            return DepthPlan.full(total_depth, num_scales)
+        if self.family == "layers":
+            return DepthPlan(self.layer_sets, total_depth)
+        if self.family == "range":
+            return DepthPlan.subnet_on_scales(total_depth, self.subnet_depth, self.scale_range,
+                                              num_scales)
+        if self.bridge is not None and bridge is not None and self.bridge != bridge:
+            raise ValueError(f"plan 'd{self.subnet_depth}@bridge{self.bridge}' names bridge "
+                             f"{self.bridge} but bridge {bridge} was also given (--bridge); "
+                             "drop one of them.")
+        chosen = self.bridge if self.bridge is not None else bridge
+        return DepthPlan.paper(total_depth, self.subnet_depth, chosen, num_scales)
+
+
+def parse_spec(spec: str) -> PlanSpec:
+    """Read a plan spec (see the module docstring) without binding it to a model."""
+    text = str(spec).strip()
+    if text.lower() == "full":
+        return PlanSpec("full")
+    if text.startswith("["):
+        try:
+            sets = json.loads(text)
+            layer_sets = tuple(tuple(int(i) for i in s) for s in sets)
+        except (ValueError, TypeError):
+            raise ValueError(f"cannot read plan {spec!r} as JSON: give one list of layer "
+                             "indices per scale, e.g. [[0,1,2,3],[0,3],[0,3]].") from None
+        return PlanSpec("layers", layer_sets=layer_sets)
+    m = _SPEC.match(text)
+    if m is None:
+        raise ValueError(f"cannot read plan {spec!r}: {_SPEC_HELP}.")
+    depth, bridge, first, last = m.groups()
+    if first is not None:
+        return PlanSpec("range", int(depth), scale_range=(int(first), int(last or first)))
+    return PlanSpec("paper", int(depth), None if bridge is None else int(bridge))
+
+
 @dataclass(frozen=True, eq=True)
 class DepthPlan:
-    """Per-scale layer sets; `total_depth` (optional) pins the plan to models of D layers."""
+    """Per-scale layer sets; `total_depth` (optional) pins the plan to models of D layers.
+
+    `name` is the plan's spec (module docstring); by default the JSON of its layer sets. The
+    family constructors below set it.
+    """
 
     layer_sets: tuple[tuple[int, ...], ...]
     total_depth: int | None = None
-    name: str = "custom"
+    name: str = ""
 
     def __init__(self, layer_sets: Sequence[Sequence[int]], total_depth: int | None = None,
-                 name: str = "custom"):
+                 name: str | None = None):
         sets = tuple(tuple(int(i) for i in s) for s in layer_sets)
         object.__setattr__(self, "layer_sets", sets)
         object.__setattr__(self, "total_depth", None if total_depth is None else int(total_depth))
-        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "name", name or _layers_name(sets))
         self._validate()
 
     def _validate(self) -> None:
@@ -67,7 +205,7 @@ class DepthPlan:
                     f"model (valid: 0..{self.total_depth - 1})."
                 )
 
-    # ---------------------------------------------------------------- constructors
+    # ---------------------------------------------------------------- families
     @classmethod
     def full(cls, total_depth: int, num_scales: int) -> DepthPlan:
         _check_counts(total_depth, num_scales)
@@ -75,37 +213,45 @@ class DepthPlan:
         return cls([layers] * num_scales, total_depth, name="full")
 
     @classmethod
-    def paper(cls, total_depth: int, subnet_depth: int, bridge: int, num_scales: int) -> DepthPlan:
-        """Full network for scales 0..bridge-1, equidistant `subnet_depth` layers afterwards."""
+    def paper(cls, total_depth: int, subnet_depth: int, bridge: int | None,
+              num_scales: int) -> DepthPlan:
+        """Full network for scales 0..bridge-1, equidistant `subnet_depth` layers afterwards.
+
+        `bridge` None: the default bridge (`default_bridge`).
+        """
         _check_counts(total_depth, num_scales)
-        if not 0 <= bridge <= num_scales:
-            raise ValueError(
-                f"bridge must be in 0..{num_scales} (number of leading scales that run the full "
-                f"network), got {bridge}."
-            )
+        bridge = resolve_bridge(bridge, num_scales)
         sub = tuple(equidistant_layers(total_depth, subnet_depth))
         full = tuple(range(total_depth))
         sets = [full] * bridge + [sub] * (num_scales - bridge)
-        name = "full" if subnet_depth == total_depth or bridge == num_scales else (
-            f"d{subnet_depth}/bridge{bridge}")
+        if sub == full or bridge == num_scales:
+            name = "full"
+        else:
+            name = _paper_name(subnet_depth, None if bridge == default_bridge(num_scales)
+                               else bridge)
         return cls(sets, total_depth, name=name)
 
     @classmethod
-    def from_spec(cls, spec: str, total_depth: int, num_scales: int, bridge: int) -> DepthPlan:
-        """Parse a CLI plan: 'full', 'd8' / '8' (paper plan), or a JSON list of layer lists."""
-        spec = spec.strip()
-        if spec in ("full", str(total_depth), f"d{total_depth}"):
-            return cls.full(total_depth, num_scales)
-        if spec.startswith("["):
-            plan = cls(json.loads(spec), total_depth)
-        else:
-            digits = spec[1:] if spec.lower().startswith("d") else spec
-            if not digits.isdigit():
-                raise ValueError(
-                    f"cannot read plan {spec!r}: use 'full', a subnet depth such as 'd8', or a "
-                    "JSON list with one layer list per scale."
-                )
-            plan = cls.paper(total_depth, int(digits), bridge, num_scales)
+    def subnet_on_scales(cls, total_depth: int, subnet_depth: int,
+                         scale_range: tuple[int, int], num_scales: int) -> DepthPlan:
+        """I_d at the scales of `scale_range` (1-based, inclusive), the full network elsewhere:
+        the plans of the scale-depth asymmetry study."""
+        _check_counts(total_depth, num_scales)
+        first, last = check_scale_range(scale_range, num_scales)
+        full, sub = tuple(range(total_depth)), tuple(equidistant_layers(total_depth, subnet_depth))
+        sets = [sub if first <= k + 1 <= last else full for k in range(num_scales)]
+        name = "full" if sub == full else f"d{subnet_depth}@{range_label((first, last))}"
+        return cls(sets, total_depth, name=name)
+
+    @classmethod
+    def from_spec(cls, spec: str, total_depth: int, num_scales: int,
+                  bridge: int | None = None) -> DepthPlan:
+        """Parse a plan spec (module docstring) for a D-layer, K-scale model.
+
+        `bridge` is the bridge zone of a bare 'd8' (None: the default); 'd8@bridge5' names its
+        own.
+        """
+        plan = parse_spec(spec).build(total_depth, num_scales, bridge)
         plan.check(total_depth, num_scales)
         return plan
 
@@ -121,10 +267,15 @@ class DepthPlan:
     def max_layer(self) -> int:
         return max(s[-1] for s in self.layer_sets)
 
+    @property
+    def depth(self) -> int:
+        """The model depth D: `total_depth`, or the deepest layer used + 1 when not pinned."""
+        return self.total_depth or self.max_layer + 1
+
     @cached_property
     def bridge(self) -> int:
         """Number of leading scales that run every layer of the model (the bridge zone)."""
-        return self.bridge_for(self.total_depth or self.max_layer + 1)
+        return self.bridge_for(self.depth)
 
     def bridge_for(self, depth: int) -> int:
         """Number of leading scales that run all `depth` layers of a model."""
@@ -159,18 +310,21 @@ class DepthPlan:
                 f"{total_depth} layers (0..{total_depth - 1})."
             )
 
-    # ---------------------------------------------------------------- accounting
+    # ---------------------------------------------------------------- token-layers
     def token_layers(self, patch_nums: Sequence[int]) -> int:
         """Tokens processed summed over layers (the transformer's work, up to a constant)."""
         self._check_patch_nums(patch_nums)
         return sum(p * p * len(s) for p, s in zip(patch_nums, self.layer_sets))
 
+    def context_tokens(self, patch_nums: Sequence[int], layer: int, scale_index: int) -> int:
+        """Tokens `layer` attends to at `scale_index`: its scales up to and including this one."""
+        return sum(patch_nums[k] ** 2 for k in self.scales_of_layer(layer) if k <= scale_index)
+
     def kv_token_layers(self, patch_nums: Sequence[int]) -> list[int]:
         """Per layer: the tokens it must keep in its KV cache (all its scales but its last)."""
         self._check_patch_nums(patch_nums)
-        depth = self.total_depth or self.max_layer + 1
         kept = []
-        for layer in range(depth):
+        for layer in range(self.depth):
             scales = self.scales_of_layer(layer)
             kept.append(sum(patch_nums[k] ** 2 for k in scales[:-1]))
         return kept
@@ -183,7 +337,7 @@ class DepthPlan:
         for layer l. Layers retire right after their last scale.
         """
         self._check_patch_nums(patch_nums)
-        depth = self.total_depth or self.max_layer + 1
+        depth = self.depth
         scales_of = [self.scales_of_layer(layer) for layer in range(depth)]
         sizes = [p * p for p in patch_nums]
         peak = 0
@@ -200,33 +354,6 @@ class DepthPlan:
                     total += sum(sizes[s] for s in done)
                 peak = max(peak, total)
         return peak
-
-    def flops_per_scale(self, patch_nums: Sequence[int], width: int, vocab: int = 0,
-                        mlp_ratio: float = 4.0, cvae: int = 32,
-                        include_head: bool = False) -> list[int]:
-        """FLOPs (2 x multiply-adds) of each scale under this plan, attention included.
-
-        With `include_head` the per-token word embedding and the vocab head are added too; they
-        run once per token whatever the plan, so they dilute the speed-up.
-        """
-        self._check_patch_nums(patch_nums)
-        C, hidden = width, round(width * mlp_ratio)
-        per_token_layer = 2 * (3 * C * C + C * C + 2 * C * hidden)  # qkv, proj, fc1, fc2
-        out = []
-        for k, (p, layers) in enumerate(zip(patch_nums, self.layer_sets)):
-            n, total = p * p, 0
-            for layer in layers:
-                ctx = sum(patch_nums[j] ** 2 for j in self.scales_of_layer(layer) if j <= k)
-                total += n * per_token_layer + 2 * 2 * n * ctx * C  # QK^T and PV
-            if include_head:
-                total += n * (2 * C * vocab + 2 * cvae * C)
-            out.append(total)
-        return out
-
-    def flops(self, patch_nums: Sequence[int], width: int, vocab: int = 0, mlp_ratio: float = 4.0,
-              cvae: int = 32, include_head: bool = False) -> int:
-        """Total FLOPs of the transformer under this plan (see `flops_per_scale`)."""
-        return sum(self.flops_per_scale(patch_nums, width, vocab, mlp_ratio, cvae, include_head))
 
     def layers_not_nested_in(self, other: DepthPlan) -> list[int]:
         """Scales where this plan's layer set is not a subset of `other`'s."""
@@ -247,10 +374,27 @@ class DepthPlan:
 
     @classmethod
     def from_dict(cls, data: dict) -> DepthPlan:
-        return cls(data["layer_sets"], data.get("total_depth"), data.get("name", "custom"))
+        """The plan of `to_dict`; a stored name that is not the spec of these layers (names
+        written before the naming scheme, e.g. 'd8/bridge6') gives way to the JSON name."""
+        plan = cls(data["layer_sets"], data.get("total_depth"))
+        name = data.get("name")
+        if plan.total_depth is None or not name or name == plan.name:
+            return plan
+        try:
+            named = cls.from_spec(name, plan.total_depth, plan.num_scales)
+        except ValueError:
+            return plan
+        return named if named.layer_sets == plan.layer_sets else plan
 
     def describe(self) -> str:
         return f"DepthPlan({self.name}, {len(self.layer_sets)} scales, bridge={self.bridge})"
+
+
+def paper_family(total_depth: int, num_scales: int, subnet_depths: Sequence[int],
+                 bridge: int | None = None) -> list[DepthPlan]:
+    """The full plan, then the paper's plan of each subnet depth (`bridge` None: default)."""
+    return [DepthPlan.full(total_depth, num_scales)] + [
+        DepthPlan.paper(total_depth, d, bridge, num_scales) for d in subnet_depths]
 
 
 def _check_counts(total_depth: int, num_scales: int) -> None:

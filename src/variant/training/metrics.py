@@ -1,9 +1,9 @@
 """What a run reports: rank-0 logging, a JSONL metrics file, TensorBoard, a progress bar.
 
 `OUT/metrics.jsonl` gets one line per optimizer step: the step (0-based schedule position), its
-plan ('full' or 'd<depth>'), p, lr, loss, grad norm, throughput and the per-scale loss and
-accuracy of that step, summed over ranks. A resumed run first drops the lines of the steps it is
-about to redo, so the file reads as if the run had never stopped.
+plan (`DepthPlan.name`: 'full', 'd<depth>'), p, lr, loss, grad norm, throughput and the per-scale
+loss and accuracy of that step, summed over ranks. A resumed run first drops the lines of the
+steps it is about to redo, so the file reads as if the run had never stopped.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..atomic import write_text_atomic
+from ..models.plan import parse_spec
 from .loss import summarize
 from .parallel import DistEnv
 
@@ -123,7 +124,7 @@ class MetricsLogger:
         step = rec.step
         for name in ("p", "lr", "weight_decay", "grad_norm", "tokens_per_s"):
             self.tb.add_scalar(f"train/{name}", data[name], step)
-        depth = 0 if rec.plan == "full" else int(rec.plan[1:])
+        depth = parse_spec(rec.plan).subnet_depth or 0  # 0: the full network
         self.tb.add_scalar("train/subnet_depth", depth, step)
         self.tb.add_scalar(f"{rec.plan}/loss", data["loss"], step)
         self.tb.add_scalar(f"{rec.plan}/acc", data["acc"], step)

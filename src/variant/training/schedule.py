@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.plan import DepthPlan
+from ..models.plan import DepthPlan, paper_family, resolve_bridge
 from .config import TrainConfig
 
 FULL = "full"
@@ -63,12 +63,14 @@ def draw_subnet_depth(seed: int, step: int, p: float, depths: tuple[int, ...]) -
 
 
 class PlanSchedule:
-    """Maps a step to its plan: the full plan or the paper plan of the drawn subnet depth."""
+    """Maps a step to its plan: the full plan or the paper plan of the drawn subnet depth.
+
+    Plans are keyed by their names (`DepthPlan.name`: 'full', 'd8', or 'd8@bridge5' when the
+    bridge is not the default), the names the metrics record.
+    """
 
     def __init__(self, config: TrainConfig, depth: int, num_scales: int, steps_per_epoch: int):
-        bridge = max(1, round(0.6 * num_scales)) if config.bridge < 0 else config.bridge
-        if not 0 <= bridge <= num_scales:
-            raise ValueError(f"bridge must be in 0..{num_scales} for this model, got {bridge}.")
+        bridge = resolve_bridge(None if config.bridge < 0 else config.bridge, num_scales)
         bad = [d for d in config.subnet_depths if not 1 <= d < depth]
         if bad:
             raise ValueError(f"subnet depths {bad} do not fit a {depth}-layer model; choose "
@@ -76,9 +78,9 @@ class PlanSchedule:
         self.seed, self.depths, self.bridge = config.seed, config.subnet_depths, bridge
         self.ratio = RatioSchedule.from_config(config)
         self.steps_per_epoch = steps_per_epoch
-        self.plans = {FULL: DepthPlan.full(depth, num_scales)}
-        for d in self.depths:
-            self.plans[f"d{d}"] = DepthPlan.paper(depth, d, bridge, num_scales)
+        family = paper_family(depth, num_scales, self.depths, bridge)
+        self.plans = {plan.name: plan for plan in family}
+        self._names = {None: FULL} | {d: plan.name for d, plan in zip(self.depths, family[1:])}
 
     def epoch(self, step: int) -> float:
         return step / self.steps_per_epoch
@@ -87,8 +89,7 @@ class PlanSchedule:
         return self.ratio(self.epoch(step))
 
     def name(self, step: int) -> str:
-        d = draw_subnet_depth(self.seed, step, self.p(step), self.depths)
-        return FULL if d is None else f"d{d}"
+        return self._names[draw_subnet_depth(self.seed, step, self.p(step), self.depths)]
 
     def plan(self, step: int) -> tuple[str, DepthPlan]:
         name = self.name(step)

@@ -1,0 +1,109 @@
+"""One model of cost: FLOPs, token-layers and KV-cache bytes of a VAR under any depth plan.
+
+    cost = CostModel(var_config, dtype="bf16", rows=guided_rows(batch=64, cfg=1.5))
+    cost.flops(plan), cost.flops_per_scale(plan, include_head=True)
+    cost.kv_peak_bytes(plan)     # the lean cache's peak (what `LeanKVCache.peak_bytes` measures)
+    cost.official_kv_bytes()     # the official sampler: every layer keeps all L tokens
+
+Units. A workload is `rows` token sequences run together: the batch, doubled by classifier-free
+guidance. FLOPs (2 per multiply-add) and bytes cover all rows; token-layers (one token through
+one layer) count one sequence, as in `DepthPlan`.
+
+FLOPs of one token through one layer: the qkv projection 3C^2, the output projection C^2 and the
+FFN 2Ch (h = round(C * mlp_ratio)) multiply-adds. Attention adds 2nmC multiply-adds at a scale of
+n tokens whose layer attends to m tokens (QK^T and PV; m: the tokens of the scales that ran the
+layer so far, this one included). With `include_head`, the word embedding (Cvae -> C) and the
+vocab head (C -> V) run once per token whatever the plan. AdaLN, norms and softmax are left out.
+
+KV bytes. A token-layer of keys and values takes rows x C x 2 (k, v) x the compute dtype's bytes.
+The lean cache's peak is `DepthPlan.kv_peak_token_layers` of those (DESIGN invariant 3). The
+official sampler keeps all L tokens of all D layers, and under 16-bit autocast its keys stay fp32
+after the L2 normalisation (`F.normalize` autocasts to fp32): 4 + 2 = 6 bytes per channel of k
+and v instead of 4.
+Legend: K scales, D layers, L tokens, C width, V vocab.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import VARConfig
+from ..units import dtype_bytes, dtype_name, parse_dtype
+from .plan import DepthPlan
+
+
+def guided_rows(batch: int, cfg: float | bool) -> int:
+    """Rows of one transformer pass: the batch, doubled when classifier-free guidance is on."""
+    return batch * (2 if cfg else 1)
+
+
+class CostModel:
+    """FLOPs, token-layers and KV bytes of one VAR shape for one workload (dtype, rows)."""
+
+    def __init__(self, var_config: VARConfig, dtype: str | torch.dtype = "fp32", rows: int = 1):
+        if rows < 1:
+            raise ValueError(f"rows (the batch, doubled by CFG) must be >= 1, got {rows}.")
+        self.config = var_config
+        self.dtype = parse_dtype(dtype)
+        self.rows = int(rows)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"CostModel(depth={c.depth}, width={c.width}, scales={c.num_scales}, "
+                f"dtype={dtype_name(self.dtype)}, rows={self.rows})")
+
+    @property
+    def ffn_width(self) -> int:
+        """Hidden width h of each block's FFN, as the model builds it."""
+        return round(self.config.width * self.config.mlp_ratio)
+
+    # ------------------------------------------------------------------ FLOPs
+    def flops_per_scale(self, plan: DepthPlan, include_head: bool = False) -> list[int]:
+        """FLOPs of each scale under `plan`, all rows, attention included (module docstring)."""
+        c, pn = self.config, self.config.patch_nums
+        plan.check(c.depth, c.num_scales)
+        C, hidden = c.width, self.ffn_width
+        per_token_layer = 2 * (3 * C * C + C * C + 2 * C * hidden)  # qkv, proj, fc1, fc2
+        head = 2 * C * c.V + 2 * c.Cvae * C  # vocab head, word embedding
+        out = []
+        for k, (p, layers) in enumerate(zip(pn, plan.layer_sets)):
+            n, total = p * p, 0
+            for layer in layers:
+                context = plan.context_tokens(pn, layer, k)
+                total += n * per_token_layer + 2 * 2 * n * context * C  # QK^T and PV
+            if include_head:
+                total += n * head
+            out.append(total * self.rows)
+        return out
+
+    def flops(self, plan: DepthPlan, include_head: bool = False) -> int:
+        """FLOPs of one pass over all scales under `plan`, all rows."""
+        return sum(self.flops_per_scale(plan, include_head))
+
+    # ------------------------------------------------------------------ token-layers
+    def token_layers(self, plan: DepthPlan) -> int:
+        """Tokens processed summed over layers, one sequence."""
+        return plan.token_layers(self.config.patch_nums)
+
+    def kv_peak_token_layers(self, plan: DepthPlan) -> int:
+        """The lean cache's peak of key/value token-layers alive at once, one sequence."""
+        return plan.kv_peak_token_layers(self.config.patch_nums)
+
+    def official_kv_token_layers(self) -> int:
+        """The official sampler's cache: all L tokens of all D layers, one sequence."""
+        return self.config.depth * self.config.seq_len
+
+    # ------------------------------------------------------------------ bytes
+    def kv_bytes_per_token_layer(self) -> int:
+        """Bytes of keys and values of one token-layer for all rows, in the compute dtype."""
+        return self.rows * self.config.width * 2 * dtype_bytes(self.dtype)
+
+    def kv_peak_bytes(self, plan: DepthPlan) -> int:
+        """The lean KV cache's predicted peak under `plan`: `LeanKVCache.peak_bytes`."""
+        return self.kv_peak_token_layers(plan) * self.kv_bytes_per_token_layer()
+
+    def official_kv_bytes(self) -> int:
+        """The official sampler's KV cache (keys fp32 under 16-bit autocast with L2 norm)."""
+        value = dtype_bytes(self.dtype)
+        key = dtype_bytes(torch.float32) if self.config.attn_l2_norm else value
+        return self.official_kv_token_layers() * self.rows * self.config.width * (key + value)
