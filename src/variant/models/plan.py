@@ -135,7 +135,7 @@ class PlanSpec:
             return DepthPlan.subnet_on_scales(total_depth, self.subnet_depth, self.scale_range,
                                               num_scales)
         if self.bridge is not None and bridge is not None and self.bridge != bridge:
-            raise ValueError(f"plan 'd{self.subnet_depth}@bridge{self.bridge}' names bridge "
+            raise ValueError(f"plan {_paper_name(self.subnet_depth, self.bridge)!r} names bridge "
                              f"{self.bridge} but bridge {bridge} was also given (--bridge); "
                              "drop one of them.")
         chosen = self.bridge if self.bridge is not None else bridge
