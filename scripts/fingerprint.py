@@ -37,7 +37,7 @@ def _load(source: str):
 
 
 def _plan(spec: str, var):
-    return DepthPlan.from_spec(spec, var.depth, var.num_scales, max(1, round(0.6 * var.num_scales)))
+    return DepthPlan.from_spec(spec, var.depth, var.num_scales)  # the default bridge
 
 
 def sampling_fingerprints() -> dict:

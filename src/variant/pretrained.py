@@ -172,12 +172,25 @@ def random_model(preset: str, device: str | torch.device = "cpu", seed: int = 0,
 def read_var_config(source: str | Path, *, revision: str | None = None) -> VARConfig:
     """The VAR configuration of any model source, without building the model (a Hub id fetches
     config.json only)."""
+    return read_model_config(source, revision=revision)[0]
+
+
+def read_model_config(source: str | Path, *,
+                      revision: str | None = None) -> tuple[VARConfig, VAEConfig, dict]:
+    """(VAR config, tokenizer config, meta) of any model source, without building the model.
+
+    An official `.pth` carries no tokenizer config or meta: the official VQVAE's shape and {}.
+    """
     resolved = resolve_source(source, revision=revision, hub_files=("config.json",))
     if resolved.kind == "random":
-        return model_preset(resolved.preset).var
+        preset = model_preset(resolved.preset)
+        return preset.var, preset.vae, {}
     if resolved.kind == "directory":
-        return config_from_dict(VARConfig, _read_config_json(resolved.path)["var"])
-    return var_config_from_state_dict(read_state_dict(resolved.path))
+        config = _read_config_json(resolved.path)
+        return (config_from_dict(VARConfig, config["var"]),
+                config_from_dict(VAEConfig, config["vae"]), config.get("meta", {}))
+    var_config = var_config_from_state_dict(read_state_dict(resolved.path))
+    return var_config, VAEConfig(patch_nums=var_config.patch_nums), {}
 
 
 def _read_config_json(path: Path) -> dict:

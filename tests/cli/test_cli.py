@@ -27,6 +27,9 @@ def test_plan_prints_paper_table_and_nesting_note(capsys, tmp_path):
     rows = json.loads((tmp_path / "p.json").read_text())["rows"]
     ratios = [round(r["kv_vs_official_tokens"], 3) for r in rows]
     assert ratios == [0.636, 0.345, 0.179, 0.096, 0.084]
+    # the cache's dry run measures exactly the bound for every paper plan at D=30
+    assert all(r["kv_measured_token_layers"] == r["kv_peak_token_layers"] for r in rows)
+    assert out.count("| = bound |") == 5
 
 
 def test_sample_writes_grid_each_and_npz(tmp_path, capsys):

@@ -4,6 +4,7 @@ import pytest
 
 from variant.cli.main import main
 from variant.efficiency.bench import BenchSettings, compare_to_full, spread
+from variant.sampling.settings import SamplingConfig
 from variant.units import fmt_bytes
 
 
@@ -55,7 +56,8 @@ def test_spread_and_settings():
     assert s["median"] == 2.5 and s["min"] == 1.0 and s["max"] == 4.0
     assert s["q1"] == 1.75 and s["q3"] == 3.25
     assert spread([5.0])["q1"] == 5.0
-    assert BenchSettings(batch=3, cfg=1.5).rows == 6 and BenchSettings(batch=3, cfg=0).rows == 3
+    assert BenchSettings(batch=3).rows == 6  # the official cfg 1.5 doubles the batch
+    assert BenchSettings(batch=3, sampling=SamplingConfig(cfg=0)).rows == 3
     with pytest.raises(ValueError, match="--repeats"):
         BenchSettings(repeats=0)
     assert fmt_bytes(36 * 1024) == "36.0 KiB" and fmt_bytes(17179869184) == "16.0 GiB"

@@ -19,6 +19,7 @@ from variant.eval.sample_folder import (
     shard,
 )
 from variant.models.plan import DepthPlan
+from variant.sampling.settings import SamplingConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -90,7 +91,8 @@ def test_other_settings_in_the_same_folder_are_refused(tiny, tmp_path):
     before = _bytes(tmp_path)
     with pytest.raises(ValueError, match="cfg: 1.5 there, 2.0 now|other settings"):
         sample_to_folder(var, vae, plan, tmp_path,
-                         SamplingSpec(num_per_class=1, num_classes=2, batch_size=1, cfg=2.0))
+                         SamplingSpec(num_per_class=1, num_classes=2, batch_size=1,
+                                      settings=SamplingConfig(cfg=2.0)))
     assert _bytes(tmp_path) == before
 
 
@@ -99,7 +101,9 @@ def test_bad_specs_and_plans(tiny, tmp_path):
     with pytest.raises(ValueError, match=">= 1"):
         SamplingSpec(num_per_class=0, num_classes=10)
     with pytest.raises(ValueError, match="dtype"):
-        SamplingSpec(num_per_class=1, num_classes=10, dtype="fp8")
+        SamplingSpec(num_per_class=1, num_classes=10, settings=SamplingConfig(dtype="fp8"))
+    with pytest.raises(ValueError, match="base seed"):
+        SamplingSpec(num_per_class=1, num_classes=10, settings=SamplingConfig(seed=3))
     with pytest.raises(ValueError, match="model has 10"):
         sample_to_folder(var, vae, DepthPlan.full(4, 3), tmp_path,
                          SamplingSpec(num_per_class=1, num_classes=11))

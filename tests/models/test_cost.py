@@ -5,7 +5,8 @@ import torch
 
 from variant import DepthPlan, VARConfig
 from variant.config import model_preset
-from variant.models.cost import CostModel, guided_rows
+from variant.models.cost import CostModel
+from variant.sampling.settings import guided_rows
 
 # Two layers, width 8 (FFN 32), one head, vocab 16, Cvae 4; scales of 1, 4 and 9 tokens.
 SMALL = VARConfig(depth=2, embed_dim=8, num_heads=1, V=16, Cvae=4, patch_nums=(1, 2, 3))

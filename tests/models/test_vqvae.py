@@ -250,8 +250,8 @@ def test_freeze_returns_self():
 def test_training_forward_backward():
     vae = tiny_vae().train()
     calls = []
-    recon, usages_S, vq_loss = vae(tiny_images(), all_reduce_hits=calls.append)
-    assert recon.shape == (2, 3, 8, 8) and usages_S.shape == (3,) and vq_loss.ndim == 0
+    recon, usages_K, vq_loss = vae(tiny_images(), all_reduce_hits=calls.append)
+    assert recon.shape == (2, 3, 8, 8) and usages_K.shape == (3,) and vq_loss.ndim == 0
     assert len(calls) == 3 and all(c.shape == (32,) for c in calls)
     assert torch.all(vae.quantize.ema_vocab_hit_SV.sum(dim=1) == torch.tensor([2.0, 8.0, 32.0]))
     (F.mse_loss(recon, tiny_images()) + vq_loss).backward()

@@ -6,6 +6,7 @@ import torch
 from helpers import cached_logits
 from variant import DepthPlan, VARConfig
 from variant.config import PATCH_NUMS_256
+from variant.models.cost import CostModel
 from variant.models.var import VAR
 from variant.sampling.kv_cache import LeanKVCache
 
@@ -41,7 +42,8 @@ def test_measured_peak_equals_bound(deep_narrow, d):
     assert cache.token_layers_peak == bound
     assert cache.token_layers_peak / (30 * var.L) == pytest.approx(PAPER_RATIOS[d], abs=6e-4)
     dry = LeanKVCache.dry_run(plan, var.patch_nums, 30)
-    assert dry.peak_bytes // 8 == bound  # the meta-device dry run measures the same peak
+    assert dry.token_layers_peak == bound  # the meta-device dry run measures the same peak
+    assert cache.peak_bytes == CostModel(var.config, "fp32", rows=2).kv_peak_bytes(plan)
 
 
 def test_late_growth_closes_the_d2_gap_and_changes_no_output(deep_narrow):
@@ -52,7 +54,7 @@ def test_late_growth_closes_the_d2_gap_and_changes_no_output(deep_narrow):
     plan = DepthPlan.paper(30, 2, 6, 10)
     eager = LeanKVCache.dry_run(plan, var.patch_nums, 30, grow_late=frozenset())
     bound = plan.kv_peak_token_layers(var.patch_nums)
-    assert eager.peak_bytes // 8 == bound + 36  # 36 = the 6x6 scale's tokens in one layer
+    assert eager.token_layers_peak == bound + 36  # 36 = the 6x6 scale's tokens in one layer
     label, x = torch.tensor([0, 3]), torch.randn(2, var.L - 1, var.Cvae)
     with torch.no_grad():
         late, cache = cached_logits(var, label, x, plan)

@@ -38,8 +38,14 @@ from ..eval.evaluate import evaluate_plans
 from ..eval.quality import build_metric
 from ..eval.sample_folder import SamplingSpec
 from ..models.plan import default_plan_specs
-from ..units import DTYPES
-from .common import add_model_args, add_plan_args, load_from_args, resolve_plan
+from .common import (
+    add_model_args,
+    add_plan_args,
+    add_sampling_args,
+    load_from_args,
+    resolve_plan,
+    sampling_from_args,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +67,7 @@ def register(sub) -> None:
                    help="subnet depth: d8 / 8, or a fraction of the depth: 50%% (default), 0.25")
     a.add_argument("--latency-profile", default=None,
                    help="use this `variant bench --profile` file instead of measuring one")
-    _add_sampling_args(a, required_out=True)
+    _add_study_args(a, required_out=True)
     a.set_defaults(func=run_asymmetry)
 
     q = which.add_parser(
@@ -76,19 +82,16 @@ def register(sub) -> None:
     add_plan_args(q, multiple=True)
     q.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     q.add_argument("--seed", type=int, default=0, help="sampling seed")
-    _add_sampling_args(q, required_out=False)
+    _add_study_args(q, required_out=False)
     q.set_defaults(func=run_pareto)
 
 
-def _add_sampling_args(p, required_out: bool) -> None:
+def _add_study_args(p, required_out: bool) -> None:
     g = p.add_argument_group("sampling and metric (as in `variant eval`)")
     g.add_argument("--num-per-class", type=int, default=5, help="images per class (default 5)")
     g.add_argument("--num-classes", type=int, default=None, help="classes 0..n-1 (default all)")
     g.add_argument("--batch-size", type=int, default=25, help="images per sampling call")
-    g.add_argument("--cfg", type=float, default=1.5)
-    g.add_argument("--top-k", type=int, default=900)
-    g.add_argument("--top-p", type=float, default=0.96)
-    g.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    add_sampling_args(g)
     g.add_argument("--metric", choices=("builtin", "inception", "none"), default="builtin",
                    help="quality metric (none: FLOP/latency shares only)")
     g.add_argument("--reference", default=None, help="reference batch / folder / statistics")
@@ -107,8 +110,8 @@ def _add_sampling_args(p, required_out: bool) -> None:
 def _spec(args, var):
     return SamplingSpec(num_per_class=args.num_per_class,
                         num_classes=args.num_classes or var.num_classes,
-                        batch_size=args.batch_size, seed=args.seed, cfg=args.cfg,
-                        top_k=args.top_k, top_p=args.top_p, dtype=args.dtype)
+                        batch_size=args.batch_size, seed=args.seed,
+                        settings=sampling_from_args(args, seed=None))
 
 
 def _metric(args, vae, num_classes: int, cache_dir):
@@ -139,8 +142,8 @@ def run_asymmetry(args: argparse.Namespace) -> int:
         profile = load_profile(args.latency_profile)
         check_profile(profile, cfg, Workload(dtype=args.dtype, device=args.device))
     else:
-        settings = BenchSettings(batch=min(args.batch_size, 8), cfg=args.cfg, top_k=args.top_k,
-                                 top_p=args.top_p, dtype=args.dtype, seed=args.seed)
+        settings = BenchSettings(batch=min(args.batch_size, 8),
+                                 sampling=sampling_from_args(args))
         with torch.no_grad():
             profile = profile_scales(var, vae, settings)
     plans = asymmetry_plans(cfg, ranges, depth)

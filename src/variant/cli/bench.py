@@ -22,8 +22,6 @@ from pathlib import Path
 
 import torch
 
-from ..builtin import builtin_model_dir
-from ..config import model_preset
 from ..efficiency.bench import (
     BenchSettings,
     add_accounting,
@@ -38,9 +36,15 @@ from ..efficiency.bench import (
 from ..efficiency.budget import Predictor, Workload
 from ..models.plan import DepthPlan, default_plan_specs
 from ..pretrained import read_var_config
-from ..units import DTYPES, fmt_bytes
+from ..units import fmt_bytes
 from .budget import model_info
-from .common import BUILTIN, add_model_args, add_plan_args, load_from_args
+from .common import (
+    add_model_args,
+    add_plan_args,
+    add_sampling_args,
+    load_from_args,
+    sampling_from_args,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +61,7 @@ def register(sub) -> None:
     add_model_args(p)
     add_plan_args(p, multiple=True)
     p.add_argument("--batch", type=int, default=8, help="images per sampling call (default 8)")
-    p.add_argument("--cfg", type=float, default=1.5,
-                   help="classifier-free guidance (default 1.5; != 0 doubles the batch)")
-    p.add_argument("--top-k", type=int, default=900, help="top-k (default 900)")
-    p.add_argument("--top-p", type=float, default=0.96, help="top-p (default 0.96)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="compute dtype")
+    add_sampling_args(p)
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per plan (default 1)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per plan (default 3)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -78,19 +78,13 @@ def register(sub) -> None:
 
 
 def settings_from_args(args) -> BenchSettings:
-    return BenchSettings(batch=args.batch, cfg=args.cfg, top_k=args.top_k, top_p=args.top_p,
-                         dtype=args.dtype, warmup=args.warmup, repeats=args.repeats,
-                         seed=args.seed)
+    return BenchSettings(batch=args.batch, sampling=sampling_from_args(args),
+                         warmup=args.warmup, repeats=args.repeats)
 
 
 def model_var_config(args):
     """The VARConfig of --model without loading its weights."""
-    source = args.model
-    if source.startswith("random:"):
-        return model_preset(source.split(":", 1)[1]).var
-    if source == BUILTIN:
-        source = builtin_model_dir()
-    return read_var_config(source)
+    return read_var_config(args.model)
 
 
 def resolve_plans(specs: list[str], var_config, bridge: int | None) -> list[DepthPlan]:
@@ -106,9 +100,8 @@ def resolve_plans(specs: list[str], var_config, bridge: int | None) -> list[Dept
 def _worker_command(args, spec: str, profile: bool) -> list[str]:
     cmd = [sys.executable, "-m", "variant", "bench", "--_worker", "--model", args.model,
            "--device", args.device, "--seed", str(args.seed), "--plans", spec,
-           "--batch", str(args.batch), "--cfg", str(args.cfg), "--top-k", str(args.top_k),
-           "--top-p", str(args.top_p), "--dtype", args.dtype, "--warmup", str(args.warmup),
-           "--repeats", str(args.repeats)]
+           "--batch", str(args.batch), *sampling_from_args(args, seed=None).cli_args(),
+           "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
     for flag, value in (("--vae", args.vae), ("--bridge", args.bridge),
                         ("--threads", args.threads)):
         if value is not None:
@@ -205,7 +198,7 @@ def _report(args, settings, rows, profile, var_config, isolate: bool) -> None:
         print("memory accounting (variant plan --max-memory) vs measured: " + ", ".join(
             f"{r['plan']} {fmt_bytes(r['memory_predicted_bytes'])} vs "
             f"{fmt_bytes(r['peak_memory_bytes'])}" for r in measured))
-    meta = {"model": args.model, "device": args.device, "settings": vars(settings),
+    meta = {"model": args.model, "device": args.device, "settings": settings.to_dict(),
             "depth": var_config.depth, "width": var_config.width,
             "patch_nums": list(var_config.patch_nums), "isolated": isolate,
             "threads": args.threads or torch.get_num_threads()}

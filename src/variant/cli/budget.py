@@ -8,13 +8,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import torch
 
-from ..builtin import builtin_model_dir
-from ..config import VAEConfig, config_from_dict, model_preset
+from ..config import VAEConfig
 from ..efficiency.bench import current_rss_bytes, save_json
 from ..efficiency.budget import (
     Budget,
@@ -24,8 +21,8 @@ from ..efficiency.budget import (
     choose_plan,
     load_profile,
 )
+from ..pretrained import read_model_config
 from ..units import fmt_bytes, parse_duration, parse_size
-from .common import BUILTIN
 
 
 def add_budget_args(parser: argparse.ArgumentParser) -> None:
@@ -50,23 +47,16 @@ def budget_requested(args) -> bool:
 
 
 def model_info(source: str | None, var_config):
-    """(VAEConfig, meta dict) of a model; the official VQVAE when it is not a model dir."""
-    if source and source.startswith("random:"):
-        return model_preset(source.split(":", 1)[1]).vae, {}
-    if source == BUILTIN:
-        source = builtin_model_dir()
-    if source is not None and Path(source).is_dir():
-        config = json.loads((Path(source) / "config.json").read_text())
-        return config_from_dict(VAEConfig, config["vae"]), config.get("meta", {})
-    return VAEConfig(patch_nums=var_config.patch_nums), {}
+    """(VAEConfig, meta dict) of a model; the official VQVAE when there is no model source."""
+    if source is None:
+        return VAEConfig(patch_nums=var_config.patch_nums), {}
+    _, vae_config, meta = read_model_config(source)
+    return vae_config, meta
 
 
 def run_budget(args, read_config) -> int:
     """`read_config(args)`: the VARConfig of --model or --depth/--resolution (cli.plan)."""
-    if args.model and args.model.startswith("random:"):
-        var_config = model_preset(args.model.split(":", 1)[1]).var
-    else:
-        var_config = read_config(args)
+    var_config = read_config(args)
     vae_config, meta = model_info(args.model, var_config)
     K, D = var_config.num_scales, var_config.depth
     bridge = args.bridge if args.bridge is not None else meta.get("bridge")  # None: default

@@ -24,8 +24,14 @@ from ..eval.fid_is import too_few_samples
 from ..eval.quality import build_metric, save_reference_statistics
 from ..eval.sample_folder import SamplingSpec
 from ..models.plan import default_plan_specs
-from ..units import DTYPES
-from .common import add_model_args, add_plan_args, load_from_args, resolve_plan
+from .common import (
+    add_model_args,
+    add_plan_args,
+    add_sampling_args,
+    load_from_args,
+    resolve_plan,
+    sampling_from_args,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +54,7 @@ def register(sub) -> None:
     g.add_argument("--batch-size", type=int, default=50,
                    help="images per sampling call, cut per class; part of what fixes each "
                         "image, so keep it when comparing or resuming (default 50)")
-    g.add_argument("--cfg", type=float, default=1.5, help="classifier-free guidance (default 1.5)")
-    g.add_argument("--top-k", type=int, default=900, help="top-k (default 900)")
-    g.add_argument("--top-p", type=float, default=0.96, help="top-p (default 0.96)")
-    g.add_argument("--more-smooth", action="store_true", help="gumbel smoothing (not for FID)")
-    g.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="compute dtype")
+    add_sampling_args(g)
     g.add_argument("--out", required=True, help="output folder: one PNG folder + .npz per plan, "
                                                 "eval.json")
     m = p.add_argument_group("metric")
@@ -117,9 +119,8 @@ def run(args: argparse.Namespace) -> int:
     if num_classes > var.num_classes:
         raise ValueError(f"--num-classes {num_classes} exceeds the model's {var.num_classes}.")
     spec = SamplingSpec(num_per_class=args.num_per_class, num_classes=num_classes,
-                        batch_size=args.batch_size, seed=args.seed, cfg=args.cfg,
-                        top_k=args.top_k, top_p=args.top_p, more_smooth=args.more_smooth,
-                        dtype=args.dtype)
+                        batch_size=args.batch_size, seed=args.seed,
+                        settings=sampling_from_args(args, seed=None))
     metric = None
     if rank == 0 and args.metric != "none":
         metric = build_metric(

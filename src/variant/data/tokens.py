@@ -14,9 +14,10 @@ Layout of an output directory:
 - `index.json`: format, L, patch_nums, V, tokenizer fingerprint, the source, shard counts and the
   number of skipped files; written once every shard exists.
 Every file is written to a temporary name and renamed, so a complete shard is never half-written
-and a rerun skips it. With W processes (e.g. `torchrun`), rank r writes shards r, r + W, ...
+and a rerun skips it. With n processes (e.g. `torchrun`), rank r writes shards r, r + n, ...
 
-Shape legend: N samples, L all tokens of one image, l tokens of one scale, B batch.
+Shape legend (the package's, see variant/__init__.py): N samples, L all tokens of one image,
+l tokens of one scale, B batch.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Sampling benchmark of depth plans: time, memory, KV cache, FLOPs, and a latency profile.
 
-    settings = BenchSettings(batch=8, cfg=1.5, dtype="bf16", warmup=1, repeats=3)
+    settings = BenchSettings(batch=8, sampling=SamplingConfig(dtype="bf16"), repeats=3)
     row = measure_plan(var, vae, plan, settings)          # one plan, this process
     rows = compare_to_full(rows)                           # speed-up and memory saving columns
     print(format_table(rows, settings, device))
@@ -8,9 +8,10 @@
 Peak memory is `torch.cuda.max_memory_allocated` on CUDA (reset before the plan's first run). On
 CPU it is the peak resident set size of the process, so it only means something when the process
 ran nothing else: `variant bench` runs each plan in a fresh subprocess for that. A profile
-(`profile_scales`) times every scale of the full plan with block hooks; `variant plan
---max-latency` predicts any plan's latency from it (`efficiency.budget`). FLOPs and the KV
-prediction come from `models.cost.CostModel`; a row's `flops` covers one sampling call (all rows).
+(`profile_scales`) times every scale of the full plan with the sampler's per-scale trace;
+`variant plan --max-latency` predicts any plan's latency from it (`efficiency.budget`). FLOPs
+and the KV prediction come from `models.cost.CostModel`; a row's `flops` covers one sampling
+call (all rows).
 """
 
 from __future__ import annotations
@@ -23,16 +24,17 @@ import resource
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..atomic import write_text_atomic
-from ..models.cost import CostModel, guided_rows
+from ..models.cost import CostModel
 from ..models.plan import DepthPlan
 from ..sampling.sampler import generate
-from ..units import DTYPES, fmt_bytes
+from ..sampling.settings import SamplingConfig
+from ..units import fmt_bytes
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +44,9 @@ PROFILE_FORMAT = "variant-latency-profile"
 @dataclass(frozen=True, kw_only=True)
 class BenchSettings:
     batch: int = 8  # images per sampling call
-    cfg: float = 1.5  # != 0 doubles the rows the transformer runs
-    top_k: int = 900
-    top_p: float = 0.96
-    dtype: str = "fp32"
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(seed=0))
     warmup: int = 1
     repeats: int = 3
-    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.batch < 1:
@@ -56,13 +54,20 @@ class BenchSettings:
         if self.warmup < 0 or self.repeats < 1:
             raise ValueError(f"need --warmup >= 0 and --repeats >= 1, got {self.warmup} and "
                              f"{self.repeats}.")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}.")
+
+    @property
+    def dtype(self) -> str:
+        return self.sampling.dtype
 
     @property
     def rows(self) -> int:
         """Rows in each transformer pass: the batch, doubled by classifier-free guidance."""
-        return guided_rows(self.batch, self.cfg)
+        return self.sampling.rows(self.batch)
+
+    def to_dict(self) -> dict:
+        """Flat, as profiles and bench JSON record it."""
+        return {"batch": self.batch, "warmup": self.warmup, "repeats": self.repeats,
+                **self.sampling.to_dict()}
 
 
 def spread(values: list[float]) -> dict:
@@ -89,10 +94,9 @@ def current_rss_bytes() -> int:
         return peak_rss_bytes()
 
 
-def _sample(var, vae, plan: DepthPlan, s: BenchSettings):
+def _sample(var, vae, plan: DepthPlan, s: BenchSettings, trace=None):
     labels = (torch.arange(s.batch) * 7 + 1) % var.num_classes
-    return generate(var, vae, s.batch, labels, cfg=s.cfg, top_k=s.top_k, top_p=s.top_p,
-                    seed=s.seed, plan=plan, dtype=DTYPES[s.dtype])
+    return generate(var, s.batch, labels, settings=s.sampling, plan=plan, trace=trace)
 
 
 def measure_plan(var, vae, plan: DepthPlan, settings: BenchSettings, *,
@@ -102,7 +106,7 @@ def measure_plan(var, vae, plan: DepthPlan, settings: BenchSettings, *,
     `fresh_process`: this process ran nothing but loading the model, so its peak RSS is this
     plan's peak memory on CPU (otherwise CPU memory is left out).
     """
-    device = var.pos_1LC.device
+    device = var.device
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.synchronize(device)
@@ -163,85 +167,64 @@ def compare_to_full(rows: list[dict]) -> list[dict]:
 
 # ---------------------------------------------------------------------------------- profile
 class ScaleTimer:
-    """Forward hooks that time each block call and each scale of a sampling run.
+    """Per-scale timers, driven by the sampler's scale loop (`generate(..., trace=timer)`).
 
-    A scale runs from its first block call to the next scale's first block call (the last one
-    to the decoder's start), so its time includes the head, top-k/top-p and the next input.
+    `layers_s[k]`: seconds of scale k's layers; `scale_s[k]`: the whole scale, from the start of
+    its layers to the next scale's (the last one: to the decoder's start), so it includes the
+    head, guidance, top-k/top-p and the tokenizer's next input. Works for any `ScaleModel`.
     """
 
-    def __init__(self, var, vae):
-        self.scale_of_len = {p * p: k for k, p in enumerate(var.patch_nums)}
-        self.cuda = var.pos_1LC.device.type == "cuda"
-        K = len(var.patch_nums)
-        self.block_s, self.scale_s, self.layers = [0.0] * K, [0.0] * K, [0] * K
-        self._scale, self._scale_start, self._block_start = None, 0.0, 0.0
-        self.handles = []
-        for block in var.blocks:
-            self.handles.append(block.register_forward_pre_hook(self._before_block))
-            self.handles.append(block.register_forward_hook(self._after_block))
-        self.handles.append(vae.decoder.register_forward_pre_hook(self._before_decoder))
+    def __init__(self, model, plan=None):
+        plan = model.resolve_plan(plan)
+        self.cuda = model.device.type == "cuda"
+        K = model.num_scales
+        self.layers = [len(plan.layers_at(k)) for k in range(K)]
+        self.layers_s, self.scale_s = [0.0] * K, [0.0] * K
+        self._scale, self._start = None, 0.0
 
     def _now(self) -> float:
         if self.cuda:
             torch.cuda.synchronize()
         return time.perf_counter()
 
-    def _before_block(self, module, inputs):
+    def __call__(self, event: str, scale_index: int) -> None:
         now = self._now()
-        k = self.scale_of_len[inputs[0].shape[1]]
-        if k != self._scale:
-            self._close_scale(now)
-            self._scale, self._scale_start = k, now
-        self._block_start = now
-
-    def _after_block(self, module, inputs, output):
-        self.block_s[self._scale] += self._now() - self._block_start
-        self.layers[self._scale] += 1
-
-    def _before_decoder(self, module, inputs):
-        self._close_scale(self._now())
-        self._scale = None
-
-    def _close_scale(self, now: float) -> None:
-        if self._scale is not None:
-            self.scale_s[self._scale] += now - self._scale_start
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
+        if event == "layers":
+            self.layers_s[scale_index] += now - self._start
+            return
+        if self._scale is not None:  # a new scale or the decoder closes the current scale
+            self.scale_s[self._scale] += now - self._start
+        self._scale = scale_index if event == "scale" else None
+        self._start = now
 
 
 def profile_scales(var, vae, settings: BenchSettings, repeats: int = 1) -> dict:
-    """Per-scale block and overhead seconds of the full plan, plus decoder seconds.
+    """Per-scale layer and overhead seconds of the full plan, plus decoder seconds.
 
-    The latency model built on it (`eval.budget.predict_latency`): a plan costs, per scale,
-    its layers x the measured seconds per layer at that scale, plus the scale's non-block time
-    (head, sampling), plus the decoder.
+    The latency model built on it (`efficiency.budget`): a plan costs, per scale, its layers x
+    the measured seconds per layer at that scale, plus the scale's non-layer time (head,
+    sampling), plus the decoder.
     """
     plan = var.full_plan()
     _sample(var, vae, plan, settings)  # warm-up
-    timer = ScaleTimer(var, vae)
-    decoder = []
-    try:
-        for _ in range(repeats):
-            decoder.append(_sample(var, vae, plan, settings).timings["decoder"])
-    finally:
-        timer.remove()
+    timer = ScaleTimer(var, plan)
+    decoder = [_sample(var, vae, plan, settings, trace=timer).timings["decoder"]
+               for _ in range(repeats)]
     D = var.depth
     scales = []
     for k, p in enumerate(var.patch_nums):
-        block = timer.block_s[k] / repeats
+        layers = timer.layers_s[k] / repeats
         scales.append({"scale": k + 1, "side": p, "tokens": p * p,
-                       "seconds_per_layer": block / D,
-                       "overhead_seconds": max(0.0, timer.scale_s[k] / repeats - block)})
+                       "seconds_per_layer": layers / D,
+                       "overhead_seconds": max(0.0, timer.scale_s[k] / repeats - layers)})
     token_layers = plan.token_layers(var.patch_nums)
     return {
         "format": PROFILE_FORMAT, "version": 1,
         "model": {"depth": D, "width": var.C, "patch_nums": list(var.patch_nums), "V": var.V},
-        "device": str(var.pos_1LC.device), "device_name": device_name(var.pos_1LC.device),
-        "threads": torch.get_num_threads(), "settings": asdict(settings),
+        "device": str(var.device), "device_name": device_name(var.device),
+        "threads": torch.get_num_threads(), "settings": settings.to_dict(),
         "rows": settings.rows, "scales": scales,
-        "seconds_per_token_layer": sum(timer.block_s) / repeats / token_layers,
+        "seconds_per_token_layer": sum(timer.layers_s) / repeats / token_layers,
         "decoder_seconds": statistics.median(decoder),
     }
 
@@ -268,8 +251,9 @@ def _ratio(x: float | None, pattern: str) -> str:
 
 
 def describe_settings(settings: BenchSettings, device: str, extra: str = "") -> str:
-    guidance = (f"cfg {settings.cfg}: CFG doubles the batch to {settings.rows} rows"
-                if settings.cfg else "no CFG: batch not doubled")
+    cfg = settings.sampling.cfg
+    guidance = (f"cfg {cfg}: CFG doubles the batch to {settings.rows} rows"
+                if cfg else "no CFG: batch not doubled")
     return (f"batch {settings.batch} images ({guidance}), {settings.dtype}, {device}; "
             f"{settings.warmup} warm-up + {settings.repeats} timed runs per plan; seconds: "
             f"median (interquartile range){extra}")

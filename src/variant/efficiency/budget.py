@@ -20,11 +20,12 @@ from pathlib import Path
 
 import torch
 
-from ..models.cost import CostModel, guided_rows
+from ..models.cost import CostModel
 from ..models.plan import DepthPlan, paper_family, resolve_bridge
 from ..models.var import VAR
 from ..models.vqvae import VQVAE
 from ..sampling.attention import MAX_SCORE_BYTES
+from ..sampling.settings import guided_rows
 from ..units import DTYPES, dtype_bytes, fmt_bytes
 from .bench import PROFILE_FORMAT
 

@@ -97,7 +97,7 @@ def evaluate_plans(var, vae, plans: list[DepthPlan], out_dir: str | Path, spec: 
         if metric is not None:
             row.update(metric.evaluate(folder, spec.labels()))
         rows.append(row)
-    results = {"settings": {**(settings or {}), "spec": spec.__dict__, "model": model},
+    results = {"settings": {**(settings or {}), "spec": spec.to_dict(), "model": model},
                "rows": rows}
     (out_dir / RESULTS_NAME).write_text(json.dumps(results, indent=2, default=_json) + "\n")
     return rows

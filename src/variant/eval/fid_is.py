@@ -10,7 +10,8 @@ The math is here and only needs numpy and torch, so it is tested without any net
 - `precision_recall`: the k-NN manifold estimate of Kynkaenniemi et al. (2019), k = 3 as in ADM:
   a sample counts as "precise" if it lies inside some reference feature's k-NN ball, a reference
   feature counts as "recalled" if it lies inside some sample's k-NN ball.
-Legend: N samples, M reference features, F feature dim, C classes.
+Legend (the package's, see variant/__init__.py): N samples, M reference samples, F feature dim,
+Y classes.
 """
 
 from __future__ import annotations
@@ -58,9 +59,9 @@ def fid_from_features(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
     return frechet_distance(*feature_statistics(feats_a), *feature_statistics(feats_b))
 
 
-def inception_score(logits_NC: np.ndarray | torch.Tensor, splits: int = 10) -> tuple[float, float]:
+def inception_score(logits_NY: np.ndarray | torch.Tensor, splits: int = 10) -> tuple[float, float]:
     """(mean, std) over `splits` of exp(E KL(p(y|x) || p(y))), from unnormalised logits."""
-    logits = torch.as_tensor(np.asarray(logits_NC), dtype=torch.float64)
+    logits = torch.as_tensor(np.asarray(logits_NY), dtype=torch.float64)
     if logits.ndim != 2 or logits.shape[0] < 1:
         raise ValueError(f"need logits of shape (N, C), got {tuple(logits.shape)}.")
     splits = max(1, min(int(splits), logits.shape[0]))

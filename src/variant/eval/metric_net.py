@@ -16,7 +16,8 @@ only; docs/EVALUATION.md has the command).
 It is trained on images rendered at random sizes from 16 px up to `image_size` and resized to
 `image_size`, so it reads low-resolution or blurred samples; any input is resized to `image_size`.
 The shipped weights live in `variant/assets/metric/` (safetensors + config.json, README with the
-command that made them). Legend: B images, F features, N classes.
+command that made them). Legend (the package's, see variant/__init__.py): B images, N samples,
+F features, Y classes.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,8 @@ from tqdm.auto import tqdm
 
 from ..atomic import TMP_SUFFIX, atomic_file, write_text_atomic
 from ..models.plan import DepthPlan
-from ..sampling.sampler import DTYPES, generate
+from ..sampling.sampler import generate
+from ..sampling.settings import SamplingConfig
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +52,8 @@ class SamplingSpec:
     num_per_class: int
     num_classes: int
     batch_size: int = 50
-    seed: int = 0
-    cfg: float = 1.5
-    top_k: int = 900
-    top_p: float = 0.96
-    more_smooth: bool = False
-    dtype: str = "fp32"
+    seed: int = 0  # base seed; chunk c of class k samples with chunk_seed(seed, k, c)
+    settings: SamplingConfig = field(default_factory=SamplingConfig)  # its own seed is unused
 
     def __post_init__(self) -> None:
         if self.num_per_class < 1 or self.num_classes < 1 or self.batch_size < 1:
@@ -65,8 +62,16 @@ class SamplingSpec:
                 f"{self.num_per_class}, {self.num_classes}, {self.batch_size}.")
         if self.num_classes * self.num_per_class > 999_999:
             raise ValueError("at most 999999 images per folder (six-digit file names).")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}.")
+        if self.settings.seed is not None:
+            raise ValueError("give the base seed as SamplingSpec.seed; every chunk seeds its own "
+                             "generator from it, so settings.seed must stay None.")
+
+    def to_dict(self) -> dict:
+        """Flat: the sampling settings next to the counts (as folders record them)."""
+        settings = self.settings.to_dict()
+        del settings["seed"]
+        return {"num_per_class": self.num_per_class, "num_classes": self.num_classes,
+                "batch_size": self.batch_size, "seed": self.seed, **settings}
 
     @property
     def num_images(self) -> int:
@@ -151,7 +156,7 @@ def save_png_atomic(array_HW3: np.ndarray, path: Path) -> None:
 def folder_meta(spec: SamplingSpec, plan: DepthPlan, image_size: int, model: str) -> dict:
     return {"format": "variant-samples", "version": 1, "model": model,
             "image_size": int(image_size), "plan": plan.name,
-            "layer_sets": [list(s) for s in plan.layer_sets], "spec": asdict(spec)}
+            "layer_sets": [list(s) for s in plan.layer_sets], "spec": spec.to_dict()}
 
 
 def prepare_folder(folder: str | Path, meta: dict) -> Path:
@@ -206,9 +211,9 @@ def sample_to_folder(var, vae, plan: DepthPlan, folder: str | Path, spec: Sampli
     for chunk, need in todo:
         n = chunk.stop - chunk.start
         labels = torch.full((n,), chunk.class_id, dtype=torch.long, device=device)
-        result = generate(var, vae, n, labels, cfg=spec.cfg, top_k=spec.top_k, top_p=spec.top_p,
-                          seed=chunk_seed(spec.seed, chunk.class_id, chunk.chunk_index),
-                          plan=plan, more_smooth=spec.more_smooth, dtype=DTYPES[spec.dtype])
+        settings = spec.settings.replace(
+            seed=chunk_seed(spec.seed, chunk.class_id, chunk.chunk_index))
+        result = generate(var, n, labels, settings=settings, plan=plan)
         for name, sec in result.timings.items():
             timings[name] = timings.get(name, 0.0) + sec
         images = images_to_uint8(result.images)

@@ -1,6 +1,6 @@
 """One model of cost: FLOPs, token-layers and KV-cache bytes of a VAR under any depth plan.
 
-    cost = CostModel(var_config, dtype="bf16", rows=guided_rows(batch=64, cfg=1.5))
+    cost = CostModel(var_config, dtype="bf16", rows=128)  # 64 images, doubled by guidance
     cost.flops(plan), cost.flops_per_scale(plan, include_head=True)
     cost.kv_peak_bytes(plan)     # the lean cache's peak (what `LeanKVCache.peak_bytes` measures)
     cost.official_kv_bytes()     # the official sampler: every layer keeps all L tokens
@@ -30,11 +30,6 @@ import torch
 from ..config import VARConfig
 from ..units import dtype_bytes, dtype_name, parse_dtype
 from .plan import DepthPlan
-
-
-def guided_rows(batch: int, cfg: float | bool) -> int:
-    """Rows of one transformer pass: the batch, doubled when classifier-free guidance is on."""
-    return batch * (2 if cfg else 1)
 
 
 class CostModel:

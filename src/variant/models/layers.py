@@ -3,8 +3,9 @@
 Parameter names are the official ones (`mat_qkv`, `q_bias`, `zero_k_bias`, `scale_mul_1H11`,
 `ada_lin`, `ada_gss`, `head_nm`), so official state dicts load unchanged.
 
-Shape legend: B batch, L tokens in the pass, l tokens of one scale, D width (= condition width),
-H heads, K head dim, V vocab.
+Shape legend (the package's, see variant/__init__.py): B batch, L tokens in the pass, l tokens of
+one scale, D width (= condition width), A attention heads, E head dim, V vocab. The official
+parameter name `scale_mul_1H11` keeps its own letters (H there: heads).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(embed_dim, embed_dim)
 
     def project(self, x_BLD: torch.Tensor):
-        """One fused qkv GEMM -> q, k, v (B, H, L, K); q carries the learned per-head scale."""
+        """One fused qkv GEMM -> q, k, v (B, A, L, E); q carries the learned per-head scale."""
         B, L, D = x_BLD.shape
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
         qkv = F.linear(x_BLD, self.mat_qkv.weight, bias).view(B, L, 3, self.num_heads, -1)
@@ -60,13 +61,13 @@ class SelfAttention(nn.Module):
         # K and V share the compute dtype (under autocast F.normalize returns fp32 keys).
         return q.to(v.dtype), k.to(v.dtype), v
 
-    def attend(self, q_BHLK, keys: Attendable, attn_bias=None) -> torch.Tensor:
+    def attend(self, q_BALE, keys: Attendable, attn_bias=None) -> torch.Tensor:
         if keys.k_new is not None:
-            return two_part_attention(q_BHLK, keys, self.scale)
+            return two_part_attention(q_BALE, keys, self.scale)
         if self.backend == "sdpa":
             return F.scaled_dot_product_attention(
-                q_BHLK, keys.k, keys.v, attn_mask=attn_bias, scale=self.scale)
-        s = (q_BHLK * self.scale) @ keys.k.transpose(-2, -1)
+                q_BALE, keys.k, keys.v, attn_mask=attn_bias, scale=self.scale)
+        s = (q_BALE * self.scale) @ keys.k.transpose(-2, -1)
         if attn_bias is not None:
             s = s + attn_bias
         return s.softmax(-1) @ keys.v
@@ -76,8 +77,8 @@ class SelfAttention(nn.Module):
         B, L, D = x_BLD.shape
         q, k, v = self.project(x_BLD)
         keys = kv(k, v) if kv is not None else Attendable(k, v)
-        out_BHLK = self.attend(q, keys, attn_bias)
-        return self.proj(out_BHLK.transpose(1, 2).reshape(B, L, D))
+        out_BALE = self.attend(q, keys, attn_bias)
+        return self.proj(out_BALE.transpose(1, 2).reshape(B, L, D))
 
 
 class FFN(nn.Module):

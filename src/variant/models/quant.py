@@ -10,10 +10,10 @@ State-dict keys (official): `ema_vocab_hit_SV` (K, V) buffer, `embedding.weight`
 the Phi convs under `quant_resi`: `quant_resi.{k}` (share_quant_resi=0, one per scale),
 `quant_resi.qresi` (1, one shared), `quant_resi.qresi_ls.{0..n-1}` (n > 1, partially shared).
 
-Shape legend:
-    B batch, Cvae (C) latent channels, V codebook size, K number of scales, S scales (rows of
-    the usage statistics), h/w latent height/width, pn side of one scale (`pp` in a suffix: a
-    pn x pn map), l = pn*pn tokens of one scale, L all tokens, N = B*l positions.
+Shape legend (the package's, see variant/__init__.py): B batch, C (Cvae) latent channels,
+V codebook size, K scales (the official buffer name `ema_vocab_hit_SV` writes them S), h/w latent
+height/width, pn side of one scale (`pp` in a suffix: a pn x pn map), l = pn*pn tokens of one
+scale, L all tokens, N flat positions (here B*l).
 """
 
 from __future__ import annotations
@@ -309,8 +309,8 @@ class MultiScaleQuantizer(nn.Module):
         # A code counts as used when its EMA hit count reaches 8% of a uniform share of the
         # last scale's positions (all processes together: hits_V is the all-reduced count).
         margin = hits_V.sum() * (0.08 / self.V)
-        usages_S = (self.ema_vocab_hit_SV >= margin).float().mean(dim=1) * 100
-        return f_hat_st_BChw, usages_S, vq_loss
+        usages_K = (self.ema_vocab_hit_SV >= margin).float().mean(dim=1) * 100
+        return f_hat_st_BChw, usages_K, vq_loss
 
     @torch.no_grad()
     def _update_usage_ema(self, scale_index: int, hits_V: torch.Tensor) -> None:

@@ -5,7 +5,7 @@ Module and parameter names are the official state-dict keys (`conv_in`, `down.{i
 `up.{i}.block.{j}`, `up.{i}.upsample.conv`, `nin_shortcut`, `norm_out`, `conv_out`), so official
 checkpoints load with `strict=True`.
 
-Shape legend:
+Shape legend (the package's, see variant/__init__.py):
     B batch, C channels, H/W image or feature height/width, N = H*W positions,
     Cvae latent channels.
 """

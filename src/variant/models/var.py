@@ -5,8 +5,8 @@ the scales whose layer set (under `plan`) contains l, attending block-causally a
 those tokens; the other tokens skip the layer. This is the same network the KV-cached sampler
 runs, so training and sampling agree under every plan.
 
-Shape legend: B batch, L all tokens, l tokens of one scale, D width, C VAE channels (Cvae),
-V vocab, K scales.
+Shape legend (the package's, see variant/__init__.py): B batch, R rows of a guided pass, L all
+tokens, l tokens of one scale, D width, C tokenizer latent channels (Cvae), V vocab, K scales.
 """
 
 from __future__ import annotations

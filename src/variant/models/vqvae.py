@@ -5,10 +5,10 @@
 names (`img_to_idxBl`, `idxBl_to_img`, `fhat_to_img`, `img_to_reconstructed_img`,
 `idxBl_to_var_input`). Images are RGB in [-1, 1]; decoded images are clamped to [-1, 1].
 
-Shape legend:
+Shape legend (the package's, see variant/__init__.py):
     B batch, H/W image height/width (both `config.image_size`), Cvae latent channels,
     h/w latent height/width (= patch_nums[-1]), pn side of one scale, l = pn*pn,
-    L all tokens, V codebook size, S scales.
+    L all tokens, V codebook size, K scales.
 """
 
 from __future__ import annotations
@@ -90,8 +90,8 @@ class VQVAE(nn.Module):
         in percent; vq loss). Gradients reach the decoder directly and the encoder through the
         straight-through estimator and the commitment term (see `MultiScaleQuantizer.forward`).
         """
-        f_hat_BChw, usages_S, vq_loss = self.quantize(self.img_to_f(img_B3HW), all_reduce_hits)
-        return self.decoder(self.post_quant_conv(f_hat_BChw)), usages_S, vq_loss
+        f_hat_BChw, usages_K, vq_loss = self.quantize(self.img_to_f(img_B3HW), all_reduce_hits)
+        return self.decoder(self.post_quant_conv(f_hat_BChw)), usages_K, vq_loss
 
     # ---------------------------------------------------------------------------------------
     # tokens <-> images

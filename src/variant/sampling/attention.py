@@ -5,7 +5,8 @@ keep, and returns an `Attendable`: one contiguous part, or the kept part plus th
 layer's last scale (the lean cache never assembles a full-length copy). This module belongs to
 the sampling engine: any model family whose attention reads the cache uses it.
 
-Shape legend (the package's): B rows, H heads, L tokens held, l tokens of one scale, K head dim.
+Shape legend (the package's, see variant/__init__.py): B batch (the rows of a transformer pass),
+A attention heads, L tokens held, l tokens of one scale, E head dim.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable
 
 import torch
 
-# Keys/values visible to a query block: (k_BHLK, v_BHLK). A cache callback stores this scale's
+# Keys/values visible to a query block: (k_BALE, v_BALE). A cache callback stores this scale's
 # keys/values and returns what the queries may attend to.
 KVCallback = Callable[[torch.Tensor, torch.Tensor], "Attendable"]
 
@@ -29,26 +30,26 @@ class Attendable:
     scale without concatenating them (the lean cache never assembles a full-length copy).
     """
 
-    def __init__(self, k_BHLK, v_BHLK, k_new_BHlK=None, v_new_BHlK=None):
-        self.k, self.v, self.k_new, self.v_new = k_BHLK, v_BHLK, k_new_BHlK, v_new_BHlK
+    def __init__(self, k_BALE, v_BALE, k_new_BAlE=None, v_new_BAlE=None):
+        self.k, self.v, self.k_new, self.v_new = k_BALE, v_BALE, k_new_BAlE, v_new_BAlE
 
 
-def two_part_attention(q_BHlK, part: Attendable, scale: float,
+def two_part_attention(q_BAlE, part: Attendable, scale: float,
                        max_score_bytes: int = MAX_SCORE_BYTES):
     """Softmax attention over [part.k ; part.k_new] without concatenating them.
 
     On CPU: one fused (flash) attention per part, merged by their log-sum-exps. Elsewhere:
     computed in float32 and chunked over the batch so the score matrix stays under
-    `max_score_bytes`. Returns (B, H, l, K) in the values' dtype.
+    `max_score_bytes`. Returns (B, A, l, E) in the values' dtype.
     """
-    if q_BHlK.device.type == "cpu" and _CPU_FLASH_WITH_LSE is not None:
-        return _merged_attention_cpu(q_BHlK, part, scale)
-    B, H, num_q, _ = q_BHlK.shape
+    if q_BAlE.device.type == "cpu" and _CPU_FLASH_WITH_LSE is not None:
+        return _merged_attention_cpu(q_BAlE, part, scale)
+    B, A, num_q, _ = q_BAlE.shape
     n = part.k.shape[2] + part.k_new.shape[2]
-    step = max(1, max_score_bytes // max(1, H * num_q * n * 4))
+    step = max(1, max_score_bytes // max(1, A * num_q * n * 4))
     outs = []
     for b in range(0, B, step):
-        q = q_BHlK[b:b + step].float() * scale
+        q = q_BAlE[b:b + step].float() * scale
         s1 = q @ part.k[b:b + step].float().transpose(-2, -1)
         s2 = q @ part.k_new[b:b + step].float().transpose(-2, -1)
         m = torch.maximum(s1.amax(-1, keepdim=True), s2.amax(-1, keepdim=True))
@@ -64,13 +65,13 @@ def two_part_attention(q_BHlK, part: Attendable, scale: float,
 _CPU_FLASH_WITH_LSE = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
 
-def _merged_attention_cpu(q_BHlK, part: Attendable, scale: float):
+def _merged_attention_cpu(q_BAlE, part: Attendable, scale: float):
     """softmax([s1, s2]) @ [v1; v2] = w1 * o1 + w2 * o2, w_i = exp(lse_i - logaddexp(lse))."""
     flash = _CPU_FLASH_WITH_LSE
     dtype = part.v.dtype
-    o1, lse1 = flash(q_BHlK.to(dtype), part.k, part.v, scale=scale)[:2]
-    o2, lse2 = flash(q_BHlK.to(dtype), part.k_new, part.v_new, scale=scale)[:2]
-    lse = torch.logaddexp(lse1, lse2)  # (B, H, l) float32
+    o1, lse1 = flash(q_BAlE.to(dtype), part.k, part.v, scale=scale)[:2]
+    o2, lse2 = flash(q_BAlE.to(dtype), part.k_new, part.v_new, scale=scale)[:2]
+    lse = torch.logaddexp(lse1, lse2)  # (B, A, l) float32
     w1 = (lse1 - lse).exp_().unsqueeze(-1)
     w2 = (lse2 - lse).exp_().unsqueeze(-1)
     return (o1.float() * w1 + o2.float() * w2).to(dtype)

@@ -13,11 +13,12 @@ Rules (DESIGN invariant 3):
   the lean bound (`DepthPlan.kv_peak_token_layers`) for plans whose peak is at the bridge end
   (e.g. d2 at D = 30, where room preallocated for layer 29's last bridge scale was counted
   while layer 1 ran);
-- K and V are stored in the compute dtype, laid out (B, H, T, K) so every read is a view.
+- keys and values are stored in the compute dtype, laid out (B, A, L, E) so every read is a view.
 
 `peak_bytes` is the largest total of key/value bytes alive at once: the buffers plus, at a
 layer's last scale, the new keys/values that are attended to without being stored.
-Shape legend: B rows (CFG-doubled), H heads, T tokens held, K head dim, l tokens of one scale.
+Shape legend (the package's, see variant/__init__.py): B batch (the rows of the pass, doubled by
+guidance), A attention heads, L tokens held, E head dim, l tokens of one scale.
 """
 
 from __future__ import annotations
@@ -74,8 +75,8 @@ class LeanKVCache:
         self.sizes = [p * p for p in patch_nums]
         self.shape = (batch, num_heads, head_dim)
         self.dtype, self.device = dtype, torch.device(device)
-        self.bytes_per_token = batch * num_heads * head_dim * torch.empty(
-            (), dtype=dtype).element_size() * 2  # keys and values
+        one = torch.empty(batch, num_heads, 1, head_dim, dtype=dtype, device="meta")
+        self.bytes_per_token = 2 * one.nbytes  # one token of one layer: its key and its value
         if grow_late is None:
             grow_late = _late_growth(plan, tuple(patch_nums), depth)
         bridge = plan.bridge_for(depth)
@@ -107,8 +108,8 @@ class LeanKVCache:
 
     # ------------------------------------------------------------------ memory
     def _allocate(self, slot: _LayerSlot, tokens: int) -> None:
-        B, H, K = self.shape
-        k = torch.empty(B, H, tokens, K, dtype=self.dtype, device=self.device)
+        B, A, E = self.shape
+        k = torch.empty(B, A, tokens, E, dtype=self.dtype, device=self.device)
         v = torch.empty_like(k)
         self._count(2 * k.nbytes)
         if slot.k is not None:  # growth: move what is kept, free the smaller buffer
@@ -128,11 +129,11 @@ class LeanKVCache:
 
     # ------------------------------------------------------------------ per layer, per scale
     def callback(self, layer: int, scale_index: int):
-        """The function a block's attention calls with this scale's (k, v) (B, H, l, K)."""
+        """The function a block's attention calls with this scale's (k, v) (B, A, l, E)."""
         slot = self.slots[layer]
 
-        def store_and_read(k_BHlK: torch.Tensor, v_BHlK: torch.Tensor) -> Attendable:
-            return self._store_and_read(slot, scale_index, k_BHlK, v_BHlK)
+        def store_and_read(k_BAlE: torch.Tensor, v_BAlE: torch.Tensor) -> Attendable:
+            return self._store_and_read(slot, scale_index, k_BAlE, v_BAlE)
 
         return store_and_read
 

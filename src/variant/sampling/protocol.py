@@ -15,10 +15,10 @@ benchmarks unchanged. One sampling call runs, for every scale k of the plan:
 The loop itself lives once, in `variant.sampling.sampler.scale_loop`; the teacher-forced
 equivalence tests and the benchmark's per-scale timers drive these same methods.
 
-Shape legend (one for the whole package): B images, R rows of a transformer pass (B, or 2B under
-classifier-free guidance: conditional rows first), L all tokens, l tokens of one scale
-(`patch_nums[k] ** 2`), D width, H heads, K head dim, V vocab, C tokenizer latent channels,
-h w latent side (`patch_nums[-1]`).
+Shape legend (the package's, see variant/__init__.py): B images, R rows of a transformer pass
+(B, or 2B under classifier-free guidance: conditional rows first), K scales, l tokens of one scale
+(`patch_nums[k] ** 2`), D width, A attention heads, E head dim, V vocab, C tokenizer latent
+channels, H W image height and width, h w latent height and width (`patch_nums[-1]`).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class ScaleModel(Protocol):
 
     @property
     def kv_layout(self) -> tuple[int, int]:
-        """(H, K): heads and head dim of the keys/values one layer keeps per token."""
+        """(A, E): heads and head dim of the keys/values one layer keeps per token."""
         ...
 
     def resolve_plan(self, plan: DepthPlan | None) -> DepthPlan:

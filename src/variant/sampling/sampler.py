@@ -7,7 +7,7 @@ keeps the arg-max; one multinomial draw (with replacement) per scale on a genera
 call. With `cfg == 0` the unconditional half is skipped (guidance would be a no-op).
 
 The sampler drives any `ScaleModel` (sampling/protocol.py); the scale loop exists once, here.
-Shape legend: see sampling/protocol.py.
+Shape legend: the package's (variant/__init__.py); R rows as in sampling/protocol.py.
 """
 
 from __future__ import annotations

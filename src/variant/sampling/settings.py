@@ -14,6 +14,11 @@ import torch
 from ..units import dtype_name, parse_dtype
 
 
+def guided_rows(batch: int, cfg: float | bool) -> int:
+    """Rows of one transformer pass: the batch, doubled when classifier-free guidance is on."""
+    return batch * (2 if cfg else 1)
+
+
 @dataclass(frozen=True, kw_only=True)
 class SamplingConfig:
     """How to draw tokens. Defaults are the official VAR demo's (cfg 1.5, top-k 900, top-p 0.96).
@@ -49,7 +54,7 @@ class SamplingConfig:
 
     def rows(self, batch: int) -> int:
         """Rows in each transformer pass: the batch, doubled by classifier-free guidance."""
-        return batch * (2 if self.use_cfg else 1)
+        return guided_rows(batch, self.use_cfg)
 
     def replace(self, **changes) -> SamplingConfig:
         return dataclasses.replace(self, **changes)

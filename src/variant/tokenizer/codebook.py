@@ -6,8 +6,8 @@ whose usage EMA (`ema_vocab_hit_SV`, summed over scales) is below a fraction of 
 are replaced by vectors drawn from the batch's residuals z, the inputs of the nearest-code lookup
 at every scale, so they start where the data is (as in Jukebox / SoundStream / Improved-VQGAN).
 
-Shape legend: B batch, C (Cvae) latent channels, h/w latent side, pn side of one scale, N
-positions over all scales, V codebook size, K scales.
+Shape legend (the package's, see variant/__init__.py): B batch, C (Cvae) latent channels,
+h/w latent side, pn side of one scale, N positions over all scales, V codebook size, K scales.
 """
 
 from __future__ import annotations

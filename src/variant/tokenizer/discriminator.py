@@ -4,7 +4,8 @@ Each output logit judges one receptive-field patch of the image as real or recon
 GroupNorm replaces the original BatchNorm so the logits of one image never depend on the rest of
 the batch (no running statistics to synchronise or to checkpoint).
 
-Shape legend: B batch, C channels, H/W height/width, h/w patch-grid height/width.
+Shape legend (the package's, see variant/__init__.py): B batch, C channels, H/W height/width,
+h/w height/width of the patch grid.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ For k = 1..K the image decoded from the cumulative f_hat of the first k scales (
 [-1, 1] pixel space and PSNR in the [0, 1] space. Usage is the share of the V codes that the
 tokens of a scale hit at least once over the evaluation images.
 
-Shape legend: B batch, K scales, V codebook size, l tokens of one scale.
+Shape legend (the package's, see variant/__init__.py): B batch, K scales, V codebook size,
+l tokens of one scale.
 """
 
 from __future__ import annotations

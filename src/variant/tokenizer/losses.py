@@ -11,7 +11,7 @@ The weights are never downloaded: the user supplies files holding
   or taming-transformers' `vgg.pth`).
 One file holding both (e.g. `LPIPS().state_dict()` saved from here) works as well.
 
-Shape legend: B batch, C channels, H/W height/width.
+Shape legend (the package's, see variant/__init__.py): B batch, C channels, H/W height/width.
 """
 
 from __future__ import annotations

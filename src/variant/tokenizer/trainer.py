@@ -147,7 +147,7 @@ class TokenizerTrainer:
             group["lr"] = lr_at(self.step, self.total_steps, cfg)
         adv_on = self.disc is not None and self.step >= cfg.adv_start_step
         with self._autocast():
-            rec_B3HW, usages_S, vq_loss = self.vae(img_B3HW)
+            rec_B3HW, usages_K, vq_loss = self.vae(img_B3HW)
             terms = {"rec": reconstruction_loss(rec_B3HW, img_B3HW, l1_weight=cfg.l1_weight,
                                                 l2_weight=cfg.l2_weight), "vq": vq_loss}
             nll = terms["rec"]
@@ -174,7 +174,7 @@ class TokenizerTrainer:
         if adv_on:
             terms["d_loss"] = self._disc_step(img_B3HW, rec_B3HW.detach())
         terms["loss"] = loss.detach()
-        terms["usage"] = usages_S
+        terms["usage"] = usages_K
         self.step += 1
         return {k: v.detach().float() for k, v in terms.items()}
 

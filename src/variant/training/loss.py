@@ -5,7 +5,7 @@ scale's share of the loss is pn^2 / L (official `loss_weight = 1 / L`). Metrics:
 cross-entropy without label smoothing and top-1 accuracy, as sums so that micro-batches and ranks
 can be added before dividing.
 
-Shape legend: B batch, L all tokens, V vocab, K scales.
+Shape legend (the package's, see variant/__init__.py): B batch, L all tokens, V vocab, K scales.
 """
 
 from __future__ import annotations
