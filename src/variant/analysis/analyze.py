@@ -47,7 +47,7 @@ def default_ranges(num_scales: int) -> list[tuple[int, int]]:
 
 
 def parse_subnet(spec: str | int, depth: int) -> int:
-    """'50%' -> round(D / 2), 'd16' or '16' -> 16, '0.25' -> round(D / 4); at least 2 layers."""
+    """'50%' -> round(depth / 2), 'd16' or '16' -> 16, '0.25' -> round(depth / 4); at least 2."""
     text = str(spec).strip().lower()
     try:
         if text.endswith("%"):
@@ -89,8 +89,8 @@ def latency_per_scale(profile: dict) -> list[float]:
 
 # ------------------------------------------------------------------------------ study
 def asymmetry_plans(var_config, ranges, subnet_depth: int) -> list[DepthPlan]:
-    D, K = var_config.depth, var_config.num_scales
-    return [DepthPlan.full(D, K)] + [range_plan(D, K, subnet_depth, r) for r in ranges]
+    depth, K = var_config.depth, var_config.num_scales
+    return [DepthPlan.full(depth, K)] + [range_plan(depth, K, subnet_depth, r) for r in ranges]
 
 
 def asymmetry_rows(var_config, ranges, subnet_depth: int, eval_rows: list[dict] | None = None,

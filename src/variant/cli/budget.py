@@ -58,7 +58,7 @@ def run_budget(args, read_config) -> int:
     """`read_config(args)`: the VARConfig of --model or --depth/--resolution (cli.plan)."""
     var_config = read_config(args)
     vae_config, meta = model_info(args.model, var_config)
-    K, D = var_config.num_scales, var_config.depth
+    K, depth = var_config.num_scales, var_config.depth
     bridge = args.bridge if args.bridge is not None else meta.get("bridge")  # None: default
     subnets = args.subnets or meta.get("subnet_depths")
     workload = Workload(batch=args.batch, dtype=args.dtype, use_cfg=not args.no_cfg,
@@ -68,7 +68,7 @@ def run_budget(args, read_config) -> int:
     profile = load_profile(args.profile) if args.profile else None
     runtime = 0 if args.device.startswith("cuda") else current_rss_bytes()
     predictor = Predictor(var_config, vae_config, workload, profile, runtime)
-    plans = candidate_plans(D, K, bridge, subnets, pin_bridge=args.bridge is not None)
+    plans = candidate_plans(depth, K, bridge, subnets, pin_bridge=args.bridge is not None)
     chosen, rejected = choose_plan(predictor, budget, plans)
     _print_decision(args, var_config, workload, budget, chosen, rejected, subnets, profile)
     if args.json_out:

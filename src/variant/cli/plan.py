@@ -24,18 +24,18 @@ from .budget import add_budget_args, budget_requested, run_budget
 def register(sub) -> None:
     p = sub.add_parser(
         "plan", help="show depth plans and their cost",
-        description="Print, for a model depth D, subnet depths d, bridge N and scales K, the "
+        description="Print, for a model depth, subnet depths d, bridge N and scales K, the "
                     "layers each scale runs, the token-layers, FLOPs and peak KV-cache bytes of "
                     "each plan, with ratios vs the full network and vs the official VAR sampler.")
     p.add_argument("--model", default=None,
-                   help="read D, width and scales from a model (directory, official .pth, Hub id "
-                        "or 'builtin') instead of --depth/--resolution")
-    p.add_argument("--depth", type=int, default=30, help="total depth D (default 30, VAR-d30)")
-    p.add_argument("--width", type=int, default=None, help="model width (default 64 * D)")
+                   help="read depth, width and scales from a model (directory, official .pth, Hub "
+                        "id or 'builtin') instead of --depth/--resolution")
+    p.add_argument("--depth", type=int, default=30, help="total depth (default 30, VAR-d30)")
+    p.add_argument("--width", type=int, default=None, help="model width (default 64 x depth)")
     p.add_argument("--resolution", type=int, choices=(256, 512), default=256,
                    help="official scale schedule (256: 10 scales, L=680; 512: L=2240)")
     p.add_argument("--subnets", type=int, nargs="+", default=None,
-                   help="subnet depths (default: the paper's 16 8 4 2, those below D)")
+                   help="subnet depths (default: the paper's 16 8 4 2, those below the depth)")
     p.add_argument("--bridge", type=int, default=None,
                    help="scales in the bridge zone (default: 6 of 10, the paper's N)")
     p.add_argument("--batch", type=int, default=1, help="images per batch for KV bytes")
@@ -107,12 +107,12 @@ def run(args: argparse.Namespace) -> int:
     if budget_requested(args):
         return run_budget(args, _config)
     cfg = _config(args)
-    K, D = cfg.num_scales, cfg.depth
+    K, depth = cfg.num_scales, cfg.depth
     bridge = resolve_bridge(args.bridge, K)
-    subnets = args.subnets or default_subnet_depths(D)
-    plans = paper_family(D, K, subnets, bridge)
+    subnets = args.subnets or default_subnet_depths(depth)
+    plans = paper_family(depth, K, subnets, bridge)
     rows = plan_rows(cfg, plans, args.batch, args.dtype, not args.no_cfg)
-    print(f"VAR depth {D}, width {cfg.width}, {K} scales {cfg.patch_nums} (L={cfg.seq_len}), "
+    print(f"VAR depth {depth}, width {cfg.width}, {K} scales {cfg.patch_nums} (L={cfg.seq_len}), "
           f"bridge N={bridge}; batch {args.batch} x{1 if args.no_cfg else 2} rows "
           f"({'no CFG' if args.no_cfg else 'CFG doubles the batch'}), KV in {args.dtype}\n")
     print("| plan | token-layers | vs full | GFLOPs/img | speed-up bound | peak KV | "
@@ -126,15 +126,15 @@ def run(args: argparse.Namespace) -> int:
               f"{fmt_bytes(r['kv_peak_bytes'])} | {r['kv_vs_official_tokens']:.3f} | "
               f"{r['kv_vs_official_bytes']:.3f} | {check} |")
     print(f"\nofficial sampler KV cache: {fmt_bytes(rows[0]['official_kv_bytes'])} "
-          f"({D} layers x {cfg.seq_len} tokens, keys fp32 under 16-bit autocast)")
-    for note in _nesting_notes(D, subnets):
+          f"({depth} layers x {cfg.seq_len} tokens, keys fp32 under 16-bit autocast)")
+    for note in _nesting_notes(depth, subnets):
         print(f"note: equidistant sets are not nested: {note}")
     if args.layers:
         for plan in plans:
             _print_layers(plan, cfg.patch_nums)
     if args.json_out:
         with open(args.json_out, "w") as f:
-            json.dump({"config": {"depth": D, "width": cfg.width, "patch_nums": cfg.patch_nums,
+            json.dump({"config": {"depth": depth, "width": cfg.width, "patch_nums": cfg.patch_nums,
                                   "bridge": bridge, "batch": args.batch, "dtype": args.dtype,
                                   "cfg": not args.no_cfg}, "rows": rows}, f, indent=2)
     return 0

@@ -210,17 +210,17 @@ def profile_scales(var, vae, settings: BenchSettings, repeats: int = 1) -> dict:
     timer = ScaleTimer(var, plan)
     decoder = [_sample(var, vae, plan, settings, trace=timer).timings["decoder"]
                for _ in range(repeats)]
-    D = var.depth
+    depth = var.depth
     scales = []
     for k, p in enumerate(var.patch_nums):
         layers = timer.layers_s[k] / repeats
         scales.append({"scale": k + 1, "side": p, "tokens": p * p,
-                       "seconds_per_layer": layers / D,
+                       "seconds_per_layer": layers / depth,
                        "overhead_seconds": max(0.0, timer.scale_s[k] / repeats - layers)})
     token_layers = plan.token_layers(var.patch_nums)
     return {
         "format": PROFILE_FORMAT, "version": 1,
-        "model": {"depth": D, "width": var.C, "patch_nums": list(var.patch_nums), "V": var.V},
+        "model": {"depth": depth, "width": var.C, "patch_nums": list(var.patch_nums), "V": var.V},
         "device": str(var.device), "device_name": device_name(var.device),
         "threads": torch.get_num_threads(), "settings": settings.to_dict(),
         "rows": settings.rows, "scales": scales,

@@ -9,18 +9,19 @@ Units. A workload is `rows` token sequences run together: the batch, doubled by 
 guidance. FLOPs (2 per multiply-add) and bytes cover all rows; token-layers (one token through
 one layer) count one sequence, as in `DepthPlan`.
 
-FLOPs of one token through one layer: the qkv projection 3C^2, the output projection C^2 and the
-FFN 2Ch (h = round(C * mlp_ratio)) multiply-adds. Attention adds 2nmC multiply-adds at a scale of
+FLOPs of one token through one layer: the qkv projection 3D^2, the output projection D^2 and the
+FFN 2DF (F = round(D * mlp_ratio)) multiply-adds. Attention adds 2nmD multiply-adds at a scale of
 n tokens whose layer attends to m tokens (QK^T and PV; m: the tokens of the scales that ran the
-layer so far, this one included). With `include_head`, the word embedding (Cvae -> C) and the
-vocab head (C -> V) run once per token whatever the plan. AdaLN, norms and softmax are left out.
+layer so far, this one included). With `include_head`, the word embedding (Cvae -> D) and the
+vocab head (D -> V) run once per token whatever the plan. AdaLN, norms and softmax are left out.
 
-KV bytes. A token-layer of keys and values takes rows x C x 2 (k, v) x the compute dtype's bytes.
+KV bytes. A token-layer of keys and values takes rows x D x 2 (k, v) x the compute dtype's bytes.
 The lean cache's peak is `DepthPlan.kv_peak_token_layers` of those (DESIGN invariant 3). The
-official sampler keeps all L tokens of all D layers, and under 16-bit autocast its keys stay fp32
+official sampler keeps all L tokens of every layer, and under 16-bit autocast its keys stay fp32
 after the L2 normalisation (`F.normalize` autocasts to fp32): 4 + 2 = 6 bytes per channel of k
 and v instead of 4.
-Legend: K scales, D layers, L tokens, C width, V vocab.
+Legend (the package's, see variant/__init__.py): K scales, L tokens, D width, F FFN width, V vocab;
+the model's depth is spelled out.
 """
 
 from __future__ import annotations
@@ -57,15 +58,15 @@ class CostModel:
         """FLOPs of each scale under `plan`, all rows, attention included (module docstring)."""
         c, pn = self.config, self.config.patch_nums
         plan.check(c.depth, c.num_scales)
-        C, hidden = c.width, self.ffn_width
-        per_token_layer = 2 * (3 * C * C + C * C + 2 * C * hidden)  # qkv, proj, fc1, fc2
-        head = 2 * C * c.V + 2 * c.Cvae * C  # vocab head, word embedding
+        D, F = c.width, self.ffn_width
+        per_token_layer = 2 * (3 * D * D + D * D + 2 * D * F)  # qkv, proj, fc1, fc2
+        head = 2 * D * c.V + 2 * c.Cvae * D  # vocab head, word embedding
         out = []
         for k, (p, layers) in enumerate(zip(pn, plan.layer_sets)):
             n, total = p * p, 0
             for layer in layers:
                 context = plan.context_tokens(pn, layer, k)
-                total += n * per_token_layer + 2 * 2 * n * context * C  # QK^T and PV
+                total += n * per_token_layer + 2 * 2 * n * context * D  # QK^T and PV
             if include_head:
                 total += n * head
             out.append(total * self.rows)
@@ -85,7 +86,7 @@ class CostModel:
         return plan.kv_peak_token_layers(self.config.patch_nums)
 
     def official_kv_token_layers(self) -> int:
-        """The official sampler's cache: all L tokens of all D layers, one sequence."""
+        """The official sampler's cache: all L tokens of every layer, one sequence."""
         return self.config.depth * self.config.seq_len
 
     # ------------------------------------------------------------------ bytes

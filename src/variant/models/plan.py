@@ -2,12 +2,14 @@
 
 A `DepthPlan` holds one sorted tuple of layer indices per scale. The paper's plan runs every layer
 in the first `bridge` scales (the bridge zone) and the equidistant subset
-`I_d = {floor(i * (D - 1) / (d - 1)) : i = 0 .. d - 1}` in the remaining scales (the flexible zone).
+`I_d = {floor(i * (depth - 1) / (d - 1)) : i = 0 .. d - 1}` in the remaining scales (the flexible
+zone).
 Any per-scale list of layer sets is allowed; the teacher-forced forward and the KV-cached sampler
 both read the plan, so a plan means the same network in training and at sampling time.
 
 Families and names. This module is the one home of the plan families and of their names: every
-plan's `name` is a spec string, and `DepthPlan.from_spec(plan.name, D, K)` rebuilds an equal plan.
+plan's `name` is a spec string, and `DepthPlan.from_spec(plan.name, depth, K)` rebuilds an equal
+plan.
 
     full          every layer at every scale                            DepthPlan.full
     d8            the paper's plan with the default bridge              DepthPlan.paper
@@ -21,7 +23,8 @@ The default bridge is the paper's N = 6 of K = 10 scales scaled to K: `round(0.6
 built it; `d8` and `8` parse alike, and so do `d30` and `full` on a 30-layer model.
 
 Accounting here is structural, in "token-layers": one token processed by one layer. FLOPs and
-bytes come from `models.cost.CostModel`. Legend: K scales, D layers, L tokens.
+bytes come from `models.cost.CostModel`. Legend (the package's, see variant/__init__.py):
+K scales, L tokens; the model's depth is spelled out (the paper's D).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-# The subnet depths of the paper (of D = 30): the default plans of `bench`, `eval`, `plan`.
+# The subnet depths of the paper (of depth 30): the default plans of `bench`, `eval`, `plan`.
 PAPER_SUBNET_DEPTHS = (16, 8, 4, 2)
 # The paper's bridge zone, N = 6 of K = 10 scales at 256 px.
 BRIDGE_FRACTION = 0.6
@@ -45,15 +48,16 @@ _SPEC_HELP = ("use 'full', a subnet depth such as 'd8' (the paper's plan, defaul
 
 
 def equidistant_layers(total_depth: int, subnet_depth: int) -> list[int]:
-    """The paper's layer set I_d: d layers spread evenly over 0 .. D-1, always keeping both ends."""
-    D, d = int(total_depth), int(subnet_depth)
-    if D < 1:
-        raise ValueError(f"total_depth must be >= 1, got {D}.")
-    if not 1 <= d <= D:
-        raise ValueError(f"subnet_depth must be in 1..{D} (the model has {D} layers), got {d}.")
+    """The paper's layer set I_d: d layers spread evenly over 0 .. depth-1, keeping both ends."""
+    depth, d = int(total_depth), int(subnet_depth)
+    if depth < 1:
+        raise ValueError(f"total_depth must be >= 1, got {depth}.")
+    if not 1 <= d <= depth:
+        raise ValueError(f"subnet_depth must be in 1..{depth} (the model has {depth} layers), "
+                         f"got {d}.")
     if d == 1:
         return [0]
-    return [(i * (D - 1)) // (d - 1) for i in range(d)]
+    return [(i * (depth - 1)) // (d - 1) for i in range(d)]
 
 
 def default_bridge(num_scales: int) -> int:
@@ -74,7 +78,7 @@ def resolve_bridge(bridge: int | None, num_scales: int) -> int:
 
 
 def default_subnet_depths(total_depth: int) -> list[int]:
-    """The paper's subnet depths that fit a D-layer model (shallower than D)."""
+    """The paper's subnet depths that fit a model (shallower than its depth)."""
     return [d for d in PAPER_SUBNET_DEPTHS if d < total_depth]
 
 
@@ -126,7 +130,8 @@ class PlanSpec:
     layer_sets: tuple[tuple[int, ...], ...] | None = None  # layers
 
     def build(self, total_depth: int, num_scales: int, bridge: int | None = None) -> DepthPlan:
-        """The plan on a D-layer, K-scale model; `bridge` applies to a bare 'dN' spec."""
+        """The plan on a model of `total_depth` layers and K scales; `bridge` applies to a
+        bare 'dN' spec."""
         if self.family == "full":
             return DepthPlan.full(total_depth, num_scales)
         if self.family == "layers":
@@ -166,7 +171,7 @@ def parse_spec(spec: str) -> PlanSpec:
 
 @dataclass(frozen=True, eq=True)
 class DepthPlan:
-    """Per-scale layer sets; `total_depth` (optional) pins the plan to models of D layers.
+    """Per-scale layer sets; `total_depth` (optional) pins the plan to models of that depth.
 
     `name` is the plan's spec (module docstring); by default the JSON of its layer sets. The
     family constructors below set it.
@@ -191,7 +196,7 @@ class DepthPlan:
             if not s:
                 raise ValueError(
                     f"scale {k} has an empty layer set; every scale must run at least one layer "
-                    "(e.g. DepthPlan.paper(D, 2, ...) runs two)."
+                    "(e.g. DepthPlan.paper(depth, 2, ...) runs two)."
                 )
             if list(s) != sorted(s):
                 raise ValueError(f"scale {k}: layers must be sorted ascending, got {list(s)}.")
@@ -246,7 +251,7 @@ class DepthPlan:
     @classmethod
     def from_spec(cls, spec: str, total_depth: int, num_scales: int,
                   bridge: int | None = None) -> DepthPlan:
-        """Parse a plan spec (module docstring) for a D-layer, K-scale model.
+        """Parse a plan spec (module docstring) for a model of `total_depth` layers and K scales.
 
         `bridge` is the bridge zone of a bare 'd8' (None: the default); 'd8@bridge5' names its
         own.
@@ -269,7 +274,7 @@ class DepthPlan:
 
     @property
     def depth(self) -> int:
-        """The model depth D: `total_depth`, or the deepest layer used + 1 when not pinned."""
+        """The model depth: `total_depth`, or the deepest layer used + 1 when not pinned."""
         return self.total_depth or self.max_layer + 1
 
     @cached_property
@@ -293,7 +298,7 @@ class DepthPlan:
         return all(s == full for s in self.layer_sets)
 
     def check(self, total_depth: int, num_scales: int) -> None:
-        """Raise a ValueError if this plan cannot run on a model with D layers and K scales."""
+        """Raise a ValueError unless this plan runs on `total_depth` layers and K scales."""
         if self.total_depth is not None and self.total_depth != total_depth:
             raise ValueError(
                 f"plan {self.name!r} was built for a {self.total_depth}-layer model but this model "
