@@ -25,7 +25,9 @@ from .models.plan import DepthPlan, equidistant_layers
 from .models.var import VAR, build_var
 from .models.vqvae import VQVAE, build_vae
 from .pretrained import load_model, save_pretrained
+from .sampling.protocol import ScaleModel
 from .sampling.sampler import GenerationResult, generate
+from .sampling.settings import SamplingConfig
 
 __all__ = [
     "PATCH_NUMS_256",
@@ -42,6 +44,8 @@ __all__ = [
     "save_pretrained",
     "GenerationResult",
     "generate",
+    "SamplingConfig",
+    "ScaleModel",
 ]
 
 __version__ = "0.1.0"

@@ -70,6 +70,7 @@ def test_labels_none_uses_the_seeded_generator(tiny):
 def test_bf16_sampling_runs(tiny):
     var, vae = tiny
     out = generate(var, 2, [0, 1], settings=SamplingConfig(seed=0, dtype=torch.bfloat16))
+    assert out.kv_peak_bytes == var.generate(2, [0, 1], seed=0, dtype="bf16").kv_peak_bytes
     assert out.images.dtype == torch.float32 and torch.isfinite(out.images).all()
     fp32 = var.generate(2, [0, 1], seed=0, dtype="fp32")
     assert out.kv_peak_bytes * 2 == fp32.kv_peak_bytes

@@ -22,6 +22,7 @@ from ..efficiency.budget import (
     load_profile,
 )
 from ..pretrained import read_model_config
+from ..sampling.settings import SamplingConfig
 from ..units import fmt_bytes, parse_duration, parse_size
 
 
@@ -114,6 +115,7 @@ def _print_decision(args, cfg, workload, budget, chosen, rejected, subnets, prof
         print(f"  the next deeper plan, {rejected[-1].plan.name}, needs "
               f"{', '.join(rejected[-1].over(budget))}")
     model = args.model or "MODEL"
+    settings = SamplingConfig(dtype=workload.dtype)  # the official settings, guidance as asked
+    settings = settings if workload.use_cfg else settings.replace(cfg=0.0)
     print(f"\nconfirm with: variant bench --model {model} --plans {plan.name} --batch "
-          f"{workload.batch} --dtype {workload.dtype} --cfg {1.5 if workload.use_cfg else 0}"
-          f" --device {workload.device}")
+          f"{workload.batch} {' '.join(settings.cli_args())} --device {workload.device}")
