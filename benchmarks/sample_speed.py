@@ -33,8 +33,9 @@ from pathlib import Path
 
 import torch
 
+from variant.units import DTYPES
+
 MARK = "@@sample_speed "  # prefix of the worker's protocol lines on its stdout
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def parse_args(argv=None) -> argparse.Namespace:

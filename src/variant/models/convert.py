@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from ..config import PATCH_NUMS_256, PATCH_NUMS_512, PATCH_NUMS_1024, VAEConfig, VARConfig
 
@@ -29,8 +30,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint {path} does not exist.")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state = load_file(str(path), device="cpu")
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)

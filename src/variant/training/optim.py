@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..units import parse_dtype
 from .config import TrainConfig
 
 NO_DECAY_NAMES = ("cls_token", "start_token", "task_token", "cfg_uncond", "pos_embed", "pos_1LC",
@@ -53,7 +54,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("--precision fp16 needs a CUDA device (it uses a GradScaler); use "
                          "fp32 or bf16 on CPU.")
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return None if precision == "fp32" else parse_dtype(precision)
 
 
 def grad_scaler(dtype: torch.dtype | None) -> torch.amp.GradScaler | None:
