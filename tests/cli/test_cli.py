@@ -1,11 +1,14 @@
+import hashlib
 import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from variant import DepthPlan, load_model
 from variant.cli.main import main
 
 
@@ -45,6 +48,29 @@ def test_sample_writes_grid_each_and_npz(tmp_path, capsys):
     assert npz["arr_0"].shape == (3, 8, 8, 3) and npz["arr_0"].dtype == np.uint8
     assert npz["arr_1"].tolist() == [1, 2, 3]
     assert "peak KV cache" in capsys.readouterr().out
+
+
+def test_sample_json_reports_measured_and_predicted_costs(tmp_path):
+    """--json: the cache's peak equals the cost model's prediction, and indices_sha256 hashes
+    the same tokens the Python API draws for the same seed (two chunks: seeds 5 and 6)."""
+    report = tmp_path / "run.json"
+    assert main(["sample", "--model", "random:tiny", "--labels", "1", "2", "3", "--plan", "d2",
+                 "--batch-size", "2", "--seed", "5", "--out", str(tmp_path / "g.png"),
+                 "--json", str(report)]) == 0
+    data = json.loads(report.read_text())
+    for key in ("kv_peak_bytes", "predicted_kv_peak_bytes", "token_layers", "gflops",
+                "transformer_s", "decoder_s", "indices_sha256"):
+        assert key in data, key
+    assert data["kv_peak_bytes"] == data["predicted_kv_peak_bytes"] == 26 * 4 * 64 * 4 * 2
+    assert data["token_layers"] == 1 * 4 + 4 * 4 + 16 * 2  # tiny d2: 4, 4 and 2 layers per scale
+    var, _ = load_model("random:tiny")
+    plan = DepthPlan.from_spec("d2", var.depth, var.num_scales)
+    a = var.generate(2, [1, 2], seed=5, plan=plan).indices
+    b = var.generate(1, [3], seed=6, plan=plan).indices
+    digest = hashlib.sha256()
+    for k in range(var.num_scales):
+        digest.update(torch.cat([a[k], b[k]]).to(torch.int64).numpy().tobytes())
+    assert data["indices_sha256"] == digest.hexdigest()
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import math
 import tempfile
@@ -12,9 +14,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..atomic import atomic_file
+from ..atomic import atomic_file, write_text_atomic
 from ..eval.npz import write_npz
+from ..models.cost import CostModel
 from ..sampling.sampler import generate
+from ..units import fmt_bytes
 from .common import (
     add_model_args,
     add_plan_args,
@@ -45,6 +49,9 @@ def register(sub) -> None:
     p.add_argument("--save-each", default=None, help="folder for one PNG per image")
     p.add_argument("--npz", default=None,
                    help="also write an ADM-format .npz (arr_0 uint8 images, arr_1 labels)")
+    p.add_argument("--json", dest="json_out", default=None,
+                   help="also write the run's measured and predicted costs and indices_sha256 "
+                        "(sha256 over the token indices of all scales, int64, scale order)")
     p.set_defaults(func=run)
 
 
@@ -88,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
                          f"{args.batch_size}.")
     out = Path(args.out)
     for target in filter(None, (out, args.npz and Path(args.npz),
+                                args.json_out and Path(args.json_out),
                                 args.save_each and Path(args.save_each) / "x.png")):
         check_writable(target)
     var, vae = load_from_args(args)
@@ -99,12 +107,13 @@ def run(args: argparse.Namespace) -> int:
     if labels is None:
         g = torch.Generator().manual_seed(args.seed)
         labels = torch.randint(0, var.num_classes, (num,), generator=g).tolist()
-    images, kv_peak, t_tr, t_dec = [], 0, 0.0, 0.0
+    images, indices, kv_peak, t_tr, t_dec = [], [], 0, 0.0, 0.0
     for i, start in enumerate(range(0, num, args.batch_size)):
         chunk = labels[start:start + args.batch_size]
         res = generate(var, len(chunk), torch.tensor(chunk), plan=plan, progress=True,
                        settings=sampling_from_args(args, seed=args.seed + i))
         images.append(to_uint8(res.images))
+        indices.append(res.indices)
         kv_peak = max(kv_peak, res.kv_peak_bytes)
         t_tr, t_dec = t_tr + res.timings["transformer"], t_dec + res.timings["decoder"]
     arr = np.concatenate(images)
@@ -115,7 +124,40 @@ def run(args: argparse.Namespace) -> int:
             save_png(img, folder / f"{j:06d}_class{labels[j]}.png")
     if args.npz:
         write_npz(args.npz, [arr], len(arr), arr.shape[1:], labels=np.asarray(labels))
+    report = run_report(var, plan, sampling_from_args(args), labels, args.batch_size, indices,
+                        kv_peak, t_tr, t_dec)
+    report["model"] = args.model
+    if args.json_out:
+        write_text_atomic(args.json_out, json.dumps(report, indent=2) + "\n")
     print(f"wrote {num} images ({arr.shape[1]}x{arr.shape[2]}) to {out} | plan {plan.name} "
-          f"({plan.token_layers(var.patch_nums)} token-layers) | transformer {t_tr:.2f}s, "
-          f"decoder {t_dec:.2f}s | peak KV cache {kv_peak / 2**20:.2f} MiB ({args.dtype})")
+          f"({report['token_layers']} token-layers) | transformer {t_tr:.2f}s, "
+          f"decoder {t_dec:.2f}s | peak KV cache {fmt_bytes(kv_peak)} ({args.dtype}, "
+          f"predicted {fmt_bytes(report['predicted_kv_peak_bytes'])})")
     return 0
+
+
+def indices_sha256(chunks: list[list[torch.Tensor]]) -> str:
+    """sha256 over the token indices of all scales, int64, in scale order; each scale's maps of
+    every batch chunk stacked in image order (one chunk: `res.indices` as they are)."""
+    digest = hashlib.sha256()
+    for k in range(len(chunks[0])):
+        scale = torch.cat([c[k] for c in chunks]).to(torch.int64).cpu().contiguous()
+        digest.update(scale.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def run_report(var, plan, settings, labels, batch_size: int, indices, kv_peak: int,
+               transformer_s: float, decoder_s: float) -> dict:
+    """The measured and predicted costs of a sampling run (`variant sample --json`)."""
+    sizes = [len(labels[i:i + batch_size]) for i in range(0, len(labels), batch_size)]
+    largest = CostModel(var.config, settings.dtype, settings.rows(max(sizes)))
+    flops = sum(CostModel(var.config, settings.dtype, settings.rows(n)).flops(
+        plan, include_head=True) for n in sizes)
+    return {"plan": plan.name, "layer_sets": [list(s) for s in plan.layer_sets],
+            "settings": settings.to_dict(), "batch_size": batch_size, "labels": list(labels),
+            "num_images": len(labels), "kv_peak_bytes": int(kv_peak),
+            "predicted_kv_peak_bytes": largest.kv_peak_bytes(plan),
+            "official_kv_bytes": largest.official_kv_bytes(),
+            "token_layers": largest.token_layers(plan), "gflops": flops / 1e9,
+            "transformer_s": transformer_s, "decoder_s": decoder_s,
+            "indices_sha256": indices_sha256(indices)}
