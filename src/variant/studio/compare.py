@@ -1,0 +1,377 @@
+"""The studio's engine: run up to four configurations from the same seed and measure each.
+
+    studio = Studio(var, vae, ModelInfo(source="builtin"))
+    comparison = studio.compare(Request(classes=(0, 2), num_images=4,
+                                        configurations=("full", "d2")))
+    comparison.outcomes[1].grid_HW3, comparison.outcomes[1].speedup
+
+Every configuration samples the same labels with the same settings and seed, exactly as
+`variant sample` does for one batch, so each grid is the PNG that its command line writes.
+Timings are wall-clock seconds of `generate` (transformer and decoder from its own timers); with
+several timed runs the configurations take turns and each reports its median.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..cli.sample import make_grid, to_uint8
+from ..efficiency.bench import BenchSettings, current_rss_bytes, profile_scales
+from ..efficiency.budget import (
+    Predictor,
+    Workload,
+    candidate_plans,
+    check_profile,
+    choose_plan,
+    model_bytes,
+)
+from ..models.cost import CostModel
+from ..models.plan import DepthPlan, default_subnet_depths
+from ..sampling.sampler import generate
+from ..sampling.settings import SamplingConfig
+from ..units import fmt_bytes
+from .classes import class_names, labels_for, resolve_classes
+from .entries import Entry, budget_label, format_seconds, parse_entry
+
+log = logging.getLogger(__name__)
+
+MAX_CONFIGURATIONS = 4
+MAX_REPEATS = 5
+DEFAULT_IMAGES = 4
+Progress = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Where the model came from (for command lines) and what its directory says about it."""
+
+    source: str = "builtin"
+    vae: str | None = None
+    revision: str | None = None
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Request:
+    """One Generate click. `classes`: ids or names (none: random classes from the seed)."""
+
+    classes: tuple = ()
+    num_images: int = 4
+    seed: int = 0
+    cfg: float = SamplingConfig.cfg
+    top_k: int = SamplingConfig.top_k
+    top_p: float = SamplingConfig.top_p
+    dtype: str = SamplingConfig.dtype
+    configurations: tuple[str, ...] = ("full",)
+    repeats: int = 1  # timed runs per configuration
+
+    def settings(self) -> SamplingConfig:
+        return SamplingConfig(cfg=float(self.cfg), top_k=int(self.top_k), top_p=float(self.top_p),
+                              dtype=self.dtype, seed=int(self.seed))
+
+
+@dataclass
+class Outcome:
+    """One configuration of a comparison: its grid and what it cost."""
+
+    entry: Entry
+    plan: DepthPlan
+    how: str  # "plan", or how the budget was resolved
+    grid_HW3: np.ndarray
+    kv_peak_bytes: int  # measured by the lean cache
+    flops: int  # one batch, all rows, head included (CostModel)
+    runs: list[dict]  # {"transformer", "decoder", "total"} seconds per timed run
+    speedup: float | None = None  # vs the full network's total time, when it ran too
+    speedup_transformer: float | None = None
+    kv_saving: float | None = None  # 1 - KV / the full network's KV
+    flop_ratio: float | None = None  # full FLOPs / these FLOPs
+
+    def median(self, key: str) -> float:
+        return statistics.median(r[key] for r in self.runs)
+
+    @property
+    def is_full(self) -> bool:
+        return self.plan.is_full(self.plan.depth)
+
+
+@dataclass
+class Comparison:
+    request: Request
+    labels: list[int]
+    settings: SamplingConfig
+    outcomes: list[Outcome]
+    full_kv_bytes: int  # the full network's lean-cache peak (measured when it ran)
+    measured_full: bool  # whether the full network ran (speed-ups need it)
+    device: str
+    seconds: float  # the whole request
+
+
+class Studio:
+    """A loaded model and the limits the page enforces; `compare` serves one request at a time."""
+
+    def __init__(self, var, vae, info: ModelInfo | None = None, *, max_images: int = 16,
+                 max_memory: int | None = None, profile: dict | None = None):
+        self.var, self.vae, self.info = var, vae, info or ModelInfo()
+        self.class_names = class_names(var.num_classes, self.info.meta)
+        self.max_images, self.max_memory = int(max_images), max_memory
+        self.profile = profile  # a `variant bench --profile` file, used when it matches
+        self._profiles: dict[tuple, dict] = {}  # measured here, per workload
+        self._lock = threading.Lock()
+        self.weight_bytes = model_bytes(var.config, vae.config)
+
+    @property
+    def device(self) -> torch.device:
+        return self.var.device
+
+    def describe(self) -> str:
+        c = self.var.config
+        return (f"{self.info.source}: depth {c.depth}, width {c.width}, {c.num_classes} classes, "
+                f"{c.num_scales} scales, {self.vae.config.image_size} px, on {self.device}")
+
+    def default_request(self, **changes) -> Request:
+        return Request(num_images=min(DEFAULT_IMAGES, self.max_images), **changes)
+
+    def warm_up(self) -> None:
+        """Measure the latency profile of the default request (a warm-up and a timed run of the
+        full network): the first request then times no one-off setup, and a latency budget at
+        the default settings needs no extra measurement."""
+        request = self.default_request()
+        settings = request.settings()
+        with self._lock:
+            self._measure_profile(self._workload(settings, request.num_images), settings, None)
+
+    def _workload(self, settings: SamplingConfig, num_images: int) -> Workload:
+        return Workload(batch=num_images, dtype=settings.dtype, use_cfg=settings.use_cfg,
+                        device=self.device.type)
+
+    def suggestions(self) -> list[str]:
+        """Entries offered in the configuration pickers: this model's plans, then budgets
+        halfway between the full network and the cheapest plan at the default settings."""
+        meta = self.info.meta
+        depths = meta.get("subnet_depths") or default_subnet_depths(self.var.depth)
+        plans = ["full", *[f"d{d}" for d in sorted(depths, reverse=True)]]
+        request = self.default_request()
+        settings = request.settings()
+        workload = self._workload(settings, request.num_images)
+        predictor = Predictor(self.var.config, self.vae.config, workload,
+                              self._latency_profile(workload, settings, None, measure=False))
+        candidates = candidate_plans(self.var.depth, self.var.num_scales, meta.get("bridge"),
+                                     meta.get("subnet_depths"))
+        deep, cheap = predictor.predict(candidates[0]), predictor.predict(candidates[-1])
+        budgets = [f"KV under {fmt_bytes((deep.kv_bytes + cheap.kv_bytes) / 2)}"]
+        if deep.latency_s is not None:
+            budgets.insert(0, "best under "
+                              f"{format_seconds((deep.latency_s + cheap.latency_s) / 2)}")
+        return plans + budgets
+
+    # ---------------------------------------------------------------------------------- checks
+    def resolve(self, request: Request) -> tuple[list[int], SamplingConfig, list[Entry]]:
+        """Labels, settings and entries of a request; ValueError naming the problem and fix."""
+        n = request.num_images
+        if not isinstance(n, int) or not 1 <= n <= self.max_images:
+            raise ValueError(f"number of images must be 1..{self.max_images}, got {n!r} (the "
+                             "studio's --max-images sets the limit).")
+        if not 1 <= request.repeats <= MAX_REPEATS:
+            raise ValueError(f"timed runs must be 1..{MAX_REPEATS}, got {request.repeats}.")
+        settings = request.settings()
+        texts = [t for t in (str(c).strip() for c in request.configurations) if t]
+        if not texts:
+            raise ValueError("choose at least one configuration, e.g. 'full' and 'd2'.")
+        if len(texts) > MAX_CONFIGURATIONS:
+            raise ValueError(f"compare at most {MAX_CONFIGURATIONS} configurations, got "
+                             f"{len(texts)}.")
+        entries = [parse_entry(t, self.var.depth, self.var.num_scales) for t in texts]
+        classes = resolve_classes(request.classes, self.class_names)
+        labels = labels_for(classes, n, self.var.num_classes, int(request.seed))
+        return labels, settings, entries
+
+    def predictor(self, settings: SamplingConfig, num_images: int,
+                  with_latency: bool = False, progress: Progress | None = None) -> Predictor:
+        workload = self._workload(settings, num_images)
+        runtime = 0 if self.device.type == "cuda" else max(
+            0, current_rss_bytes() - self.weight_bytes)  # the weights are counted apart
+        profile = self._latency_profile(workload, settings, progress) if with_latency else None
+        return Predictor(self.var.config, self.vae.config, workload, profile, runtime)
+
+    def _latency_profile(self, workload: Workload, settings: SamplingConfig,
+                         progress: Progress | None, measure: bool = True) -> dict | None:
+        """The given profile when it fits this workload, else one measured here (cached; None
+        when none is cached and `measure` is False)."""
+        if self.profile is not None:
+            try:
+                check_profile(self.profile, self.var.config, workload)
+                return self.profile
+            except ValueError as err:
+                log.info("the given latency profile does not fit this request (%s)", err)
+        key = (workload.batch, settings.replace(seed=None))
+        if key not in self._profiles and measure:
+            self._measure_profile(workload, settings, progress)
+        return self._profiles.get(key)
+
+    def _measure_profile(self, workload: Workload, settings: SamplingConfig,
+                         progress: Progress | None) -> None:
+        if progress:
+            progress(0.0, "measuring this machine's latency profile for the budget")
+        bench = BenchSettings(batch=workload.batch, sampling=settings.replace(seed=0),
+                              warmup=1, repeats=1)
+        profile = profile_scales(self.var, self.vae, bench)
+        self._profiles[(workload.batch, settings.replace(seed=None))] = profile
+
+    def plan_of(self, entry: Entry, predictor: Predictor) -> tuple[DepthPlan, str]:
+        """An entry's plan, and how it was chosen (for budgets: the planner's prediction)."""
+        if not entry.is_budget:
+            return entry.plan, "plan"
+        meta = self.info.meta
+        candidates = candidate_plans(self.var.depth, self.var.num_scales, meta.get("bridge"),
+                                     meta.get("subnet_depths"))
+        try:
+            chosen, _ = choose_plan(predictor, entry.budget, candidates)
+        except ValueError as err:
+            raise ValueError(f"budget {entry.text!r}: {err}") from None
+        predicted = [f"KV {fmt_bytes(chosen.kv_bytes)}", f"memory {fmt_bytes(chosen.memory_bytes)}"]
+        if chosen.latency_s is not None:
+            predicted.insert(0, f"latency {format_seconds(chosen.latency_s)}")
+        return chosen.plan, (f"{budget_label(entry.budget)} → {chosen.plan.name} (predicted "
+                             f"{', '.join(predicted)})")
+
+    def check_memory(self, predictor: Predictor, plans: Sequence[DepthPlan]) -> None:
+        if self.max_memory is None:
+            return
+        worst = max((predictor.predict(p) for p in plans), key=lambda p: p.memory_bytes)
+        if worst.memory_bytes > self.max_memory:
+            raise ValueError(
+                f"this request needs about {fmt_bytes(worst.memory_bytes)} ({worst.plan.name}: "
+                f"weights, KV cache and activations for {predictor.workload.batch} images), "
+                f"over the studio's memory budget of {fmt_bytes(self.max_memory)} "
+                "(--max-memory); use fewer images, a cheaper configuration or bf16.")
+
+    # ---------------------------------------------------------------------------------- run
+    def compare(self, request: Request, progress: Progress | None = None) -> Comparison:
+        """Sample every configuration of `request` from the same seed and measure it."""
+        start = time.perf_counter()
+        labels, settings, entries = self.resolve(request)
+        with self._lock:  # one device, one request at a time
+            predictor = self.predictor(settings, len(labels), any(
+                e.is_budget and e.budget.max_latency is not None for e in entries), progress)
+            chosen = [self.plan_of(e, predictor) for e in entries]
+            self.check_memory(predictor, [plan for plan, _ in chosen])
+            runs = self._run(labels, settings, [plan for plan, _ in chosen], request.repeats,
+                             progress)
+        cost = CostModel(self.var.config, settings.dtype, settings.rows(len(labels)))
+        outcomes = [Outcome(entry, plan, how, grid, kv, cost.flops(plan, include_head=True),
+                            timed)
+                    for entry, (plan, how), (grid, kv, timed) in zip(entries, chosen, runs)]
+        full = next((o for o in outcomes if o.is_full), None)
+        full_kv = full.kv_peak_bytes if full else cost.kv_peak_bytes(self.var.full_plan())
+        full_flops = cost.flops(self.var.full_plan(), include_head=True)
+        for o in outcomes:
+            o.kv_saving = 1 - o.kv_peak_bytes / full_kv if full_kv else None
+            o.flop_ratio = full_flops / o.flops
+            if full is not None:
+                o.speedup = full.median("total") / o.median("total")
+                o.speedup_transformer = full.median("transformer") / o.median("transformer")
+        return Comparison(request, labels, settings, outcomes, full_kv, full is not None,
+                          str(self.device), time.perf_counter() - start)
+
+    def _run(self, labels: list[int], settings: SamplingConfig, plans: list[DepthPlan],
+             repeats: int, progress: Progress | None):
+        """(grid, measured KV peak, timed runs) per plan; the plans take turns each round."""
+        K = self.var.num_scales
+        steps = repeats * len(plans) * (K + 1)
+        grids, kv, runs = [None] * len(plans), [0] * len(plans), [[] for _ in plans]
+        label_B = torch.tensor(labels)
+        for r in range(repeats):
+            for i, plan in enumerate(plans):
+                done = (r * len(plans) + i) * (K + 1)
+                trace = _progress_trace(progress, done, steps, K, f"{plan.name} ({i + 1}/"
+                                        f"{len(plans)})" + (f", run {r + 1}/{repeats}"
+                                                            if repeats > 1 else ""))
+                t0 = time.perf_counter()
+                res = generate(self.var, len(labels), label_B, settings=settings, plan=plan,
+                               trace=trace)
+                total = time.perf_counter() - t0
+                runs[i].append({"transformer": res.timings["transformer"],
+                                "decoder": res.timings["decoder"], "total": total})
+                kv[i] = int(res.kv_peak_bytes)
+                if grids[i] is None:
+                    arr = to_uint8(res.images)
+                    grids[i] = make_grid(arr, math.ceil(math.sqrt(len(arr))))
+        if progress:
+            progress(1.0, "done")
+        return list(zip(grids, kv, runs))
+
+
+def request_from_form(classes, num_images, seed, cfg, top_k, top_p, dtype, repeats,
+                      *configurations) -> Request:
+    """A `Request` from the page's fields (numbers may come as floats or strings)."""
+    return Request(classes=tuple(classes or ()), num_images=_whole(num_images, "number of images"),
+                   seed=_whole(seed, "seed"), cfg=_number(cfg, "cfg"),
+                   top_k=_whole(top_k, "top-k"), top_p=_number(top_p, "top-p"),
+                   dtype=str(dtype), repeats=_whole(repeats, "timed runs"),
+                   configurations=tuple(str(c or "") for c in configurations))
+
+
+def _number(value, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}.") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {value!r}.")
+    return number
+
+
+def _whole(value, name: str) -> int:
+    number = _number(value, name)
+    if number != int(number):
+        raise ValueError(f"{name} must be a whole number, got {value!r}.")
+    return int(number)
+
+
+def default_memory_budget(device: torch.device) -> int | None:
+    """What this process may use: the GPU's memory, or on CPU the memory available now plus
+    what the process already holds (None when the system does not say)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[1]
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        available = int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+    return available + current_rss_bytes()
+
+
+def _progress_trace(progress: Progress | None, done: int, steps: int, num_scales: int,
+                    what: str):
+    """A sampler trace that reports each scale and the decoder as a fraction of all steps."""
+    if progress is None:
+        return None
+
+    def trace(event: str, scale_index: int) -> None:
+        if event == "scale":
+            progress((done + scale_index) / steps,
+                     f"{what}: scale {scale_index + 1}/{num_scales}")
+        elif event == "decode":
+            progress((done + num_scales) / steps, f"{what}: decoding")
+
+    return trace
+
+
+def describe_error(err: BaseException) -> str:
+    """The message the page shows for a failed request."""
+    if isinstance(err, ValueError):
+        return str(err)
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+        return ("the device ran out of memory for this request; use fewer images, a cheaper "
+                "configuration or bf16 (the studio keeps serving).")
+    return f"the request failed ({type(err).__name__}: {err}); the studio keeps serving."
