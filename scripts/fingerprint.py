@@ -6,8 +6,11 @@ DESIGN invariant 7: record these before a restructuring and compare after every 
     python scripts/fingerprint.py --out after.json && diff before.json after.json
 
 Sampling: sha256 over the token indices (int64, scale order) and over the uint8 images, for the
-built-in model and a seeded random model (`random:builtin`, seed 0), under the full plan and two
-subnets, seeds 0 and 1, official settings (cfg 1.5, top-k 900, top-p 0.96), fp32.
+built-in model and two seeded random models, under the full plan and two subnets, seeds 0 and 1,
+official settings (cfg 1.5, top-k 900, top-p 0.96), fp32. `random:builtin` is the official
+initialisation, whose residual gates (1e-5) make every layer nearly an identity, so its samples
+hardly depend on the plan; `random:builtin+noise` adds seeded noise (std 0.05) to every weight so
+that each layer, and so each plan, changes the tokens.
 Training: the per-step losses of 20 steps of `variant train --preset tiny`.
 """
 
@@ -26,13 +29,20 @@ import torch
 import variant
 from variant.models.plan import DepthPlan
 
-MODELS = ("builtin", "random:builtin")
+MODELS = ("builtin", "random:builtin", "random:builtin+noise")
 PLANS = ("full", "d4", "d2")
 SEEDS = (0, 1)
 LABELS = (0, 3, 5, 9)
 
 
 def _load(source: str):
+    if source.endswith("+noise"):
+        var, vae = variant.load_model(source.removesuffix("+noise"))
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for p in var.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        return var, vae
     return variant.load_model(source)
 
 
