@@ -97,6 +97,13 @@ def resolve_source(source: str | Path, *, revision: str | None = None,
     return resolved
 
 
+def is_generated_source(source: str | Path) -> bool:
+    """Whether `source` names a model the package makes itself (`builtin`, `random:PRESET`)
+    rather than files of the user's (a directory, a checkpoint, a Hub id)."""
+    text = str(source)
+    return text == BUILTIN or text.startswith(RANDOM_PREFIX)
+
+
 def _looks_like_path(text: str) -> bool:
     return (text.startswith((".", "/", "~", "\\")) or "\\" in text or text.count("/") > 1
             or text.lower().endswith(_PATH_SUFFIXES) or bool(_WINDOWS_DRIVE.match(text)))

@@ -38,6 +38,7 @@ from ..eval.evaluate import evaluate_plans
 from ..eval.quality import build_metric
 from ..eval.sample_folder import SamplingSpec
 from ..models.plan import default_plan_specs
+from ..pretrained import is_generated_source
 from .common import (
     add_model_args,
     add_plan_args,
@@ -165,7 +166,7 @@ def run_asymmetry(args: argparse.Namespace) -> int:
 
 def _label(path: str, data: dict) -> str:
     model = data.get("settings", {}).get("model") or ""
-    if model and not model.startswith("random:") and model != "builtin":
+    if model and not is_generated_source(model):
         return Path(model.rstrip("/")).name
     p = Path(path)
     return (p if p.is_dir() else p.parent).name or str(p)
