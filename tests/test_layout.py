@@ -20,7 +20,9 @@ LAYERS = [
     # training (the supernet's and the tokenizer's), quality, speed/memory/budget, analyses
     ("variant.training", "variant.tokenizer", "variant.eval", "variant.efficiency",
      "variant.analysis"),
-    ("variant.demo", "variant.demo_report", "variant.cli", "variant.__main__", "variant"),
+    # the top: the pipeline behind `variant demo`, the studio page, the commands
+    ("variant.demo", "variant.demo_report", "variant.studio", "variant.cli", "variant.__main__",
+     "variant"),
 ]
 
 

@@ -25,6 +25,7 @@ COMMANDS = [
     "tokenize",
     "bench",
     "analyze",
+    "studio",
 ]
 
 

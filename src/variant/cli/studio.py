@@ -1,0 +1,102 @@
+"""`variant studio`: serve VARiant Studio, a local web page comparing configurations side by side.
+
+    variant studio                               # the built-in model, http://127.0.0.1:7860
+    variant studio --model var_d30.pth --device cuda --port 8000 --profile profile.json
+
+Needs the optional `studio` extra (Gradio): pip install -e ".[studio]".
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import threading
+from pathlib import Path
+
+import torch
+
+from ..pretrained import read_model_config, resolve_source
+from ..studio.compare import ModelInfo, Studio, default_memory_budget
+from ..units import fmt_bytes, parse_size
+from .common import add_model_args, load_from_args
+
+INSTALL_HINT = ('VARiant Studio needs the optional Gradio dependency: pip install -e ".[studio]" '
+                "(from a checkout of the repository).")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "studio", help="local web page: configurations side by side, with their costs",
+        description="Serve VARiant Studio: pick classes, settings and up to four configurations "
+                    "(plans or budgets) and see their grids from the same seed side by side, with "
+                    "measured time, peak KV, FLOPs and savings vs the full network. Prints the "
+                    "URL; opens no browser. Needs the 'studio' extra.")
+    add_model_args(p)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 serves "
+                        "the network, without authentication)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--max-images", type=int, default=16,
+                   help="most images per configuration a request may ask for (default 16)")
+    p.add_argument("--max-memory", type=_size, default=None,
+                   help="refuse requests whose predicted peak memory exceeds this, e.g. 8GiB "
+                        "(default: the GPU's memory, or on CPU the memory available at start)")
+    p.add_argument("--profile", default=None,
+                   help="latency profile from `variant bench --profile` for 'best under ...' "
+                        "budgets (default: measured on this machine when first needed)")
+    p.set_defaults(func=run)
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as err:  # argparse shows this message, not just "invalid value"
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def import_app():
+    """The Gradio layer, or a ValueError naming the install command when Gradio is missing."""
+    try:
+        return importlib.import_module("variant.studio.app")
+    except ImportError as err:
+        if (err.name or "").split(".")[0] != "gradio":
+            raise
+        raise ValueError(INSTALL_HINT) from None
+
+
+def model_meta(source: str, revision: str | None) -> dict:
+    """The `meta` of a model directory (class names, subnet depths, bridge); {} otherwise."""
+    if resolve_source(source, revision=revision, hub_files=("config.json",)).kind == "official":
+        return {}  # an official .pth carries no meta (and reading it again would be slow)
+    return read_model_config(source, revision=revision)[2]
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.max_images < 1:
+        raise ValueError(f"--max-images must be >= 1, got {args.max_images}.")
+    app = import_app()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's startup self-checks
+    profile = None
+    if args.profile:
+        if not Path(args.profile).is_file():
+            raise FileNotFoundError(f"latency profile {args.profile} not found; write one with "
+                                    "`variant bench --model ... --profile OUT.json`.")
+        profile = json.loads(Path(args.profile).read_text())
+    var, vae = load_from_args(args)
+    info = ModelInfo(source=args.model, vae=args.vae, revision=args.revision,
+                     meta=model_meta(args.model, args.revision))
+    budget = args.max_memory or default_memory_budget(torch.device(args.device))
+    studio = Studio(var, vae, info, max_images=args.max_images, max_memory=budget,
+                    profile=profile)
+    print(f"VARiant Studio: {studio.describe()}; memory budget {fmt_bytes(budget)}", flush=True)
+    print("warming up (the full network once, timed for latency budgets)...", flush=True)
+    studio.warm_up()
+    server = app.serve(studio, args.host, args.port)
+    print(f"serving at {server.url} (Ctrl+C stops)", flush=True)
+    try:
+        threading.Event().wait()
+    finally:
+        server.close()
+    return 0
