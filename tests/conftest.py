@@ -18,3 +18,8 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--studio-screenshot", default=None, metavar="PNG",
+                     help="also save the studio browser test's screenshot here (docs/studio.png)")

@@ -22,6 +22,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture
+def port() -> int:
+    """A free loopback port."""
+    return free_port()
+
+
 @pytest.fixture(scope="session")
 def server(studio):
     """The page of `studio` on a free loopback port (needs the 'studio' extra)."""
