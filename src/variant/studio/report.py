@@ -25,6 +25,11 @@ COLUMNS = ("configuration", "plan", "transformer s", "decoder s", "images/s", "p
 _METRICS = (("time", "#4c72b0"), ("FLOPs", "#dd8452"), ("peak KV", "#55a868"))
 
 
+def _text(text: str) -> str:
+    """Text for an HTML text node."""
+    return html.escape(text, quote=False)
+
+
 def _ratio(x: float | None, pattern: str) -> str:
     return "—" if x is None else pattern.format(x)
 
@@ -60,17 +65,17 @@ def stats_html(outcome: Outcome, num_images: int) -> str:
              f"peak KV {c['peak KV']} · {c['GFLOPs/image']} GFLOPs/image", versus]
     if o.how != "plan":
         lines.insert(0, o.how)
-    return "<div class='studio-stats'>" + "<br>".join(html.escape(x) for x in lines) + "</div>"
+    return "<div class='studio-stats'>" + "<br>".join(map(_text, lines)) + "</div>"
 
 
 def cost_table_html(comparison: Comparison) -> str:
     """One row per configuration; the footnote says what was measured and what was counted."""
     n = len(comparison.labels)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
+    head = "".join(f"<th>{_text(c)}</th>" for c in COLUMNS)
     body = ""
     for o in comparison.outcomes:
         c = cells(o, n)
-        body += "<tr>" + "".join(f"<td>{html.escape(c[k])}</td>" for k in COLUMNS) + "</tr>"
+        body += "<tr>" + "".join(f"<td>{_text(c[k])}</td>" for k in COLUMNS) + "</tr>"
     s = comparison.settings
     runs = comparison.request.repeats
     note = (f"{n} images, seed {s.seed}, cfg {s.cfg:g}, top-k {s.top_k}, top-p {s.top_p:g}, "
@@ -81,10 +86,10 @@ def cost_table_html(comparison: Comparison) -> str:
         note += (" Speed-ups need the full network in the comparison (add 'full'); KV saving "
                  "is against its counted peak.")
     return (f"<table id='cost-table' class='studio-costs'><thead><tr>{head}</tr></thead>"
-            f"<tbody>{body}</tbody></table><p class='studio-note'>{html.escape(note)}</p>")
+            f"<tbody>{body}</tbody></table><p class='studio-note'>{_text(note)}</p>")
 
 
-def cost_chart_svg(comparison: Comparison, width: int = 520, height: int = 200) -> str:
+def cost_chart_svg(comparison: Comparison, width: int = 440, height: int = 200) -> str:
     """Grouped bars: each configuration's time, FLOPs and peak KV, relative to the full network
     (to the largest value when the full network did not run)."""
     outcomes = comparison.outcomes
@@ -100,7 +105,7 @@ def cost_chart_svg(comparison: Comparison, width: int = 520, height: int = 200) 
     y = lambda r: 12 + plot_h * (1 - r / top)  # the y of a ratio r
     parts = [f"<svg xmlns='http://www.w3.org/2000/svg' id='cost-chart' viewBox='0 0 {width} "
              f"{height}' width='100%' style='max-width:{width}px' font-family='sans-serif' "
-             "font-size='11'>"]
+             "font-size='12'>"]
     for tick in (0.0, 0.5, 1.0):
         if tick <= top:
             parts.append(f"<line x1='{left}' x2='{width - 6}' y1='{y(tick):.1f}' "
@@ -113,7 +118,7 @@ def cost_chart_svg(comparison: Comparison, width: int = 520, height: int = 200) 
             parts.append(f"<rect x='{x0 + m * bar_w:.1f}' y='{y(r):.1f}' width='{bar_w - 2:.1f}' "
                          f"height='{y(0) - y(r):.1f}' fill='{colour}'><title>{name}: {r:.2f}"
                          "</title></rect>")
-        label = html.escape(_short(o.plan.name))
+        label = _text(_short(o.plan.name))
         parts.append(f"<text x='{left + (g + 0.5) * group_w:.1f}' y='{height - bottom + 14}' "
                      f"text-anchor='middle'>{label}</text>")
     ref = "full" if full is not None else "the largest"
