@@ -12,6 +12,7 @@ import argparse
 import importlib
 import json
 import logging
+import signal
 import threading
 from pathlib import Path
 
@@ -95,8 +96,13 @@ def run(args: argparse.Namespace) -> int:
     studio.warm_up()
     server = app.serve(studio, args.host, args.port)
     print(f"serving at {server.url} (Ctrl+C stops)", flush=True)
+    signal.signal(signal.SIGTERM, _exit)  # `kill` stops it as cleanly as Ctrl+C
     try:
         threading.Event().wait()
     finally:
-        server.close()
+        server.close()  # stops serving and removes the downloads folder
     return 0
+
+
+def _exit(signum, frame) -> None:
+    raise SystemExit(0)
