@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..atomic import write_text_atomic
 from ..cli.sample import save_png
+from ..pretrained import RANDOM_PREFIX
 from ..units import fmt_bytes
 from .compare import Comparison, ModelInfo, Outcome
 
@@ -159,7 +160,7 @@ def _source_arg(source: str) -> str:
 
 def commands_text(info: ModelInfo, comparison: Comparison) -> str:
     lines = ["# Reproduce each grid of this comparison (same seed, labels and settings):"]
-    if info.source.startswith("random:"):
+    if info.source.startswith(RANDOM_PREFIX):
         lines.append("# random:PRESET weights come from --seed: the same seed rebuilds the same "
                      "model only when it equals the studio's --seed.")
     for i, o in enumerate(comparison.outcomes):
