@@ -288,8 +288,11 @@ def export_builtin(source: str | Path, dest: str | Path | None = None,
     """Store a trained model as the package's built-in model (float16 tensors, a few MB).
 
     Used once per release on the output of `variant demo --mode full` (see assets/builtin/README).
+    `meta` adds to (or overrides) the source's own, which records the trained subnet depths and
+    bridge that the budget planner and the studio offer.
     """
     var, vae = load_model(source)
+    meta = {**read_model_config(source)[2], **(meta or {})}  # keep the trained subnets and bridge
     return save_pretrained(dest or ASSETS / BUILTIN, var, vae, meta=meta, dtype=torch.float16)
 
 
