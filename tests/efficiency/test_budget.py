@@ -8,6 +8,7 @@ from variant.efficiency.budget import (
     Workload,
     candidate_plans,
     choose_plan,
+    load_profile,
     model_bytes,
 )
 from variant.models.plan import DepthPlan
@@ -117,3 +118,13 @@ def test_plan_cli_budget(capsys):
     assert "even d2@bridge0 needs KV 26.0 KiB" in capsys.readouterr().err
     assert main(["plan", "--depth", "30", "--batch", "64", "--max-kv", "16GiB"]) == 0
     assert "chosen plan: full" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text, message", [("{bad", "is not valid JSON"),
+                                           ("[1, 2]", "is not a latency profile")])
+def test_a_broken_profile_file_is_named_with_the_fix(tmp_path, text, message):
+    path = tmp_path / "profile.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message) as err:
+        load_profile(path)
+    assert str(path) in str(err.value) and "variant bench" in str(err.value)

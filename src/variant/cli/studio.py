@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import signal
 import threading
-from pathlib import Path
 
 import torch
 
+from ..efficiency.budget import load_profile
 from ..pretrained import read_model_config, resolve_source
 from ..studio.compare import ModelInfo, Studio, default_memory_budget
 from ..units import fmt_bytes, parse_size
@@ -79,12 +78,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-images must be >= 1, got {args.max_images}.")
     app = import_app()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's startup self-checks
-    profile = None
-    if args.profile:
-        if not Path(args.profile).is_file():
-            raise FileNotFoundError(f"latency profile {args.profile} not found; write one with "
-                                    "`variant bench --model ... --profile OUT.json`.")
-        profile = json.loads(Path(args.profile).read_text())
+    profile = load_profile(args.profile) if args.profile else None
     var, vae = load_from_args(args)
     info = ModelInfo(source=args.model, vae=args.vae, revision=args.revision,
                      meta=model_meta(args.model, args.revision))

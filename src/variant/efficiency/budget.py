@@ -193,7 +193,15 @@ def load_profile(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"latency profile {path} not found; write one with "
                                 "`variant bench --model ... --profile OUT.json`.")
-    return json.loads(path.read_text())
+    try:
+        profile = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"latency profile {path} is not valid JSON ({err}); write it again with "
+                         "`variant bench --model ... --profile OUT.json`.") from err
+    if not isinstance(profile, dict):
+        raise ValueError(f"{path} is not a latency profile (a JSON object); write one with "
+                         "`variant bench --model ... --profile OUT.json`.")
+    return profile
 
 
 def candidate_plans(depth: int, num_scales: int, bridge: int | None = None, subnets=None,

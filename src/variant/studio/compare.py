@@ -35,7 +35,7 @@ from ..efficiency.budget import (
     model_bytes,
 )
 from ..models.cost import CostModel
-from ..models.plan import DepthPlan, default_bridge, default_subnet_depths
+from ..models.plan import DepthPlan, default_subnet_depths, resolve_bridge
 from ..sampling.sampler import generate
 from ..sampling.settings import SamplingConfig
 from ..units import fmt_bytes
@@ -158,8 +158,8 @@ class Studio:
         halfway between the full network and the cheapest plan at the default settings."""
         meta = self.info.meta
         depths = meta.get("subnet_depths") or default_subnet_depths(self.var.depth)
-        plans = ["full", *[DepthPlan.paper(self.var.depth, d, default_bridge(self.var.num_scales),
-                                           self.var.num_scales).name
+        bridge = resolve_bridge(meta.get("bridge"), self.var.num_scales)  # the trained one
+        plans = ["full", *[DepthPlan.paper(self.var.depth, d, bridge, self.var.num_scales).name
                            for d in sorted(depths, reverse=True)]]
         request = self.default_request()
         settings = request.settings()
