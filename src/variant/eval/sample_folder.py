@@ -207,7 +207,7 @@ def sample_to_folder(var, vae, plan: DepthPlan, folder: str | Path, spec: Sampli
             todo.append((chunk, need))
     if progress and todo:
         todo = tqdm(todo, desc=f"{plan.name} rank {rank}", unit="batch")
-    device = var.pos_1LC.device
+    device = var.device
     for chunk, need in todo:
         n = chunk.stop - chunk.start
         labels = torch.full((n,), chunk.class_id, dtype=torch.long, device=device)

@@ -94,7 +94,7 @@ class LeanKVCache:
                 grow_late: frozenset[int] | None = None) -> LeanKVCache:
         """Run the cache's bookkeeping for every (scale, layer) of `plan` on the meta device.
 
-        One row, one head, head dim 1, fp32: `peak_bytes / 8` is the measured peak in
+        One row, one head, head dim 1, fp32: `token_layers_peak` is the measured peak in
         token-layers, which the bytes of any batch, width and dtype scale linearly.
         """
         cache = cls(plan, patch_nums, depth, 1, 1, 1, torch.float32, "meta",

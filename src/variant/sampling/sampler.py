@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 Trace = Callable[[str, int], None]
 
 
+def _no_trace(event: str, scale_index: int) -> None:
+    pass
+
+
 @dataclass
 class GenerationResult:
     images: torch.Tensor  # (B, 3, H, W) in [0, 1], float32
@@ -126,7 +130,7 @@ TokenPolicy = Callable[[int, torch.Tensor], "torch.Tensor | None"]
 
 
 def scale_loop(model: ScaleModel, rows: torch.Tensor, plan: DepthPlan, cache: LeanKVCache,
-               policy: TokenPolicy, progress: bool = False, trace: Trace | None = None) -> None:
+               policy: TokenPolicy, progress: bool = False, trace: Trace = _no_trace) -> None:
     """The scale loop of next-scale prediction, the only one in the package.
 
     `rows`: the condition of each transformer row (R,), conditional rows first. `policy`
@@ -134,7 +138,6 @@ def scale_loop(model: ScaleModel, rows: torch.Tensor, plan: DepthPlan, cache: Le
     top-p); the equivalence tests replay teacher tokens. Inputs with fewer rows than R (the
     B images under guidance) are repeated to R rows.
     """
-    trace = trace or _no_trace
     K, R = model.num_scales, rows.numel()
     x_RlD, ctx = model.start(rows)
     for k in tqdm(range(K), desc="scales", leave=False) if progress else range(K):
@@ -176,10 +179,6 @@ class TokenSampler:
             h_BlC = self.model.embed_tokens(idx_Bl)
         self.f_hat, x_BlC = self.model.advance(k, self.f_hat, h_BlC)
         return x_BlC
-
-
-def _no_trace(event: str, scale_index: int) -> None:
-    pass
 
 
 class _Timer:
