@@ -25,8 +25,10 @@ webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not in
 By = pytest.importorskip("selenium.webdriver.common.by").By
 Keys = pytest.importorskip("selenium.webdriver.common.keys").Keys
 WebDriverWait = pytest.importorskip("selenium.webdriver.support.ui").WebDriverWait
+Stale = pytest.importorskip("selenium.common.exceptions").StaleElementReferenceException
 
 WIDTH = 1280
+OPTION = "li[data-testid='dropdown-option']"  # Gradio's dropdown options, aria-label = label
 
 
 @pytest.fixture
@@ -48,7 +50,14 @@ def _type_into(driver, css: str, text: str, clear: bool = True) -> None:
     box.click()
     if clear:
         box.send_keys(Keys.CONTROL, "a", Keys.BACKSPACE)
-    box.send_keys(text, Keys.ENTER)
+    box.send_keys(text)
+    # Enter takes the highlighted option: wait until the list shows only matches (none for a
+    # custom entry), or Enter can take an option highlighted before the filter ran (seen in CI)
+    options = f"{css.split()[0]} {OPTION}"  # this picker's list (another may linger in the DOM)
+    WebDriverWait(driver, 10, ignored_exceptions=(Stale,)).until(  # the list re-renders
+        lambda d: all(text in o.get_attribute("aria-label")
+                      for o in d.find_elements(By.CSS_SELECTOR, options)))
+    box.send_keys(Keys.ENTER)
     driver.find_element(By.TAG_NAME, "h2").click()
 
 
