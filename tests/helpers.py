@@ -5,7 +5,7 @@ import torch
 from variant.models.plan import DepthPlan
 from variant.models.var import VAR
 from variant.sampling.kv_cache import LeanKVCache
-from variant.sampling.sampler import scale_loop
+from variant.sampling.sampler import RowGroup, scale_loop
 
 
 def cached_logits(var: VAR, label_B, x_BLCv, plan: DepthPlan, dtype=torch.float32, *,
@@ -28,7 +28,7 @@ def cached_logits(var: VAR, label_B, x_BLCv, plan: DepthPlan, dtype=torch.float3
     num_heads, head_dim = var.kv_layout
     cache = LeanKVCache(plan, var.patch_nums, var.depth, x_BLCv.shape[0], num_heads, head_dim,
                         dtype, x_BLCv.device, grow_late=grow_late)
-    scale_loop(var, label_B, plan, cache, teacher)
+    scale_loop(var, [RowGroup(label_B, plan, cache)], teacher)
     cache.release_all()
     assert cache.live_bytes == 0
     return torch.cat(logits, 1), cache

@@ -10,7 +10,7 @@ from torch import nn
 
 from variant import DepthPlan
 from variant.efficiency.bench import ScaleTimer
-from variant.sampling.attention import two_part_attention
+from variant.sampling.attention import multi_part_attention
 from variant.sampling.protocol import ScaleModel
 from variant.sampling.sampler import generate
 from variant.sampling.settings import SamplingConfig
@@ -28,10 +28,10 @@ class ToyLayer(nn.Module):
         q, k, v = self.qkv(x_RlD).view(R, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
         keys = kv(k, v)
         scale = 1 / math.sqrt(q.shape[-1])
-        if keys.k_new is None:
+        if keys.num_parts == 1:
             a = F.scaled_dot_product_attention(q, keys.k, keys.v, scale=scale)
         else:
-            a = two_part_attention(q, keys, scale)
+            a = multi_part_attention(q, keys, scale)
         return x_RlD + self.out(a.transpose(1, 2).reshape(R, n, D))
 
 

@@ -2,7 +2,7 @@
 
     cost = CostModel(var_config, dtype="bf16", rows=128)  # 64 images, doubled by guidance
     cost.flops(plan), cost.flops_per_scale(plan, include_head=True)
-    cost.kv_peak_bytes(plan)     # the lean cache's peak (what `LeanKVCache.peak_bytes` measures)
+    cost.kv_peak_bytes(plan, levers)  # the caches' peak, exactly what the sampler measures
     cost.official_kv_bytes()     # the official sampler: every layer keeps all L tokens
 
 Units. A workload is `rows` token sequences run together: the batch, doubled by classifier-free
@@ -16,7 +16,9 @@ layer so far, this one included). With `include_head`, the word embedding (Cvae 
 vocab head (D -> V) run once per token whatever the plan. AdaLN, norms and softmax are left out.
 
 KV bytes. A token-layer of keys and values takes rows x D x 2 (k, v) x the compute dtype's bytes.
-The lean cache's peak is `DepthPlan.kv_peak_token_layers` of those (DESIGN invariant 3). The
+The lean bound is `DepthPlan.kv_peak_token_layers` of those (DESIGN invariant 3), which the
+cache meets for the paper's plan families; `kv_peak_bytes` is the exact peak for any plan and
+levers (sampling/levers.py: guidance levers, token pruning, KV retention). The
 official sampler keeps all L tokens of every layer, and under 16-bit autocast its keys stay fp32
 after the L2 normalisation (`F.normalize` autocasts to fp32): 4 + 2 = 6 bytes per channel of k
 and v instead of 4.
@@ -29,6 +31,8 @@ from __future__ import annotations
 import torch
 
 from ..config import VARConfig
+from ..sampling.levers import Levers
+from ..sampling.sampler import predict_kv_peak_bytes
 from ..units import dtype_bytes, dtype_name, parse_dtype
 from .plan import DepthPlan
 
@@ -54,35 +58,58 @@ class CostModel:
         return round(self.config.width * self.config.mlp_ratio)
 
     # ------------------------------------------------------------------ FLOPs
-    def flops_per_scale(self, plan: DepthPlan, include_head: bool = False) -> list[int]:
-        """FLOPs of each scale under `plan`, all rows, attention included (module docstring)."""
+    def flops_per_scale(self, plan: DepthPlan, include_head: bool = False,
+                        levers: Levers | None = None) -> list[int]:
+        """FLOPs of each scale under `plan` and `levers`, all rows, attention included (module
+        docstring). Under levers each row group counts its own plan, scales and context."""
         c, pn = self.config, self.config.patch_nums
         plan.check(c.depth, c.num_scales)
         D, F = c.width, self.ffn_width
         per_token_layer = 2 * (3 * D * D + D * D + 2 * D * F)  # qkv, proj, fc1, fc2
         head = 2 * D * c.V + 2 * c.Cvae * D  # vocab head, word embedding
-        out = []
-        for k, (p, layers) in enumerate(zip(pn, plan.layer_sets)):
-            n, total = p * p, 0
-            for layer in layers:
-                context = plan.context_tokens(pn, layer, k)
-                total += n * per_token_layer + 2 * 2 * n * context * D  # QK^T and PV
-            if include_head:
-                total += n * head
-            out.append(total * self.rows)
+        out = [0] * c.num_scales
+        for group_plan, stop, rows in self._groups(plan, levers):
+            sizes = [p * p for p in pn] if levers is None else levers.sizes(pn)
+            for k in range(stop):
+                n, total = sizes[k], 0
+                for layer in group_plan.layers_at(k):
+                    context = n + sum(sizes[s] for s in group_plan.scales_of_layer(layer)
+                                      if s < k and (levers is None or levers.visible(s, k)))
+                    total += n * per_token_layer + 2 * 2 * n * context * D  # QK^T and PV
+                if include_head:
+                    total += pn[k] ** 2 * head  # every position gets logits, pruned or not
+                out[k] += total * rows
         return out
 
-    def flops(self, plan: DepthPlan, include_head: bool = False) -> int:
-        """FLOPs of one pass over all scales under `plan`, all rows."""
-        return sum(self.flops_per_scale(plan, include_head))
+    def flops(self, plan: DepthPlan, include_head: bool = False,
+              levers: Levers | None = None) -> int:
+        """FLOPs of one pass over all scales under `plan` (and `levers`), all rows."""
+        return sum(self.flops_per_scale(plan, include_head, levers))
+
+    def _groups(self, plan: DepthPlan, levers: Levers | None) -> list[tuple[DepthPlan, int, int]]:
+        """(plan, scales run, rows) of each row group, as the sampler forms them."""
+        if levers is None:
+            return [(plan, self.config.num_scales, self.rows)]
+        if levers.guided and self.rows % 2:
+            raise ValueError(f"guided levers need an even number of rows (the batch, doubled "
+                             f"by guidance), got {self.rows}.")
+        batch = self.rows // 2 if levers.guided else self.rows
+        return [(b.plan, b.stop, batch) for b in levers.branches(plan)]
 
     # ------------------------------------------------------------------ token-layers
-    def token_layers(self, plan: DepthPlan) -> int:
-        """Tokens processed summed over layers, one sequence."""
-        return plan.token_layers(self.config.patch_nums)
+    def token_layers(self, plan: DepthPlan, levers: Levers | None = None) -> float:
+        """Tokens processed summed over layers, one sequence. Under levers: summed over all
+        rows' work, divided by the rows of the plain pass (so full = its token-layers)."""
+        if levers is None:
+            return plan.token_layers(self.config.patch_nums)
+        sizes = levers.sizes(self.config.patch_nums)
+        total = sum(rows * sum(sizes[k] * len(p.layers_at(k)) for k in range(stop))
+                    for p, stop, rows in self._groups(plan, levers))
+        return total / self.rows
 
     def kv_peak_token_layers(self, plan: DepthPlan) -> int:
-        """The lean cache's peak of key/value token-layers alive at once, one sequence."""
+        """The lean bound: the peak of key/value token-layers alive at once, one sequence
+        (`DepthPlan.kv_peak_token_layers`; the cache meets it for the paper's families)."""
         return plan.kv_peak_token_layers(self.config.patch_nums)
 
     def official_kv_token_layers(self) -> int:
@@ -94,9 +121,14 @@ class CostModel:
         """Bytes of keys and values of one token-layer for all rows, in the compute dtype."""
         return self.rows * self.config.width * 2 * dtype_bytes(self.dtype)
 
-    def kv_peak_bytes(self, plan: DepthPlan) -> int:
-        """The lean KV cache's predicted peak under `plan`: `LeanKVCache.peak_bytes`."""
-        return self.kv_peak_token_layers(plan) * self.kv_bytes_per_token_layer()
+    def kv_peak_bytes(self, plan: DepthPlan, levers: Levers | None = None) -> int:
+        """The KV caches' peak under `plan` and `levers`: what the sampler's `kv_peak_bytes`
+        measures, exactly. The sampler's own loop and caches run on the meta device with a
+        model that has only shapes (`sampling.sampler.predict_kv_peak_bytes`)."""
+        c = self.config
+        plan.check(c.depth, c.num_scales)
+        return predict_kv_peak_bytes(tuple(c.patch_nums), c.depth, (c.heads, c.head_dim),
+                                     self.rows, plan, levers, self.dtype)
 
     def official_kv_bytes(self) -> int:
         """The official sampler's KV cache (keys fp32 under 16-bit autocast with L2 norm)."""

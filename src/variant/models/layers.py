@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..sampling.attention import Attendable, KVCallback, two_part_attention
+from ..sampling.attention import Attendable, KVCallback, multi_part_attention
 
 # float32 ln(100), the official clamp of the learned per-head attention scale.
 MAX_SCALE_MUL = math.log(100.0)
@@ -62,8 +62,8 @@ class SelfAttention(nn.Module):
         return q.to(v.dtype), k.to(v.dtype), v
 
     def attend(self, q_BALE, keys: Attendable, attn_bias=None) -> torch.Tensor:
-        if keys.k_new is not None:
-            return two_part_attention(q_BALE, keys, self.scale)
+        if keys.num_parts > 1:
+            return multi_part_attention(q_BALE, keys, self.scale)
         if self.backend == "sdpa":
             return F.scaled_dot_product_attention(
                 q_BALE, keys.k, keys.v, attn_mask=attn_bias, scale=self.scale)

@@ -96,12 +96,17 @@ class VAR(nn.Module):
     def full_plan(self) -> DepthPlan:
         return DepthPlan.full(self.depth, self.num_scales)
 
-    def resolve_plan(self, plan: DepthPlan | None) -> DepthPlan:
+    def resolve_plan(self, plan: DepthPlan | str | None) -> DepthPlan:
+        """`plan` checked against this model; a spec string ('d8', ...) is parsed with the
+        default bridge; None is the full network."""
         if plan is None:
             return self.full_plan()
+        if isinstance(plan, str):
+            return DepthPlan.from_spec(plan, self.depth, self.num_scales)
         if not isinstance(plan, DepthPlan):
             raise ValueError(
-                f"plan must be a variant.DepthPlan or None, got {type(plan).__name__}.")
+                f"plan must be a variant.DepthPlan, a plan spec or None, got "
+                f"{type(plan).__name__}.")
         plan.check(self.depth, self.num_scales)
         return plan
 

@@ -1,9 +1,10 @@
-"""What a layer attends to when it reads the KV cache, and attention over a two-part read.
+"""What a layer attends to when it reads the KV cache, and attention over a read in parts.
 
 A cache callback (`KVCallback`) receives one scale's keys/values, stores what the plan says to
-keep, and returns an `Attendable`: one contiguous part, or the kept part plus the new part at a
-layer's last scale (the lean cache never assembles a full-length copy). This module belongs to
-the sampling engine: any model family whose attention reads the cache uses it.
+keep, and returns an `Attendable`: one contiguous part, or several parts (the kept part plus the
+new part at a layer's last scale; the retained scales under `kv_keep`), never assembled into a
+full-length copy. This module belongs to the sampling engine: any model family whose attention
+reads the cache uses it.
 
 Shape legend (the package's, see variant/__init__.py): B batch (the rows of a transformer pass),
 A attention heads, L tokens held, l tokens of one scale, E head dim.
@@ -19,45 +20,66 @@ import torch
 # keys/values and returns what the queries may attend to.
 KVCallback = Callable[[torch.Tensor, torch.Tensor], "Attendable"]
 
-# The unfused two-part attention chunks the batch so one float32 score matrix stays under this.
+# The unfused multi-part attention chunks the batch so one float32 score matrix stays under this.
 MAX_SCORE_BYTES = 1 << 28
 
 
 class Attendable:
-    """Keys/values for one attention call: one contiguous part, or kept part + new part.
+    """Keys/values for one attention call: one contiguous part, or several parts.
 
-    The two-part form lets a layer at its last scale attend to its cached tokens and the new
-    scale without concatenating them (the lean cache never assembles a full-length copy).
+    `Attendable(k, v)` is one part; `Attendable(k1, v1, k2, v2, ...)` several, attended to as
+    one softmax without concatenating them: the lean cache's kept part plus the new part at a
+    layer's last scale, or the retained scales of the chunked cache (`kv_keep`).
     """
 
-    def __init__(self, k_BALE, v_BALE, k_new_BAlE=None, v_new_BAlE=None):
-        self.k, self.v, self.k_new, self.v_new = k_BALE, v_BALE, k_new_BAlE, v_new_BAlE
+    def __init__(self, k_BALE, v_BALE, *more):
+        if len(more) % 2:
+            raise ValueError("Attendable takes keys and values in pairs: k1, v1, k2, v2, ...")
+        self.parts = [(k_BALE, v_BALE)] + list(zip(more[::2], more[1::2]))
+
+    @property
+    def k(self) -> torch.Tensor:
+        return self.parts[0][0]
+
+    @property
+    def v(self) -> torch.Tensor:
+        return self.parts[0][1]
+
+    @property
+    def num_parts(self) -> int:
+        return len(self.parts)
 
 
-def two_part_attention(q_BAlE, part: Attendable, scale: float,
-                       max_score_bytes: int = MAX_SCORE_BYTES):
-    """Softmax attention over [part.k ; part.k_new] without concatenating them.
+def multi_part_attention(q_BAlE, keys: Attendable, scale: float,
+                         max_score_bytes: int = MAX_SCORE_BYTES):
+    """Softmax attention over the concatenation of `keys.parts` without concatenating them.
 
     On CPU: one fused (flash) attention per part, merged by their log-sum-exps. Elsewhere:
     computed in float32 and chunked over the batch so the score matrix stays under
-    `max_score_bytes`. Returns (B, A, l, E) in the values' dtype.
+    `max_score_bytes`. Returns (B, A, l, E) in the values' dtype. With two parts the arithmetic
+    is exactly the former two-part attention's (same operations in the same order).
     """
     if q_BAlE.device.type == "cpu" and _CPU_FLASH_WITH_LSE is not None:
-        return _merged_attention_cpu(q_BAlE, part, scale)
+        return _merged_attention_cpu(q_BAlE, keys, scale)
     B, A, num_q, _ = q_BAlE.shape
-    n = part.k.shape[2] + part.k_new.shape[2]
+    n = sum(k.shape[2] for k, _ in keys.parts)
     step = max(1, max_score_bytes // max(1, A * num_q * n * 4))
+    dtype = keys.v.dtype
     outs = []
     for b in range(0, B, step):
         q = q_BAlE[b:b + step].float() * scale
-        s1 = q @ part.k[b:b + step].float().transpose(-2, -1)
-        s2 = q @ part.k_new[b:b + step].float().transpose(-2, -1)
-        m = torch.maximum(s1.amax(-1, keepdim=True), s2.amax(-1, keepdim=True))
-        e1, e2 = (s1 - m).exp_(), (s2 - m).exp_()
-        z = e1.sum(-1, keepdim=True) + e2.sum(-1, keepdim=True)
-        o = e1 @ part.v[b:b + step].float() + e2 @ part.v_new[b:b + step].float()
+        scores = [q @ k[b:b + step].float().transpose(-2, -1) for k, _ in keys.parts]
+        m = scores[0].amax(-1, keepdim=True)
+        for s in scores[1:]:
+            m = torch.maximum(m, s.amax(-1, keepdim=True))
+        exps = [(s - m).exp_() for s in scores]
+        z = exps[0].sum(-1, keepdim=True)
+        o = exps[0] @ keys.parts[0][1][b:b + step].float()
+        for e, (_, v) in zip(exps[1:], keys.parts[1:]):
+            z = z + e.sum(-1, keepdim=True)
+            o = o + e @ v[b:b + step].float()
         outs.append(o.div_(z))
-    return torch.cat(outs).to(part.v.dtype) if len(outs) > 1 else outs[0].to(part.v.dtype)
+    return torch.cat(outs).to(dtype) if len(outs) > 1 else outs[0].to(dtype)
 
 
 # PyTorch's fused CPU attention that also returns the log-sum-exp (present in every torch this
@@ -65,13 +87,20 @@ def two_part_attention(q_BAlE, part: Attendable, scale: float,
 _CPU_FLASH_WITH_LSE = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
 
-def _merged_attention_cpu(q_BAlE, part: Attendable, scale: float):
-    """softmax([s1, s2]) @ [v1; v2] = w1 * o1 + w2 * o2, w_i = exp(lse_i - logaddexp(lse))."""
+def _merged_attention_cpu(q_BAlE, keys: Attendable, scale: float):
+    """softmax([s1, s2, ...]) @ [v1; v2; ...] = sum_i w_i * o_i, w_i = exp(lse_i - lse)."""
     flash = _CPU_FLASH_WITH_LSE
-    dtype = part.v.dtype
-    o1, lse1 = flash(q_BAlE.to(dtype), part.k, part.v, scale=scale)[:2]
-    o2, lse2 = flash(q_BAlE.to(dtype), part.k_new, part.v_new, scale=scale)[:2]
-    lse = torch.logaddexp(lse1, lse2)  # (B, A, l) float32
-    w1 = (lse1 - lse).exp_().unsqueeze(-1)
-    w2 = (lse2 - lse).exp_().unsqueeze(-1)
-    return (o1.float() * w1 + o2.float() * w2).to(dtype)
+    dtype = keys.v.dtype
+    q = q_BAlE.to(dtype)
+    outs, lses = [], []
+    for k, v in keys.parts:
+        o, lse_i = flash(q, k, v, scale=scale)[:2]
+        outs.append(o)
+        lses.append(lse_i)
+    lse = lses[0]  # (B, A, l) float32
+    for lse_i in lses[1:]:
+        lse = torch.logaddexp(lse, lse_i)
+    total = outs[0].float() * (lses[0] - lse).exp_().unsqueeze(-1)
+    for o, lse_i in zip(outs[1:], lses[1:]):
+        total = total + o.float() * (lse_i - lse).exp_().unsqueeze(-1)
+    return total.to(dtype)

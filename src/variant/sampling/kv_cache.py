@@ -65,40 +65,69 @@ class _LayerSlot:
         return self.bridge if stop <= self.bridge else self.capacity
 
 
+class KVMeter:
+    """Key/value bytes alive now and at most, shared by the caches of one sampling call (the
+    conditional and the guiding rows' caches count together)."""
+
+    def __init__(self):
+        self.live_bytes = 0
+        self.peak_bytes = 0
+
+    def add(self, nbytes: int) -> None:
+        self.live_bytes += nbytes
+        self.peak_bytes = max(self.peak_bytes, self.live_bytes)
+
+    def sub(self, nbytes: int) -> None:
+        self.live_bytes -= nbytes
+
+
 class LeanKVCache:
     def __init__(self, plan: DepthPlan, patch_nums: Sequence[int], depth: int, batch: int,
                  num_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device,
-                 *, grow_late: frozenset[int] | None = None):
+                 *, grow_late: frozenset[int] | None = None, sizes: Sequence[int] | None = None,
+                 meter: KVMeter | None = None):
         """`grow_late`: layers that leave their last bridge scale's room out of the first
-        buffer (default: the choice of `_late_growth` for this plan)."""
+        buffer (default: the choice of `_late_growth` for this plan). `sizes`: tokens each scale
+        writes (default p * p; fewer under token pruning). `meter`: shared with other caches of
+        the same call (default: its own)."""
         plan.check(depth, len(patch_nums))
-        self.sizes = [p * p for p in patch_nums]
+        self.sizes = [p * p for p in patch_nums] if sizes is None else [int(n) for n in sizes]
+        if len(self.sizes) != len(patch_nums):
+            raise ValueError(f"give one size per scale ({len(patch_nums)}), got {len(self.sizes)}.")
         self.shape = (batch, num_heads, head_dim)
         self.dtype, self.device = dtype, torch.device(device)
         one = torch.empty(batch, num_heads, 1, head_dim, dtype=dtype, device="meta")
         self.bytes_per_token = 2 * one.nbytes  # one token of one layer: its key and its value
         if grow_late is None:
-            grow_late = _late_growth(plan, tuple(patch_nums), depth)
+            grow_late = _late_growth(plan, tuple(self.sizes), depth)
         bridge = plan.bridge_for(depth)
         self.slots = [_LayerSlot(plan.scales_of_layer(i), self.sizes, bridge, i in grow_late)
                       for i in range(depth)]
-        self.live_bytes = 0
-        self.peak_bytes = 0
+        self.meter = meter or KVMeter()
         # The first buffers exist from the start, for every layer that keeps bridge tokens.
         for slot in self.slots:
             if slot.first:
                 self._allocate(slot, slot.first)
 
+    @property
+    def live_bytes(self) -> int:
+        return self.meter.live_bytes
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.meter.peak_bytes
+
     @classmethod
     def dry_run(cls, plan: DepthPlan, patch_nums: Sequence[int], depth: int, *,
-                grow_late: frozenset[int] | None = None) -> LeanKVCache:
+                grow_late: frozenset[int] | None = None,
+                sizes: Sequence[int] | None = None) -> LeanKVCache:
         """Run the cache's bookkeeping for every (scale, layer) of `plan` on the meta device.
 
         One row, one head, head dim 1, fp32: `token_layers_peak` is the measured peak in
         token-layers, which the bytes of any batch, width and dtype scale linearly.
         """
         cache = cls(plan, patch_nums, depth, 1, 1, 1, torch.float32, "meta",
-                    grow_late=grow_late)
+                    grow_late=grow_late, sizes=sizes)
         for k, layers in enumerate(plan.layer_sets):
             new = torch.empty(1, 1, cache.sizes[k], 1, device="meta")
             for layer in layers:
@@ -111,21 +140,17 @@ class LeanKVCache:
         B, A, E = self.shape
         k = torch.empty(B, A, tokens, E, dtype=self.dtype, device=self.device)
         v = torch.empty_like(k)
-        self._count(2 * k.nbytes)
+        self.meter.add(2 * k.nbytes)
         if slot.k is not None:  # growth: move what is kept, free the smaller buffer
             k[:, :, :slot.filled].copy_(slot.k[:, :, :slot.filled])
             v[:, :, :slot.filled].copy_(slot.v[:, :, :slot.filled])
-            self.live_bytes -= 2 * slot.k.nbytes
+            self.meter.sub(2 * slot.k.nbytes)
         slot.k, slot.v = k, v
 
     def _release(self, slot: _LayerSlot) -> None:
         if slot.k is not None:
-            self.live_bytes -= 2 * slot.k.nbytes
+            self.meter.sub(2 * slot.k.nbytes)
         slot.k = slot.v = None
-
-    def _count(self, nbytes: int) -> None:
-        self.live_bytes += nbytes
-        self.peak_bytes = max(self.peak_bytes, self.live_bytes)
 
     # ------------------------------------------------------------------ per layer, per scale
     def callback(self, layer: int, scale_index: int):
@@ -138,9 +163,10 @@ class LeanKVCache:
         return store_and_read
 
     def _store_and_read(self, slot: _LayerSlot, scale_index: int, k_new, v_new) -> Attendable:
+        _check_written(k_new, self.sizes, scale_index)
         if scale_index == slot.last:  # last use: attend to kept + new, keep nothing
-            self._count(k_new.nbytes + v_new.nbytes)
-            self.live_bytes -= k_new.nbytes + v_new.nbytes
+            self.meter.add(k_new.nbytes + v_new.nbytes)
+            self.meter.sub(k_new.nbytes + v_new.nbytes)
             if slot.filled == 0:
                 self._release(slot)
                 return Attendable(k_new.to(self.dtype), v_new.to(self.dtype))
@@ -166,8 +192,87 @@ class LeanKVCache:
         return self.peak_bytes / self.bytes_per_token
 
 
+class ChunkKVCache:
+    """The cache under KV retention (`kv_keep`): one buffer per (layer, scale), freed early.
+
+    A layer stores scale s's keys/values only if a later scale that runs the layer may read s
+    (`visible(s, k)`), and frees them right after its last such reader has attended. Reads
+    return the visible scales as separate parts (`Attendable`), attended to as one softmax, so
+    dropping a middle scale never copies the others. Same counting as `LeanKVCache`: at a
+    scale whose keys/values are not stored, the new ones count while they are attended to.
+    """
+
+    def __init__(self, plan: DepthPlan, patch_nums: Sequence[int], depth: int, batch: int,
+                 num_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device,
+                 *, visible, sizes: Sequence[int] | None = None, meter: KVMeter | None = None):
+        plan.check(depth, len(patch_nums))
+        self.sizes = [p * p for p in patch_nums] if sizes is None else [int(n) for n in sizes]
+        self.shape = (batch, num_heads, head_dim)
+        self.dtype, self.device = dtype, torch.device(device)
+        one = torch.empty(batch, num_heads, 1, head_dim, dtype=dtype, device="meta")
+        self.bytes_per_token = 2 * one.nbytes
+        self.meter = meter or KVMeter()
+        # readers[layer][s]: the later scales running `layer` that read scale s
+        self.readers: list[dict[int, list[int]]] = []
+        for layer in range(depth):
+            own = plan.scales_of_layer(layer)
+            self.readers.append({s: [k for k in own if k > s and visible(s, k)] for s in own})
+        self.visible = visible
+        self.entries: list[dict[int, tuple[torch.Tensor, torch.Tensor]]] = [{} for _ in
+                                                                             range(depth)]
+
+    @property
+    def live_bytes(self) -> int:
+        return self.meter.live_bytes
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.meter.peak_bytes
+
+    def callback(self, layer: int, scale_index: int):
+        def store_and_read(k_BAlE: torch.Tensor, v_BAlE: torch.Tensor) -> Attendable:
+            return self._store_and_read(layer, scale_index, k_BAlE, v_BAlE)
+
+        return store_and_read
+
+    def _store_and_read(self, layer: int, k: int, k_new, v_new) -> Attendable:
+        _check_written(k_new, self.sizes, k)
+        entries = self.entries[layer]
+        parts = [entries[s] for s in sorted(entries) if self.visible(s, k)]
+        nbytes = k_new.shape[2] * self.bytes_per_token
+        if self.readers[layer][k]:  # a later scale reads it: store a copy
+            new = (k_new.to(self.dtype, copy=True).contiguous(),
+                   v_new.to(self.dtype, copy=True).contiguous())
+            entries[k] = new
+            self.meter.add(nbytes)
+        else:  # attended to now, never stored
+            new = (k_new.to(self.dtype), v_new.to(self.dtype))
+            self.meter.add(nbytes)
+            self.meter.sub(nbytes)
+        parts.append(new)
+        for s in [s for s in entries if self.readers[layer][s] and self.readers[layer][s][-1] <= k]:
+            del entries[s]  # its last reader is this scale: the parts above keep it for now
+            self.meter.sub(self.sizes[s] * self.bytes_per_token)
+        return Attendable(*[t for part in parts for t in part])
+
+    def release_all(self) -> None:
+        for entries in self.entries:
+            for s in list(entries):
+                del entries[s]
+                self.meter.sub(self.sizes[s] * self.bytes_per_token)
+
+
+def _check_written(k_new: torch.Tensor, sizes: Sequence[int], scale_index: int) -> None:
+    """The cache's offsets come from the tokens each scale writes: refuse any other count
+    rather than leave slots uninitialised."""
+    if k_new.shape[2] != sizes[scale_index]:
+        raise ValueError(f"scale {scale_index} wrote {k_new.shape[2]} tokens but the cache was "
+                         f"sized for {sizes[scale_index]}; build the cache with the sizes the "
+                         "sampler writes (sizes=levers.sizes(patch_nums) under pruning).")
+
+
 @functools.lru_cache(maxsize=128)
-def _late_growth(plan: DepthPlan, patch_nums: tuple[int, ...], depth: int) -> frozenset[int]:
+def _late_growth(plan: DepthPlan, sizes: tuple[int, ...], depth: int) -> frozenset[int]:
     """Layers that should grow into their last bridge scale only when it arrives.
 
     Candidates are the layers that run again after the bridge zone (the others keep nothing of
@@ -180,13 +285,15 @@ def _late_growth(plan: DepthPlan, patch_nums: tuple[int, ...], depth: int) -> fr
     if not 0 < bridge < plan.num_scales:
         return frozenset()
     chosen: frozenset[int] = frozenset()
-    best = LeanKVCache.dry_run(plan, patch_nums, depth, grow_late=chosen).peak_bytes
+    patch_nums = [1] * len(sizes)  # only the sizes matter
+    best = LeanKVCache.dry_run(plan, patch_nums, depth, grow_late=chosen, sizes=sizes).peak_bytes
     for layer in reversed(range(depth)):
         scales = plan.scales_of_layer(layer)
         if not scales or scales[-1] < bridge:
             continue
         trial = chosen | {layer}
-        peak = LeanKVCache.dry_run(plan, patch_nums, depth, grow_late=trial).peak_bytes
+        peak = LeanKVCache.dry_run(plan, patch_nums, depth, grow_late=trial,
+                                   sizes=sizes).peak_bytes
         if peak <= best:
             chosen, best = trial, peak
     return chosen

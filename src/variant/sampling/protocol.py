@@ -19,6 +19,9 @@ Shape legend (the package's, see variant/__init__.py): B images, R rows of a tra
 (B, or 2B under classifier-free guidance: conditional rows first), K scales, l tokens of one scale
 (`patch_nums[k] ** 2`), D width, A attention heads, E head dim, V vocab, C tokenizer latent
 channels, H W image height and width, h w latent height and width (`patch_nums[-1]`).
+A scale's l tokens are its p x p map in row-major order (token pruning upsamples hidden states
+over that grid), and a row's tokens may be any subset of them in `run_layers` (pruning runs the
+pivotal positions only; their input carries its own position embedding).
 """
 
 from __future__ import annotations
@@ -53,8 +56,9 @@ class ScaleModel(Protocol):
         """(A, E): heads and head dim of the keys/values one layer keeps per token."""
         ...
 
-    def resolve_plan(self, plan: DepthPlan | None) -> DepthPlan:
-        """The plan to run (None: the full network), checked against this model."""
+    def resolve_plan(self, plan: DepthPlan | str | None) -> DepthPlan:
+        """The plan to run (None: the full network; a spec string such as 'd2' for a guide
+        plan), checked against this model."""
         ...
 
     def check_labels(self, label_B: torch.Tensor, allow_null: bool) -> None:

@@ -7,20 +7,28 @@ keeps the arg-max; one multinomial draw (with replacement) per scale on a genera
 call. With `cfg == 0` the unconditional half is skipped (guidance would be a no-op).
 
 The sampler drives any `ScaleModel` (sampling/protocol.py); the scale loop exists once, here.
+Without levers (sampling/levers.py) one pass runs the conditional and unconditional rows
+together under one lean cache, as the official sampler does. With levers the rows run as groups
+(`RowGroup`): the conditional rows under the plan and the guiding rows under the guide plan up
+to cfg_stop, each with its own cache, both counted by one `KVMeter`. `predict_kv_peak_bytes`
+runs this same loop on the meta device with a model that does no arithmetic: the cost model's
+KV prediction, exact by construction of the order of allocations.
 Shape legend: the package's (variant/__init__.py); R rows as in sampling/protocol.py.
 """
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
 
-from .kv_cache import LeanKVCache
+from .kv_cache import ChunkKVCache, KVMeter, LeanKVCache
+from .levers import Levers, gather_positions, pivotal_positions, restore_positions
 from .protocol import ScaleModel
 from .settings import SamplingConfig
 
@@ -41,10 +49,49 @@ class GenerationResult:
     images: torch.Tensor  # (B, 3, H, W) in [0, 1], float32
     indices: list[torch.Tensor]  # one LongTensor (B, pn * pn) per scale
     labels: torch.Tensor  # (B,) class ids used
-    kv_peak_bytes: int  # largest key/value bytes held at once by the cache
+    kv_peak_bytes: int  # largest key/value bytes held at once by the cache(s)
     plan: DepthPlan
     timings: dict[str, float] = field(default_factory=dict)  # seconds: transformer, decoder
     settings: SamplingConfig = field(default_factory=SamplingConfig)
+    levers: Levers | None = None  # the normalised levers that ran (None: plain sampler)
+
+
+@dataclass
+class RowGroup:
+    """Transformer rows that run together: their conditions, plan, cache and per-scale state."""
+
+    rows: torch.Tensor  # (R,) condition ids
+    plan: DepthPlan
+    cache: Any  # LeanKVCache or ChunkKVCache
+    stop: int | None = None  # scales 0..stop-1 run (None: all)
+    x: torch.Tensor | None = None  # this scale's input (R, l, D)
+    ctx: Any = None
+    h_prev: torch.Tensor | None = None  # the previous scale's final hidden states, for pruning
+
+
+def row_groups(model: ScaleModel, label_B: torch.Tensor, plan: DepthPlan, use_cfg: bool,
+               levers: Levers | None, dtype: torch.dtype, device) -> list[RowGroup]:
+    """The row groups of one call, their caches sharing one `KVMeter`."""
+    num_heads, head_dim = model.kv_layout
+    null = torch.full_like(label_B, model.num_classes)
+    meter = KVMeter()
+    if levers is None:  # the official layout: conditional rows, then unconditional, one pass
+        rows = torch.cat((label_B, null)) if use_cfg else label_B
+        cache = LeanKVCache(plan, model.patch_nums, model.depth, rows.numel(), num_heads,
+                            head_dim, dtype, device, meter=meter)
+        return [RowGroup(rows, plan, cache)]
+    sizes = levers.sizes(model.patch_nums)
+    groups = []
+    for branch in levers.branches(plan):
+        rows = null if branch.guiding and levers.guide_class == "null" else label_B
+        pn, own = model.patch_nums[:branch.stop], sizes[:branch.stop]
+        args = (branch.plan, pn, model.depth, rows.numel(), num_heads, head_dim, dtype, device)
+        if levers.kv_keep is not None:
+            cache = ChunkKVCache(*args, visible=levers.visible, sizes=own, meter=meter)
+        else:
+            cache = LeanKVCache(*args, sizes=own, meter=meter)
+        groups.append(RowGroup(rows, branch.plan, cache, branch.stop))
+    return groups
 
 
 def sample_top_k_top_p_(logits_BlV: torch.Tensor, top_k: int, top_p: float,
@@ -103,25 +150,22 @@ def generate(model: ScaleModel, B: int, label_B=None, *, settings: SamplingConfi
     model.check_labels(label_B, allow_null=unconditional)
     if model.training:
         raise ValueError("call model.eval() before sampling (drop-path is active in train mode).")
-    rows = label_B
-    if settings.use_cfg:
-        rows = torch.cat((label_B, torch.full_like(label_B, model.num_classes)))
-    num_heads, head_dim = model.kv_layout
+    levers = settings.levers(model, plan)
     dtype = settings.torch_dtype
-    cache = LeanKVCache(plan, model.patch_nums, model.depth, rows.numel(), num_heads, head_dim,
-                        dtype, device)
+    groups = row_groups(model, label_B, plan, settings.use_cfg, levers, dtype, device)
     timer = _Timer(device)
     trace = trace or _no_trace
     with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
         tokens = TokenSampler(model, B, settings, rng)
-        scale_loop(model, rows, plan, cache, tokens, progress, trace)
-        cache.release_all()
+        scale_loop(model, groups, tokens, levers, progress, trace)
+        for group in groups:
+            group.cache.release_all()
         timer.lap("transformer")
         trace("decode", -1)
         images = model.decode(tokens.f_hat)
     timer.lap("decoder")
-    return GenerationResult(images, tokens.indices, label_B, cache.peak_bytes, plan, timer.laps,
-                            settings)
+    return GenerationResult(images, tokens.indices, label_B, groups[0].cache.peak_bytes, plan,
+                            timer.laps, settings, levers)
 
 
 # Given scale k's logits (R, l, V), choose its tokens and return the next scale's
@@ -129,26 +173,52 @@ def generate(model: ScaleModel, B: int, label_B=None, *, settings: SamplingConfi
 TokenPolicy = Callable[[int, torch.Tensor], "torch.Tensor | None"]
 
 
-def scale_loop(model: ScaleModel, rows: torch.Tensor, plan: DepthPlan, cache: LeanKVCache,
-               policy: TokenPolicy, progress: bool = False, trace: Trace = _no_trace) -> None:
+def scale_loop(model: ScaleModel, groups: Sequence[RowGroup], policy: TokenPolicy,
+               levers: Levers | None = None, progress: bool = False,
+               trace: Trace = _no_trace) -> None:
     """The scale loop of next-scale prediction, the only one in the package.
 
-    `rows`: the condition of each transformer row (R,), conditional rows first. `policy`
-    chooses each scale's tokens from its logits: `TokenSampler` samples them (guidance, top-k,
-    top-p); the equivalence tests replay teacher tokens. Inputs with fewer rows than R (the
-    B images under guidance) are repeated to R rows.
+    `groups`: the row groups (conditional rows first); their logits are concatenated in that
+    order for `policy`, which chooses each scale's tokens: `TokenSampler` samples them
+    (guidance, top-k, top-p); the equivalence tests replay teacher tokens. Inputs with fewer
+    rows than a group (the B images under guidance) are repeated to its rows. Under pruning
+    only the pivotal positions run the layers (sampling/levers.py).
     """
-    K, R = model.num_scales, rows.numel()
-    x_RlD, ctx = model.start(rows)
+    K = model.num_scales
+    for group in groups:
+        group.x, group.ctx = model.start(group.rows)
+    pivots = None  # (B, n) positions that run the layers at this scale; None: all
     for k in tqdm(range(K), desc="scales", leave=False) if progress else range(K):
         trace("scale", k)
-        h_RlD = model.run_layers(k, x_RlD, ctx, plan.layers_at(k), cache)
+        logits = []
+        for group in groups:
+            if group.stop is not None and k >= group.stop:
+                continue
+            x_RlD = group.x if pivots is None else gather_positions(group.x, pivots)
+            h_RlD = model.run_layers(k, x_RlD, group.ctx, group.plan.layers_at(k), group.cache)
+            if pivots is not None:
+                h_RlD = restore_positions(h_RlD, pivots, group.h_prev, model.patch_nums[k])
+            group.h_prev = h_RlD if levers is not None and levers.prune is not None else None
+            logits.append(model.logits(h_RlD, group.ctx))
         trace("layers", k)
-        x_BlC = policy(k, model.logits(h_RlD, ctx))
-        if x_BlC is not None:
-            x_RlD = model.scale_input(k + 1, x_BlC, ctx)
-            if x_RlD.shape[0] != R:
-                x_RlD = x_RlD.repeat(R // x_RlD.shape[0], 1, 1)
+        x_BlC = policy(k, logits[0] if len(logits) == 1 else torch.cat(logits))
+        if x_BlC is None:
+            continue
+        pivots = _pivots(levers, k + 1, x_BlC)
+        for group in groups:
+            if group.stop is None or k + 1 < group.stop:
+                x_RlD = model.scale_input(k + 1, x_BlC, group.ctx)
+                R = group.rows.numel()
+                group.x = x_RlD if x_RlD.shape[0] == R else x_RlD.repeat(R // x_RlD.shape[0], 1, 1)
+            else:
+                group.x = group.h_prev = None
+
+
+def _pivots(levers: Levers | None, scale_index: int, x_BlC: torch.Tensor):
+    if levers is None or levers.prune is None:
+        return None
+    n = levers.tokens_run(scale_index, x_BlC.shape[1])
+    return None if n == x_BlC.shape[1] else pivotal_positions(x_BlC, n)
 
 
 class TokenSampler:
@@ -196,3 +266,55 @@ class _Timer:
         now = self._now()
         self.laps[name] = now - self.t
         self.t = now
+
+
+# -------------------------------------------------------------------- KV prediction
+class _ShapeModel:
+    """A `ScaleModel` that only has shapes: runs the cache's bookkeeping, no arithmetic."""
+
+    def __init__(self, patch_nums, depth, kv_layout, dtype):
+        self.patch_nums, self.depth, self.kv_layout = tuple(patch_nums), depth, kv_layout
+        self.num_scales, self.num_classes, self.dtype = len(patch_nums), 1, dtype
+
+    def start(self, label_R):
+        return torch.empty(label_R.shape[0], 1, 1, device="meta"), None
+
+    def run_layers(self, scale_index, x_RlD, ctx, layers, cache):
+        A, E = self.kv_layout
+        new = torch.empty(x_RlD.shape[0], A, x_RlD.shape[1], E, dtype=self.dtype, device="meta")
+        for layer in layers:
+            cache.callback(layer, scale_index)(new, new)
+        return x_RlD
+
+    def logits(self, h_RlD, ctx):
+        return h_RlD
+
+    def scale_input(self, scale_index, x_BlC, ctx):
+        return x_BlC
+
+
+@functools.lru_cache(maxsize=512)
+def predict_kv_peak_bytes(patch_nums: tuple[int, ...], depth: int, kv_layout: tuple[int, int],
+                          rows: int, plan: DepthPlan, levers: Levers | None,
+                          dtype: torch.dtype) -> int:
+    """The peak key/value bytes of one sampling call, without running a model.
+
+    `rows`: the rows of the plain pass (the batch, doubled under guidance). Runs `scale_loop`
+    with the same row groups and caches as `generate`, on the meta device.
+    """
+    model = _ShapeModel(patch_nums, depth, kv_layout, dtype)
+    batch = rows // 2 if levers is not None and levers.guided else rows
+    if levers is None:  # one group of all rows (guided or not, the layout is the same)
+        cache = LeanKVCache(plan, patch_nums, depth, rows, *kv_layout, dtype, "meta")
+        groups = [RowGroup(torch.zeros(rows, dtype=torch.long), plan, cache)]
+    else:
+        labels = torch.zeros(batch, dtype=torch.long)
+        groups = row_groups(model, labels, plan, levers.guided, levers, dtype, "meta")
+    sides = [p * p for p in patch_nums]
+
+    def shapes_only(k, logits):
+        return None if k + 1 == len(sides) else torch.empty(batch, sides[k + 1], 1,
+                                                            device="meta")
+
+    scale_loop(model, groups, shapes_only, levers)
+    return groups[0].cache.peak_bytes
