@@ -6,8 +6,10 @@ import argparse
 
 import torch
 
+from ..models.configuration import Configuration
 from ..models.plan import DepthPlan
 from ..pretrained import BUILTIN, load_model
+from ..sampling.levers import GUIDE_CLASSES
 from ..sampling.settings import SamplingConfig
 from ..units import DTYPES
 
@@ -31,7 +33,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 def add_plan_args(parser: argparse.ArgumentParser, multiple: bool = False) -> None:
     help_plan = ("depth plan: 'full', a subnet depth such as 'd8' (paper plan with --bridge), "
                  "'d8@bridge5', 'd8@r7-r10' (subnet at scales 7-10 only), or a JSON list of "
-                 "per-scale layer lists")
+                 "per-scale layer lists; levers may follow, joined by '+', e.g. "
+                 "d8+cfgstop8+prune0.5@8 (see the lever flags)")
     if multiple:
         parser.add_argument("--plans", nargs="+", default=None,
                             help=help_plan + "; several allowed (default: full and the paper's "
@@ -45,6 +48,12 @@ def add_plan_args(parser: argparse.ArgumentParser, multiple: bool = False) -> No
 
 def resolve_plan(spec: str, var, bridge: int | None) -> DepthPlan:
     return DepthPlan.from_spec(spec, var.depth, var.num_scales, bridge)
+
+
+def resolve_configuration(spec: str, var_config, bridge: int | None,
+                          settings: SamplingConfig) -> Configuration:
+    """A plan spec with optional levers ('d8+cfgstop8') for a model's config (or the model)."""
+    return Configuration.resolve(spec, var_config.depth, var_config.patch_nums, settings, bridge)
 
 
 def load_from_args(args: argparse.Namespace):
@@ -72,6 +81,27 @@ def add_sampling_args(parser, *, dtype: bool = True) -> None:
     if dtype:
         parser.add_argument("--dtype", choices=sorted(DTYPES), default=d.dtype,
                             help=f"compute dtype (default {d.dtype})")
+    levers = parser.add_argument_group(
+        "inference levers", "off by default; they stack with any plan. Scales are 0-based "
+                            "(K=10 at 256 px: 8 = the last two scales). The same levers may be "
+                            "joined to a plan spec, e.g. --plan d8+cfgstop8+prune0.5@8")
+    levers.add_argument("--cfg-stop", type=int, default=None, metavar="K",
+                        help="scales >= K sample from the conditional rows only, the guiding "
+                             "rows' KV freed (Switti); e.g. --cfg-stop 8")
+    levers.add_argument("--guide-plan", default=None, metavar="PLAN",
+                        help="depth plan of the guiding rows; e.g. --guide-plan d2")
+    levers.add_argument("--guide-class", choices=GUIDE_CLASSES, default=d.guide_class,
+                        help="class of the guiding rows: null (classifier-free guidance) or same "
+                             "(autoguidance by the guide plan); e.g. --guide-plan d2 "
+                             "--guide-class same")
+    levers.add_argument("--prune", default=None, metavar="KEEP@SCALE",
+                        help="from scale SCALE on only the fraction KEEP of positions (highest "
+                             "FastVAR score) run the layers, the rest restored from the previous "
+                             "scale; e.g. --prune 0.5@8")
+    levers.add_argument("--kv-keep", default=None, metavar="FIRST,RECENT",
+                        help="each scale attends to the first FIRST scales, the RECENT scales "
+                             "before it and itself; the rest of the cache is freed; e.g. "
+                             "--kv-keep 1,2")
 
 
 def sampling_from_args(args: argparse.Namespace, **changes) -> SamplingConfig:
@@ -80,4 +110,7 @@ def sampling_from_args(args: argparse.Namespace, **changes) -> SamplingConfig:
               "more_smooth": getattr(args, "more_smooth", False),
               "dtype": getattr(args, "dtype", SamplingConfig().dtype),
               "seed": getattr(args, "seed", None)}
+    for key in ("cfg_stop", "guide_plan", "guide_class", "prune", "kv_keep"):
+        if getattr(args, key, None) is not None:
+            fields[key] = getattr(args, key)
     return SamplingConfig(**{**fields, **changes})

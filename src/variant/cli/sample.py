@@ -24,7 +24,7 @@ from .common import (
     add_plan_args,
     add_sampling_args,
     load_from_args,
-    resolve_plan,
+    resolve_configuration,
     sampling_from_args,
 )
 
@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
                                 args.save_each and Path(args.save_each) / "x.png")):
         check_writable(target)
     var, vae = load_from_args(args)
-    plan = resolve_plan(args.plan, var, args.bridge)
+    config = resolve_configuration(args.plan, var.config, args.bridge, sampling_from_args(args))
+    plan = config.plan
     labels = args.labels
     if labels is not None and any(not 0 <= c < var.num_classes for c in labels):
         raise ValueError(f"--labels must be in 0..{var.num_classes - 1} for this model "
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     for i, start in enumerate(range(0, num, args.batch_size)):
         chunk = labels[start:start + args.batch_size]
         res = generate(var, len(chunk), torch.tensor(chunk), plan=plan, progress=True,
-                       settings=sampling_from_args(args, seed=args.seed + i))
+                       settings=config.settings.replace(seed=args.seed + i))
         images.append(to_uint8(res.images))
         indices.append(res.indices)
         kv_peak = max(kv_peak, res.kv_peak_bytes)
@@ -124,12 +125,11 @@ def run(args: argparse.Namespace) -> int:
             save_png(img, folder / f"{j:06d}_class{labels[j]}.png")
     if args.npz:
         write_npz(args.npz, [arr], len(arr), arr.shape[1:], labels=np.asarray(labels))
-    report = run_report(var, plan, sampling_from_args(args), labels, args.batch_size, indices,
-                        kv_peak, t_tr, t_dec)
+    report = run_report(var, config, labels, args.batch_size, indices, kv_peak, t_tr, t_dec)
     report["model"] = args.model
     if args.json_out:
         write_text_atomic(args.json_out, json.dumps(report, indent=2) + "\n")
-    print(f"wrote {num} images ({arr.shape[1]}x{arr.shape[2]}) to {out} | plan {plan.name} "
+    print(f"wrote {num} images ({arr.shape[1]}x{arr.shape[2]}) to {out} | {config.name} "
           f"({report['token_layers']} token-layers) | transformer {t_tr:.2f}s, "
           f"decoder {t_dec:.2f}s | peak KV cache {fmt_bytes(kv_peak)} ({args.dtype}, "
           f"predicted {fmt_bytes(report['predicted_kv_peak_bytes'])})")
@@ -146,18 +146,20 @@ def indices_sha256(chunks: list[list[torch.Tensor]]) -> str:
     return digest.hexdigest()
 
 
-def run_report(var, plan, settings, labels, batch_size: int, indices, kv_peak: int,
+def run_report(var, config, labels, batch_size: int, indices, kv_peak: int,
                transformer_s: float, decoder_s: float) -> dict:
     """The measured and predicted costs of a sampling run (`variant sample --json`)."""
+    plan, settings, levers = config.plan, config.settings, config.levers
     sizes = [len(labels[i:i + batch_size]) for i in range(0, len(labels), batch_size)]
     largest = CostModel(var.config, settings.dtype, settings.rows(max(sizes)))
     flops = sum(CostModel(var.config, settings.dtype, settings.rows(n)).flops(
-        plan, include_head=True) for n in sizes)
-    return {"plan": plan.name, "layer_sets": [list(s) for s in plan.layer_sets],
+        plan, include_head=True, levers=levers) for n in sizes)
+    return {"configuration": config.name, "plan": plan.name,
+            "layer_sets": [list(s) for s in plan.layer_sets],
             "settings": settings.to_dict(), "batch_size": batch_size, "labels": list(labels),
             "num_images": len(labels), "kv_peak_bytes": int(kv_peak),
-            "predicted_kv_peak_bytes": largest.kv_peak_bytes(plan),
+            "predicted_kv_peak_bytes": largest.kv_peak_bytes(plan, levers),
             "official_kv_bytes": largest.official_kv_bytes(),
-            "token_layers": largest.token_layers(plan), "gflops": flops / 1e9,
+            "token_layers": largest.token_layers(plan, levers), "gflops": flops / 1e9,
             "transformer_s": transformer_s, "decoder_s": decoder_s,
             "indices_sha256": indices_sha256(indices)}

@@ -150,7 +150,7 @@ def generate(model: ScaleModel, B: int, label_B=None, *, settings: SamplingConfi
     model.check_labels(label_B, allow_null=unconditional)
     if model.training:
         raise ValueError("call model.eval() before sampling (drop-path is active in train mode).")
-    levers = settings.levers(model, plan)
+    levers = settings.levers(plan, model.patch_nums, model.resolve_plan)
     dtype = settings.torch_dtype
     groups = row_groups(model, label_B, plan, settings.use_cfg, levers, dtype, device)
     timer = _Timer(device)

@@ -78,11 +78,12 @@ class SamplingConfig:
         """Rows in each transformer pass: the batch, doubled by classifier-free guidance."""
         return guided_rows(batch, self.use_cfg)
 
-    def levers(self, model, plan) -> Levers | None:
-        """This call's levers for `model` (a `ScaleModel`) under `plan`, normalised: None when
-        every lever is neutral, so the plain sampler runs (sampling/levers.py)."""
-        guide = None if self.guide_plan is None else model.resolve_plan(self.guide_plan)
-        return Levers.build(num_scales=model.num_scales, patch_nums=model.patch_nums, plan=plan,
+    def levers(self, plan, patch_nums, resolve_plan) -> Levers | None:
+        """This call's levers under `plan` on a model with these scales, normalised: None when
+        every lever is neutral, so the plain sampler runs (sampling/levers.py).
+        `resolve_plan` turns `guide_plan` into a checked plan (a model's `resolve_plan`)."""
+        guide = None if self.guide_plan is None else resolve_plan(self.guide_plan)
+        return Levers.build(num_scales=len(patch_nums), patch_nums=patch_nums, plan=plan,
                             guided=self.use_cfg, cfg_stop=self.cfg_stop, guide_plan=guide,
                             guide_class=self.guide_class, prune=self.prune,
                             kv_keep=self.kv_keep)
