@@ -13,6 +13,7 @@ to that plan alone; on CUDA the plans share the process and the peak is
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -34,8 +35,10 @@ from ..efficiency.bench import (
     save_json,
 )
 from ..efficiency.budget import Predictor, Workload
-from ..models.plan import DepthPlan, default_plan_specs
+from ..models.configuration import Configuration, resolve_configurations
+from ..models.plan import default_plan_specs
 from ..pretrained import read_var_config
+from ..sampling.settings import SamplingConfig
 from ..units import fmt_bytes
 from .budget import model_info
 from .common import (
@@ -87,14 +90,15 @@ def model_var_config(args):
     return read_var_config(args.model)
 
 
-def resolve_plans(specs: list[str], var_config, bridge: int | None) -> list[DepthPlan]:
-    plans, seen = [], set()
-    for spec in specs:
-        plan = DepthPlan.from_spec(spec, var_config.depth, var_config.num_scales, bridge)
-        if plan.layer_sets not in seen:
-            seen.add(plan.layer_sets)
-            plans.append(plan)
-    return plans
+def resolve_plans(specs: list[str], var_config, bridge: int | None,
+                  sampling=None) -> list[Configuration]:
+    """The configurations of --plans (plan specs, levers allowed), duplicates dropped."""
+    return resolve_configurations(specs, var_config.depth, var_config.patch_nums,
+                                  sampling or SamplingConfig(), bridge)
+
+
+def _with(settings: BenchSettings, config: Configuration) -> BenchSettings:
+    return dataclasses.replace(settings, sampling=config.settings)
 
 
 def _worker_command(args, spec: str, profile: bool) -> list[str]:
@@ -129,9 +133,10 @@ def run_worker(args) -> int:
     """Child process: load the model, measure the one plan given, print the result line."""
     var, vae = load_from_args(args)
     settings = settings_from_args(args)
-    (plan,) = resolve_plans(args.plans, var.config, args.bridge)
+    (config,) = resolve_plans(args.plans, var.config, args.bridge, settings.sampling)
     with torch.no_grad():
-        out = {"row": measure_plan(var, vae, plan, settings, fresh_process=True)}
+        out = {"row": measure_plan(var, vae, config.plan, _with(settings, config),
+                                   fresh_process=True, name=config.name)}
         if args.profile:
             out["profile"] = profile_scales(var, vae, settings)
     print(MARK + json.dumps(out), flush=True)
@@ -153,24 +158,28 @@ def run(args: argparse.Namespace) -> int:
         var, vae = load_from_args(args)
         var_config = var.config
     specs = args.plans or default_plan_specs(var_config.depth)
-    plans = resolve_plans(specs, var_config, args.bridge)
-    if args.profile and not any(p.is_full(var_config.depth) for p in plans):
+    configs = resolve_plans(specs, var_config, args.bridge, settings.sampling)
+    is_full = [c.levers is None and c.plan.is_full(var_config.depth) for c in configs]
+    if args.profile and not any(is_full):
         raise ValueError("--profile times the full plan: add 'full' to --plans.")
     predictor = _predictor(args, var_config)
     rows, profile = [], None
-    for plan in plans:
-        want_profile = bool(args.profile) and plan.is_full(var_config.depth)
-        log.info("benchmarking plan %s", plan.name)
+    for config, full in zip(configs, is_full):
+        plan, own = config.plan, _with(settings, config)
+        want_profile = bool(args.profile) and full
+        log.info("benchmarking %s", config.name)
         if isolate:
-            out = run_isolated(args, plan.name, want_profile)  # a plan's name is its spec
+            out = run_isolated(args, config.name, want_profile)  # the name is its spec
             row, profile = out["row"], out.get("profile", profile)
         else:
             with torch.no_grad():
-                row = measure_plan(var, vae, plan, settings)
+                row = measure_plan(var, vae, plan, own, name=config.name)
                 if want_profile:
-                    profile = profile_scales(var, vae, settings)
-        rows.append(add_accounting(row, plan, var_config, settings))
-        row["memory_predicted_bytes"] = predictor.predict(plan).memory_bytes
+                    profile = profile_scales(var, vae, own)
+        rows.append(add_accounting(row, plan, var_config, own))
+        # the planner's memory model knows depth plans only (levers: not predicted)
+        row["memory_predicted_bytes"] = (predictor.predict(plan).memory_bytes
+                                         if config.levers is None else None)
     compare_to_full(rows)
     _report(args, settings, rows, profile, var_config, isolate)
     return 0
@@ -193,7 +202,7 @@ def _report(args, settings, rows, profile, var_config, isolate: bool) -> None:
     bad = [r["plan"] for r in rows if r["kv_predicted_bytes"] != r["kv_peak_bytes"]]
     print("KV accounting (CostModel.kv_peak_bytes): "
           + (f"differs from the cache for {bad}" if bad else "matches the cache for every plan"))
-    measured = [r for r in rows if r["peak_memory_bytes"]]
+    measured = [r for r in rows if r["peak_memory_bytes"] and r["memory_predicted_bytes"]]
     if measured:
         print("memory accounting (variant plan --max-memory) vs measured: " + ", ".join(
             f"{r['plan']} {fmt_bytes(r['memory_predicted_bytes'])} vs "

@@ -81,6 +81,12 @@ def add_sampling_args(parser, *, dtype: bool = True) -> None:
     if dtype:
         parser.add_argument("--dtype", choices=sorted(DTYPES), default=d.dtype,
                             help=f"compute dtype (default {d.dtype})")
+    add_lever_args(parser)
+
+
+def add_lever_args(parser) -> None:
+    """--cfg-stop/--guide-plan/--guide-class/--prune/--kv-keep (sampling/levers.py)."""
+    d = SamplingConfig()
     levers = parser.add_argument_group(
         "inference levers", "off by default; they stack with any plan. Scales are 0-based "
                             "(K=10 at 256 px: 8 = the last two scales). The same levers may be "
@@ -110,7 +116,10 @@ def sampling_from_args(args: argparse.Namespace, **changes) -> SamplingConfig:
               "more_smooth": getattr(args, "more_smooth", False),
               "dtype": getattr(args, "dtype", SamplingConfig().dtype),
               "seed": getattr(args, "seed", None)}
-    for key in ("cfg_stop", "guide_plan", "guide_class", "prune", "kv_keep"):
-        if getattr(args, key, None) is not None:
-            fields[key] = getattr(args, key)
-    return SamplingConfig(**{**fields, **changes})
+    return SamplingConfig(**{**fields, **levers_from_args(args), **changes})
+
+
+def levers_from_args(args: argparse.Namespace) -> dict:
+    """The lever flags given (absent ones keep `SamplingConfig`'s defaults)."""
+    keys = ("cfg_stop", "guide_plan", "guide_class", "prune", "kv_keep")
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ..config import PATCH_NUMS_256, PATCH_NUMS_512, VARConfig
+from ..models.configuration import Configuration, resolve_configurations
 from ..models.cost import CostModel
 from ..models.plan import (
     DepthPlan,
@@ -16,9 +17,10 @@ from ..models.plan import (
 )
 from ..pretrained import read_var_config
 from ..sampling.kv_cache import LeanKVCache
-from ..sampling.settings import guided_rows
+from ..sampling.settings import SamplingConfig, guided_rows
 from ..units import DTYPES, fmt_bytes
 from .budget import add_budget_args, budget_requested, run_budget
+from .common import add_lever_args, levers_from_args
 
 
 def register(sub) -> None:
@@ -36,6 +38,10 @@ def register(sub) -> None:
                    help="official scale schedule (256: 10 scales, L=680; 512: L=2240)")
     p.add_argument("--subnets", type=int, nargs="+", default=None,
                    help="subnet depths (default: the paper's 16 8 4 2, those below the depth)")
+    p.add_argument("--plans", nargs="+", default=None,
+                   help="configurations to cost instead of full + --subnets: plan specs, levers "
+                        "allowed, e.g. --plans full d8 d8+cfgstop8+prune0.5@8 full+kv1,2 (the "
+                        "first is the reference of the ratios)")
     p.add_argument("--bridge", type=int, default=None,
                    help="scales in the bridge zone (default: 6 of 10, the paper's N)")
     p.add_argument("--batch", type=int, default=1, help="images per batch for KV bytes")
@@ -44,6 +50,7 @@ def register(sub) -> None:
     p.add_argument("--no-cfg", action="store_true",
                    help="no classifier-free guidance (the batch is not doubled)")
     p.add_argument("--layers", action="store_true", help="print every scale's layer set")
+    add_lever_args(p)
     p.add_argument("--json", dest="json_out", default=None, help="also write the rows as JSON")
     add_budget_args(p)
     p.set_defaults(func=run)
@@ -56,28 +63,33 @@ def _config(args) -> VARConfig:
     return read_var_config(args.model)
 
 
-def plan_rows(cfg: VARConfig, plans: list[DepthPlan], batch: int, dtype: str,
+def plan_rows(cfg: VARConfig, configs: list[Configuration], batch: int, dtype: str,
               use_cfg: bool) -> list[dict]:
-    """One row of accounting per plan, with ratios vs the first (full) plan and the official."""
+    """One row of accounting per configuration, with ratios vs the first and the official."""
     cost = CostModel(cfg, dtype, guided_rows(batch, use_cfg))
     official = cost.official_kv_bytes()
-    full_flops, full_tl = cost.flops(plans[0]), cost.token_layers(plans[0])
+    ref = configs[0]
+    full_flops = cost.flops(ref.plan, levers=ref.levers)
+    full_tl = cost.token_layers(ref.plan, ref.levers)
     rows = []
-    for plan in plans:
-        flops, kv_tl, kv_bytes = (cost.flops(plan), cost.kv_peak_token_layers(plan),
-                                  cost.kv_peak_bytes(plan))
-        # the cache itself, run on the meta device: its measured peak, to set beside the bound
-        measured = LeanKVCache.dry_run(plan, cfg.patch_nums, cfg.depth).token_layers_peak
-        rows.append({
-            "plan": plan.name, "bridge": plan.bridge, "token_layers": cost.token_layers(plan),
-            "token_layers_vs_full": cost.token_layers(plan) / full_tl,
-            "gflops_per_image": flops / batch / 1e9, "speedup_bound": full_flops / flops,
-            "kv_peak_token_layers": kv_tl, "kv_peak_bytes": kv_bytes,
-            "kv_measured_token_layers": int(measured),
-            "kv_vs_official_tokens": kv_tl / cost.official_kv_token_layers(),
-            "kv_vs_official_bytes": kv_bytes / official,
-            "official_kv_bytes": official,
-        })
+    for c in configs:
+        plan, levers = c.plan, c.levers
+        flops, kv_bytes = cost.flops(plan, levers=levers), cost.kv_peak_bytes(plan, levers)
+        tl = cost.token_layers(plan, levers)
+        row = {"plan": c.name, "bridge": plan.bridge, "token_layers": tl,
+               "token_layers_vs_full": tl / full_tl, "gflops_per_image": flops / batch / 1e9,
+               "speedup_bound": full_flops / flops, "kv_peak_bytes": kv_bytes,
+               "kv_vs_official_bytes": kv_bytes / official, "official_kv_bytes": official,
+               "kv_peak_token_layers": None, "kv_measured_token_layers": None,
+               "kv_vs_official_tokens": None}
+        if levers is None:
+            # the cache itself, run on the meta device: its measured peak beside the lean bound
+            measured = LeanKVCache.dry_run(plan, cfg.patch_nums, cfg.depth).token_layers_peak
+            row["kv_peak_token_layers"] = cost.kv_peak_token_layers(plan)
+            row["kv_measured_token_layers"] = int(measured)
+            row["kv_vs_official_tokens"] = (row["kv_peak_token_layers"]
+                                            / cost.official_kv_token_layers())
+        rows.append(row)
     return rows
 
 
@@ -110,21 +122,29 @@ def run(args: argparse.Namespace) -> int:
     K, depth = cfg.num_scales, cfg.depth
     bridge = resolve_bridge(args.bridge, K)
     subnets = args.subnets or default_subnet_depths(depth)
-    plans = paper_family(depth, K, subnets, bridge)
-    rows = plan_rows(cfg, plans, args.batch, args.dtype, not args.no_cfg)
+    specs = args.plans or [p.name for p in paper_family(depth, K, subnets, bridge)]
+    settings = SamplingConfig(cfg=0 if args.no_cfg else 1.5, dtype=args.dtype,
+                              **levers_from_args(args))
+    configs = resolve_configurations(specs, depth, cfg.patch_nums, settings, bridge)
+    plans = [c.plan for c in configs]
+    rows = plan_rows(cfg, configs, args.batch, args.dtype, not args.no_cfg)
     print(f"VAR depth {depth}, width {cfg.width}, {K} scales {cfg.patch_nums} (L={cfg.seq_len}), "
           f"bridge N={bridge}; batch {args.batch} x{1 if args.no_cfg else 2} rows "
           f"({'no CFG' if args.no_cfg else 'CFG doubles the batch'}), KV in {args.dtype}\n")
-    print("| plan | token-layers | vs full | GFLOPs/img | speed-up bound | peak KV | "
-          "KV vs official (tokens) | KV vs official (bytes) | cache measured |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| plan | token-layers | vs {rows[0]['plan']} | GFLOPs/img | speed-up bound | peak KV | "
+          "KV vs official (bytes) | cache vs lean bound |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         measured = r["kv_measured_token_layers"]
-        check = "= bound" if measured == r["kv_peak_token_layers"] else f"{measured} token-layers"
-        print(f"| {r['plan']} | {r['token_layers']} | {r['token_layers_vs_full']:.3f} | "
+        if measured is None:
+            check = "levers: exact prediction"
+        elif measured == r["kv_peak_token_layers"]:
+            check = "= bound"
+        else:
+            check = f"{measured} vs {r['kv_peak_token_layers']} token-layers"
+        print(f"| {r['plan']} | {r['token_layers']:g} | {r['token_layers_vs_full']:.3f} | "
               f"{r['gflops_per_image']:.1f} | {r['speedup_bound']:.2f}x | "
-              f"{fmt_bytes(r['kv_peak_bytes'])} | {r['kv_vs_official_tokens']:.3f} | "
-              f"{r['kv_vs_official_bytes']:.3f} | {check} |")
+              f"{fmt_bytes(r['kv_peak_bytes'])} | {r['kv_vs_official_bytes']:.3f} | {check} |")
     print(f"\nofficial sampler KV cache: {fmt_bytes(rows[0]['official_kv_bytes'])} "
           f"({depth} layers x {cfg.seq_len} tokens, keys fp32 under 16-bit autocast)")
     for note in _nesting_notes(depth, subnets):

@@ -100,11 +100,12 @@ def _sample(var, vae, plan: DepthPlan, s: BenchSettings, trace=None):
 
 
 def measure_plan(var, vae, plan: DepthPlan, settings: BenchSettings, *,
-                 fresh_process: bool = False) -> dict:
+                 fresh_process: bool = False, name: str | None = None) -> dict:
     """Warm-up and timed sampling runs of one plan in this process.
 
     `fresh_process`: this process ran nothing but loading the model, so its peak RSS is this
-    plan's peak memory on CPU (otherwise CPU memory is left out).
+    plan's peak memory on CPU (otherwise CPU memory is left out). `name`: the row's name (a
+    configuration's spec when `settings.sampling` carries levers; default the plan's).
     """
     device = var.device
     cuda = device.type == "cuda"
@@ -127,7 +128,7 @@ def measure_plan(var, vae, plan: DepthPlan, settings: BenchSettings, *,
         memory, kind = peak_rss_bytes(), "peak RSS (fresh process)"
     else:
         memory, kind = None, "not measured (CPU, shared process)"
-    row = {"plan": plan.name, "layer_sets": [list(s) for s in plan.layer_sets],
+    row = {"plan": name or plan.name, "layer_sets": [list(s) for s in plan.layer_sets],
            "bridge": plan.bridge, "runs": runs, "kv_peak_bytes": int(kv_peak),
            "peak_memory_bytes": memory, "memory_kind": kind,
            "rss_after_load_bytes": None if cuda else rss_loaded}
@@ -140,11 +141,23 @@ def measure_plan(var, vae, plan: DepthPlan, settings: BenchSettings, *,
 def add_accounting(row: dict, plan: DepthPlan, var_config, settings: BenchSettings) -> dict:
     """FLOPs (one sampling call, head included) and the KV prediction next to the measurements."""
     cost = CostModel(var_config, settings.dtype, settings.rows)
-    flops = cost.flops(plan, include_head=True)
+    levers = settings.sampling.levers(plan, var_config.patch_nums, _checked(var_config))
+    flops = cost.flops(plan, include_head=True, levers=levers)
     row.update({"gflops_per_image": flops / settings.batch / 1e9, "flops": flops,
-                "token_layers": cost.token_layers(plan),
-                "kv_predicted_bytes": cost.kv_peak_bytes(plan)})
+                "transformer_flops": cost.flops(plan, levers=levers),
+                "token_layers": cost.token_layers(plan, levers),
+                "kv_predicted_bytes": cost.kv_peak_bytes(plan, levers)})
     return row
+
+
+def _checked(var_config):
+    """A guide plan (a `DepthPlan` or spec) checked against the model's shape."""
+    def resolve(plan):
+        if isinstance(plan, str):
+            return DepthPlan.from_spec(plan, var_config.depth, var_config.num_scales)
+        plan.check(var_config.depth, var_config.num_scales)
+        return plan
+    return resolve
 
 
 def compare_to_full(rows: list[dict]) -> list[dict]:
