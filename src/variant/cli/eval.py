@@ -29,7 +29,7 @@ from .common import (
     add_plan_args,
     add_sampling_args,
     load_from_args,
-    resolve_plan,
+    resolve_configuration,
     sampling_from_args,
 )
 
@@ -114,13 +114,14 @@ def run(args: argparse.Namespace) -> int:
     var, vae = load_from_args(args)
     # Everything that can fail is checked before the first image is sampled.
     specs = args.plans or default_plan_specs(var.depth)
-    plans = [resolve_plan(spec, var, args.bridge) for spec in specs]
+    sampling = sampling_from_args(args, seed=None)
+    plans = [resolve_configuration(spec, var.config, args.bridge, sampling) for spec in specs]
     num_classes = args.num_classes or var.num_classes
     if num_classes > var.num_classes:
         raise ValueError(f"--num-classes {num_classes} exceeds the model's {var.num_classes}.")
     spec = SamplingSpec(num_per_class=args.num_per_class, num_classes=num_classes,
                         batch_size=args.batch_size, seed=args.seed,
-                        settings=sampling_from_args(args, seed=None))
+                        settings=sampling)
     metric = None
     if rank == 0 and args.metric != "none":
         metric = build_metric(

@@ -8,6 +8,7 @@ else by polling the folders) and scores them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..models.configuration import Configuration
 from ..models.cost import CostModel
 from ..models.plan import DepthPlan
 from .npz import check_image_batch, create_npz_from_sample_folder
@@ -39,19 +41,36 @@ def plan_slug(plan: DepthPlan) -> str:
     return f"custom-{digest[:8]}"
 
 
-def unique_plans(plans: list[DepthPlan]) -> list[DepthPlan]:
-    """Drop plans whose layer sets repeat an earlier one ('d4' on a 4-layer model is 'full')."""
-    seen, out = set(), []
-    for plan in plans:
-        if plan.layer_sets in seen:
-            log.info("plan %s repeats an earlier plan's layers; evaluated once", plan.name)
+def _slug(name: str, plan: DepthPlan) -> str:
+    """A folder name for a configuration: its spec, or a hash when its plan is JSON."""
+    if name == plan.name:
+        return plan_slug(plan)
+    if not name.startswith("["):
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()
+    return f"custom-{digest[:8]}" if name == plan.name else f"custom-{digest[:8]}-levers"
+
+
+def _runs(var, items, spec: SamplingSpec) -> list[tuple[DepthPlan, SamplingSpec, str, object]]:
+    """(plan, sampling spec, name, levers) of each plan or `Configuration`, duplicates dropped."""
+    runs, seen = [], set()
+    for item in items:
+        if isinstance(item, Configuration):
+            own = dataclasses.replace(spec, settings=item.settings.replace(seed=None))
+            plan, name, levers = var.resolve_plan(item.plan), item.name, item.levers
+        else:
+            plan = var.resolve_plan(item)
+            own, name, levers = spec, plan.name, None
+        if (plan.layer_sets, levers) in seen:
+            log.info("%s repeats an earlier configuration; evaluated once", name)
             continue
-        seen.add(plan.layer_sets)
-        out.append(plan)
-    return out
+        seen.add((plan.layer_sets, levers))
+        runs.append((plan, own, name, levers))
+    return runs
 
 
-def evaluate_plans(var, vae, plans: list[DepthPlan], out_dir: str | Path, spec: SamplingSpec, *,
+def evaluate_plans(var, vae, plans: list[DepthPlan | Configuration], out_dir: str | Path,
+                   spec: SamplingSpec, *,
                    metric=None, model: str = "", rank: int = 0, world_size: int = 1,
                    barrier=None, wait_timeout: float = 0.0, progress: bool = False,
                    settings: dict | None = None) -> list[dict] | None:
@@ -61,24 +80,27 @@ def evaluate_plans(var, vae, plans: list[DepthPlan], out_dir: str | Path, spec: 
     when every rank has finished sampling (e.g. torch.distributed.barrier); without one, rank 0
     polls for the other ranks' files for up to `wait_timeout` seconds. Returns the table rows
     (rank 0) or None (other ranks). Rows are also written to `{out_dir}/eval.json`.
+    A `Configuration` (a plan with levers) samples with its own settings into a folder named by
+    its spec.
     """
     out_dir = Path(out_dir)
-    plans = unique_plans([var.resolve_plan(p) for p in plans])
+    runs = _runs(var, plans, spec)
     reports = {}
-    for plan in plans:
-        reports[plan_slug(plan)] = sample_to_folder(
-            var, vae, plan, out_dir / plan_slug(plan), spec, model=model, rank=rank,
+    for plan, own, name, _ in runs:
+        slug = _slug(name, plan)
+        reports[slug] = sample_to_folder(
+            var, vae, plan, out_dir / slug, own, model=model, rank=rank,
             world_size=world_size, progress=progress)
     if barrier is not None:
         barrier()
     if rank != 0:
         return None
     image_size = vae.config.image_size
-    cost = CostModel(var.config)
+    cost = CostModel(var.config, rows=spec.settings.rows(1))
     full_flops = cost.flops(var.full_plan())
     rows = []
-    for plan in plans:
-        slug = plan_slug(plan)
+    for plan, spec, name, levers in runs:
+        slug = _slug(name, plan)
         folder = out_dir / slug
         missing = (wait_for_folder(folder, spec, image_size, wait_timeout)
                    if barrier is None and world_size > 1
@@ -90,9 +112,9 @@ def evaluate_plans(var, vae, plans: list[DepthPlan], out_dir: str | Path, spec: 
                 "Finished images are kept.")
         remove_stale_temporaries(folder)
         npz = _pack(folder, spec)
-        row = {"plan": plan.name, "num_images": spec.num_images, "folder": str(folder),
+        row = {"plan": name, "num_images": spec.num_images, "folder": str(folder),
                "npz": str(npz),
-               "flops_ratio": cost.flops(plan) / full_flops}
+               "flops_ratio": cost.flops(plan, levers=levers) / full_flops}
         row.update(_timing(reports[slug]))
         if metric is not None:
             row.update(metric.evaluate(folder, spec.labels()))
