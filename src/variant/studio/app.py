@@ -153,8 +153,8 @@ def _updates(studio: Studio, comparison, paths: list[Path]) -> tuple:
     n, outs = len(comparison.labels), comparison.outcomes
     blank = MAX_CONFIGURATIONS - len(outs)
     shown = [gr.Column(visible=i < len(outs)) for i in range(MAX_CONFIGURATIONS)]
-    images = [gr.Image(value=o.grid_HW3, label=o.plan.name if o.entry.text == o.plan.name
-                       else f"{o.entry.text} → {o.plan.name}") for o in outs]
+    images = [gr.Image(value=o.grid_HW3, label=o.name if o.entry.text == o.name
+                       else f"{o.entry.text} → {o.name}") for o in outs]
     return (*shown, *images, *[gr.Image(value=None)] * blank,
             *[stats_html(o, n) for o in outs], *[""] * blank,
             cost_table_html(comparison), cost_chart_svg(comparison), [str(p) for p in paths],

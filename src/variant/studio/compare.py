@@ -34,8 +34,10 @@ from ..efficiency.budget import (
     choose_plan,
     model_bytes,
 )
+from ..models.configuration import Configuration
 from ..models.cost import CostModel
 from ..models.plan import DepthPlan, default_subnet_depths, resolve_bridge
+from ..sampling.levers import Levers
 from ..sampling.sampler import generate
 from ..sampling.settings import SamplingConfig
 from ..units import fmt_bytes
@@ -90,17 +92,22 @@ class Outcome:
     kv_peak_bytes: int  # measured by the lean cache
     flops: int  # one batch, all rows, head included (CostModel)
     runs: list[dict]  # {"transformer", "decoder", "total"} seconds per timed run
+    name: str = ""  # the configuration's spec (plan and levers); default the plan's name
+    levers: Levers | None = None
     speedup: float | None = None  # vs the full network's total time, when it ran too
     speedup_transformer: float | None = None
     kv_saving: float | None = None  # 1 - KV / the full network's KV
     flop_ratio: float | None = None  # full FLOPs / these FLOPs
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.plan.name
 
     def median(self, key: str) -> float:
         return statistics.median(r[key] for r in self.runs)
 
     @property
     def is_full(self) -> bool:
-        return self.plan.is_full(self.plan.depth)
+        return self.levers is None and self.plan.is_full(self.plan.depth)
 
 
 @dataclass
@@ -266,12 +273,15 @@ class Studio:
                 e.is_budget and e.budget.max_latency is not None for e in entries), progress)
             chosen = [self.plan_of(e, predictor) for e in entries]
             self.check_memory(predictor, [plan for plan, _ in chosen])
-            runs = self._run(labels, settings, [plan for plan, _ in chosen], request.repeats,
-                             progress)
+            configs = [self._configuration(e, plan, settings) for e, (plan, _) in
+                       zip(entries, chosen)]
+            runs = self._run(labels, configs, request.repeats, progress)
         cost = CostModel(self.var.config, settings.dtype, settings.rows(len(labels)))
-        outcomes = [Outcome(entry, plan, how, grid, kv, cost.flops(plan, include_head=True),
-                            timed)
-                    for entry, (plan, how), (grid, kv, timed) in zip(entries, chosen, runs)]
+        outcomes = [Outcome(entry, c.plan, how, grid, kv,
+                            cost.flops(c.plan, include_head=True, levers=c.levers), timed,
+                            c.name, c.levers)
+                    for entry, (_, how), c, (grid, kv, timed) in zip(entries, chosen, configs,
+                                                                     runs)]
         full = next((o for o in outcomes if o.is_full), None)
         full_kv = full.kv_peak_bytes if full else cost.kv_peak_bytes(self.var.full_plan())
         full_flops = cost.flops(self.var.full_plan(), include_head=True)
@@ -284,22 +294,29 @@ class Studio:
         return Comparison(request, labels, settings, outcomes, full_kv, full is not None,
                           str(self.device), time.perf_counter() - start)
 
-    def _run(self, labels: list[int], settings: SamplingConfig, plans: list[DepthPlan],
-             repeats: int, progress: Progress | None):
-        """(grid, measured KV peak, timed runs) per plan; the plans take turns each round."""
+    def _configuration(self, entry: Entry, plan: DepthPlan,
+                       settings: SamplingConfig) -> Configuration:
+        """The entry's plan with its levers (if any) resolved against the request's settings."""
+        if not entry.has_levers:
+            return Configuration(plan, settings, None)
+        return Configuration.resolve(entry.text, self.var.depth, self.var.patch_nums, settings)
+
+    def _run(self, labels: list[int], configs: list[Configuration], repeats: int,
+             progress: Progress | None):
+        """(grid, measured KV peak, timed runs) per configuration; they take turns each round."""
         K = self.var.num_scales
-        steps = repeats * len(plans) * (K + 1)
-        grids, kv, runs = [None] * len(plans), [0] * len(plans), [[] for _ in plans]
+        steps = repeats * len(configs) * (K + 1)
+        grids, kv, runs = [None] * len(configs), [0] * len(configs), [[] for _ in configs]
         label_B = torch.tensor(labels)
         for r in range(repeats):
-            for i, plan in enumerate(plans):
-                done = (r * len(plans) + i) * (K + 1)
-                trace = _progress_trace(progress, done, steps, K, f"{plan.name} ({i + 1}/"
-                                        f"{len(plans)})" + (f", run {r + 1}/{repeats}"
-                                                            if repeats > 1 else ""))
+            for i, config in enumerate(configs):
+                done = (r * len(configs) + i) * (K + 1)
+                trace = _progress_trace(progress, done, steps, K, f"{config.name} ({i + 1}/"
+                                        f"{len(configs)})" + (f", run {r + 1}/{repeats}"
+                                                              if repeats > 1 else ""))
                 t0 = time.perf_counter()
-                res = generate(self.var, len(labels), label_B, settings=settings, plan=plan,
-                               trace=trace)
+                res = generate(self.var, len(labels), label_B, settings=config.settings,
+                               plan=config.plan, trace=trace)
                 total = time.perf_counter() - t0
                 runs[i].append({"transformer": res.timings["transformer"],
                                 "decoder": res.timings["decoder"], "total": total})

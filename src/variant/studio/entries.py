@@ -1,14 +1,15 @@
 """Configuration entries: what one column of the comparison runs, as typed on the page.
 
 An entry is either
-- a depth plan spec, exactly as `variant sample --plan` takes it: `full`, `d4`, `d4@bridge3`,
-  `d4@r5-r6`, or a JSON list of per-scale layer lists; or
+- a configuration spec, exactly as `variant sample --plan` takes it: a plan (`full`, `d4`,
+  `d4@bridge3`, `d4@r5-r6`, or a JSON list of per-scale layer lists), optionally with levers
+  joined by '+' (`d4+cfgstop4+prune0.5@4`, `full+autoguide=d2`; models/configuration.py); or
 - a budget, resolved by the budget planner (`efficiency.budget`) to the deepest plan that fits:
   `best under 200 ms`, `under 2 GB`, `KV under 1 MiB`, `memory under 4 GiB and 300 ms`.
   A time is a latency limit per batch; a size is a memory limit (weights + KV + activations)
   unless the clause names the KV cache (`KV`, `cache`).
 
-Stacked levers and measured fronts are not offered yet: they await their issues (9 and 10).
+Measured fronts (`variant tune`) are not offered yet: they await their issue (10).
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import re
 from dataclasses import dataclass
 
 from ..efficiency.budget import Budget
+from ..models.configuration import parse_configuration
 from ..models.plan import DepthPlan
 from ..units import fmt_bytes, parse_duration, parse_size
 
-PLAN_EXAMPLES = "full, d4, d4@bridge3, d4@r5-r6, or a JSON list of per-scale layer lists"
+PLAN_EXAMPLES = ("full, d4, d4@bridge3, d4@r5-r6, a JSON list of per-scale layer lists, with "
+                 "levers e.g. d4+cfgstop4+prune0.5@4")
 BUDGET_EXAMPLES = "best under 200 ms, under 2 GB, KV under 1 MiB, memory under 4 GiB"
 ENTRY_HELP = f"a plan ({PLAN_EXAMPLES}) or a budget ({BUDGET_EXAMPLES})"
 
@@ -40,6 +43,7 @@ class Entry:
     text: str
     plan: DepthPlan | None = None  # plan entries
     budget: Budget | None = None  # budget entries
+    has_levers: bool = False  # a plan entry with levers (resolved with the request's settings)
 
     @property
     def is_budget(self) -> bool:
@@ -54,7 +58,9 @@ def parse_entry(text: str, depth: int, num_scales: int) -> Entry:
     if _BUDGET_WORDS.search(text):
         return Entry(text, budget=parse_budget(text))
     try:
-        return Entry(text, plan=DepthPlan.from_spec(text, depth, num_scales))
+        plan_spec, levers = parse_configuration(text)
+        return Entry(text, plan=DepthPlan.from_spec(plan_spec, depth, num_scales),
+                     has_levers=bool(levers))
     except ValueError as err:
         if text.startswith("[") or re.match(r"^(full|d?\d+)", text, re.IGNORECASE):
             raise ValueError(f"configuration {text!r}: {err}") from None

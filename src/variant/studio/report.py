@@ -41,7 +41,7 @@ def cells(outcome: Outcome, num_images: int) -> dict[str, str]:
     speedup = "—" if o.speedup is None else (
         f"{o.speedup:.2f}× ({o.speedup_transformer:.2f}×)")
     return {
-        "configuration": o.entry.text, "plan": o.plan.name,
+        "configuration": o.entry.text, "plan": o.name,
         "transformer s": f"{o.median('transformer'):.3f}",
         "decoder s": f"{o.median('decoder'):.3f}",
         "images/s": f"{num_images / o.median('total'):.2f}",
@@ -119,7 +119,7 @@ def cost_chart_svg(comparison: Comparison, width: int = 440, height: int = 200) 
             parts.append(f"<rect x='{x0 + m * bar_w:.1f}' y='{y(r):.1f}' width='{bar_w - 2:.1f}' "
                          f"height='{y(0) - y(r):.1f}' fill='{colour}'><title>{name}: {r:.2f}"
                          "</title></rect>")
-        label = _text(_short(o.plan.name))
+        label = _text(_short(o.name))
         parts.append(f"<text x='{left + (g + 0.5) * group_w:.1f}' y='{height - bottom + 14}' "
                      f"text-anchor='middle'>{label}</text>")
     ref = "full" if full is not None else "the largest"
@@ -134,7 +134,7 @@ def _short(name: str, limit: int = 14) -> str:
 
 def png_name(index: int, outcome: Outcome) -> str:
     """`1-full.png`, `2-d4@bridge3.png`, `3-plan.png` (JSON plans)."""
-    slug = outcome.plan.name if re.fullmatch(r"[\w@.-]+", outcome.plan.name) else "plan"
+    slug = outcome.name if re.fullmatch(r"[\w@.,=+-]+", outcome.name) else "plan"
     return f"{index + 1}-{slug}.png"
 
 
@@ -146,7 +146,7 @@ def sample_command(info: ModelInfo, comparison: Comparison, outcome: Outcome, ou
         args += ["--vae", _source_arg(info.vae)]
     if info.revision:
         args += ["--revision", info.revision]
-    args += ["--plan", outcome.plan.name, "--labels", *map(str, labels),
+    args += ["--plan", outcome.name, "--labels", *map(str, labels),
              *comparison.settings.cli_args(), "--batch-size", str(len(labels)),
              "--device", comparison.device, "--out", out]
     return shlex.join(args)
