@@ -88,7 +88,6 @@ def test_lever_order_does_not_matter():
 @pytest.mark.parametrize("spec, bare", [
     ("full+cfgstop10", "full"),  # cfg_stop = K: guidance at every scale
     ("d8+prune1@0", "d8"),  # keep everything
-    ("d8+prune0.5@10", "d8"),  # pruning from a scale past the last one
     ("d8+kv0,9", "d8"),  # the window covers every earlier scale
     ("d8+kv4,5", "d8"),
     ("d8+guide=d8", "d8"),  # guided by the plan itself
@@ -110,15 +109,11 @@ def test_bridge_applies_to_the_plan_and_the_guide_plan():
     assert again.plan == c.plan and again.levers == c.levers
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Levers.spec_parts writes keep with '{:g}' (6 "
-                   "significant digits), so a finer fraction does not round-trip")
 def test_name_round_trips_a_fine_prune_fraction():
     c = resolve("d8+prune0.3333333@8")
     assert resolve(c.name).levers == c.levers
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: '{:g}' writes keep 0.00001 as '1e-05', which the "
-                   "prune parser refuses, so the canonical name does not resolve")
 def test_name_of_a_tiny_prune_fraction_resolves():
     c = resolve("d8+prune0.00001@8")
     assert resolve(c.name).levers == c.levers
@@ -159,6 +154,7 @@ def test_spec_errors_name_the_problem_and_show_the_example(spec, phrase):
     ("d8+guide=d31", SamplingConfig(), "subnet_depth must be in 1..30"),
     ("d8+guide=x", SamplingConfig(), "cannot read plan 'x'"),
     ("d31+cfgstop8", SamplingConfig(), "subnet_depth must be in 1..30"),
+    ("d8+prune0.5@10", SamplingConfig(), "first pruned scale must be in 0..9"),
 ])
 def test_bad_values_for_the_model(spec, settings, phrase):
     with pytest.raises(ValueError) as err:
@@ -166,9 +162,6 @@ def test_bad_values_for_the_model(spec, settings, phrase):
     assert phrase in str(err.value), str(err.value)
 
 
-@pytest.mark.xfail(strict=True, reason="out-of-range cfgstop (checked in Levers.build) and "
-                   "flag/spec conflicts name the problem but neither the spec's syntax example "
-                   "nor, for the range, the configuration spec")
 @pytest.mark.parametrize("spec, settings", [
     ("d8+cfgstop11", SamplingConfig()),
     ("d8+cfgstop8", SamplingConfig(cfg_stop=7)),
@@ -434,13 +427,19 @@ def test_sample_help_shows_every_lever_with_an_example(capsys):
     assert EXAMPLE in text
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: eval and analyze pass an argument group to "
-                   "add_sampling_args, whose add_lever_args nests another group; argparse shows "
-                   "nested groups' flags in the usage line only, without their help, and warns "
-                   "'Nesting argument groups is deprecated'")
 @pytest.mark.parametrize("command", [["eval"], ["analyze", "pareto"]])
 def test_other_sampling_commands_help_shows_the_lever_flags(capsys, command):
     with pytest.raises(SystemExit):
         main([*command, "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "e.g. --cfg-stop 8" in text and "e.g. --kv-keep 1,2" in text
+
+
+def test_a_guide_plan_that_differs_only_after_cfg_stop_is_dropped():
+    # d2 runs the full network in the bridge zone (scales 0-5), so with guidance stopping at
+    # scale 4 the guiding rows run exactly the plan's layers: the same configuration
+    c = resolve("full+cfgstop4+guide=d2")
+    assert c.name == "full+cfgstop4" and c.levers.guide_plan is None
+    assert resolve("full+cfgstop8+guide=d2").name == "full+cfgstop8+guide=d2"
+    with pytest.raises(ValueError, match="guides the model by itself"):
+        resolve("full+cfgstop4+autoguide=d2")

@@ -87,10 +87,13 @@ def add_sampling_args(parser, *, dtype: bool = True) -> None:
 def add_lever_args(parser) -> None:
     """--cfg-stop/--guide-plan/--guide-class/--prune/--kv-keep (sampling/levers.py)."""
     d = SamplingConfig()
-    levers = parser.add_argument_group(
-        "inference levers", "off by default; they stack with any plan. Scales are 0-based "
-                            "(K=10 at 256 px: 8 = the last two scales). The same levers may be "
-                            "joined to a plan spec, e.g. --plan d8+cfgstop8+prune0.5@8")
+    if not isinstance(parser, argparse.ArgumentParser):  # already a group: groups do not nest
+        levers = parser
+    else:
+        levers = parser.add_argument_group(
+            "inference levers", "off by default; they stack with any plan. Scales are 0-based "
+                                "(K=10 at 256 px: 8 = the last two scales). The same levers may "
+                                "be joined to a plan spec, e.g. --plan d8+cfgstop8+prune0.5@8")
     levers.add_argument("--cfg-stop", type=int, default=None, metavar="K",
                         help="scales >= K sample from the conditional rows only, the guiding "
                              "rows' KV freed (Switti); e.g. --cfg-stop 8")

@@ -100,13 +100,18 @@ class Configuration:
             default = getattr(SamplingConfig(), key)
             if flag != default and flag != value:
                 raise ValueError(f"configuration {spec!r} sets {key} to {_show(value)} but the "
-                                 f"command's flags set it to {_show(flag)}; give it one way.")
+                                 f"command's flags set it to {_show(flag)}; give it one way, "
+                                 f"in the spec (e.g. {EXAMPLE}) or by its flag.")
             merged[key] = value
         settings = settings.replace(**merged)
         if isinstance(settings.guide_plan, str):
             settings = settings.replace(
                 guide_plan=DepthPlan.from_spec(settings.guide_plan, depth, K, bridge))
-        levers = settings.levers(plan, patch_nums, lambda p: p)
+        try:
+            levers = settings.levers(plan, patch_nums, lambda p: p)
+        except ValueError as err:
+            raise ValueError(f"configuration {spec!r}: {str(err).rstrip('.')}. (A configuration "
+                             f"spec looks like {EXAMPLE}.)") from None
         return cls(plan, settings, levers)
 
 

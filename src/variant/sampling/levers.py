@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from ..models.plan import DepthPlan
 
 GUIDE_CLASSES = ("null", "same")
-_PRUNE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*@\s*(\d+)\s*$")
+_PRUNE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)\s*@\s*(\d+)\s*$", re.IGNORECASE)
 _KV_KEEP = re.compile(r"^\s*(\d+)\s*,\s*(\d+)\s*$")
 
 
@@ -133,10 +133,18 @@ class Levers:
                              "off (cfg 0); give cfg > 0, e.g. --cfg 1.5, or drop them.")
         if cfg_stop is not None and not 0 <= cfg_stop <= K:
             raise ValueError(f"cfg_stop must be a scale index in 0..{K} (this model has {K} "
-                             f"scales; {K}: guidance at every scale), got {cfg_stop}.")
+                             f"scales; {K}: guidance at every scale), got {cfg_stop}; e.g. "
+                             f"cfg_stop={max(0, K - 2)} (spec 'd8+cfgstop{max(0, K - 2)}') "
+                             "leaves the last two scales unguided.")
+        if prune is not None and not prune[1] < K:
+            raise ValueError(f"prune's first pruned scale must be in 0..{K - 1} (this model has "
+                             f"{K} scales), got {prune[1]}; e.g. prune=(0.5, {max(0, K - 2)}) "
+                             f"(spec 'd8+prune0.5@{max(0, K - 2)}') prunes the last two.")
         stop = K if cfg_stop is None else int(cfg_stop)
-        if guide_plan is not None and guide_plan.layer_sets == plan.layer_sets:
-            guide_plan = None
+        if not guided or stop == 0:  # no guiding rows at all
+            guide_plan, guide_class = None, "null"
+        if guide_plan is not None and guide_plan.layer_sets[:stop] == plan.layer_sets[:stop]:
+            guide_plan = None  # the guiding rows run the same layers at every scale they run
         if guide_class == "same" and guide_plan is None:
             raise ValueError("guide_class 'same' guides the model by itself unless the guiding "
                              "rows run another plan: give a shallower guide plan, e.g. "
@@ -147,8 +155,6 @@ class Levers:
                 prune = None
         if kv_keep is not None and sum(kv_keep) >= K - 1:
             kv_keep = None  # every scale still sees all earlier scales
-        if not guided or stop == 0:
-            guide_plan, guide_class = None, "null"
         if stop == K and guide_plan is None and prune is None and kv_keep is None:
             return None
         return cls(K, guided, stop, guide_plan, guide_class, prune, kv_keep)
@@ -189,7 +195,7 @@ class Levers:
             word = "autoguide" if self.guide_class == "same" else "guide"
             parts.append(f"{word}={self.guide_plan.name}")
         if self.prune is not None:
-            parts.append(f"prune{self.prune[0]:g}@{self.prune[1]}")
+            parts.append(f"prune{self.prune[0]!r}@{self.prune[1]}")
         if self.kv_keep is not None:
             parts.append(f"kv{self.kv_keep[0]},{self.kv_keep[1]}")
         return parts

@@ -58,7 +58,8 @@ class SamplingConfig:
         object.__setattr__(self, "prune", parse_prune(self.prune))
         object.__setattr__(self, "kv_keep", parse_kv_keep(self.kv_keep))
         check_guide_class(self.guide_class)
-        if self.cfg_stop is not None and (not isinstance(self.cfg_stop, int) or self.cfg_stop < 0):
+        if self.cfg_stop is not None and (not isinstance(self.cfg_stop, int)
+                                          or isinstance(self.cfg_stop, bool) or self.cfg_stop < 0):
             raise ValueError(f"cfg_stop must be a 0-based scale index (an int >= 0), got "
                              f"{self.cfg_stop!r}; e.g. cfg_stop=8 leaves the last two of 10 "
                              "scales unguided.")
@@ -123,7 +124,7 @@ class SamplingConfig:
         if self.guide_class != "null":
             args += ["--guide-class", self.guide_class]
         if self.prune is not None:
-            args += ["--prune", f"{self.prune[0]:g}@{self.prune[1]}"]
+            args += ["--prune", f"{self.prune[0]!r}@{self.prune[1]}"]
         if self.kv_keep is not None:
             args += ["--kv-keep", f"{self.kv_keep[0]},{self.kv_keep[1]}"]
         return args
