@@ -643,3 +643,19 @@ def test_bad_levers_for_the_model_are_clear_errors(builtin, kwargs, phrases):
         run(builtin, B=1, **kwargs)
     for phrase in phrases:
         assert phrase in str(err.value), (phrase, str(err.value))
+
+
+def test_var_generate_takes_the_lever_keywords():
+    import variant
+    from variant.sampling.sampler import generate as engine_generate
+    from variant.sampling.settings import SamplingConfig
+
+    var, _ = variant.load_model("builtin")
+    by_keywords = var.generate(2, [1, 2], seed=3, cfg_stop=4, prune="0.5@4", kv_keep=(1, 2),
+                               guide_plan="d2", guide_class="same")
+    settings = SamplingConfig(seed=3, cfg_stop=4, prune=(0.5, 4), kv_keep="1,2",
+                              guide_plan="d2", guide_class="same")
+    by_settings = engine_generate(var, 2, [1, 2], settings=settings)
+    assert by_keywords.levers == by_settings.levers
+    assert by_keywords.levers.guide_class == "same" and by_keywords.levers.prune == (0.5, 4)
+    assert all(torch.equal(a, b) for a, b in zip(by_keywords.indices, by_settings.indices))

@@ -7,7 +7,13 @@ Predictions come from the accounting, not from running the model:
   transformer's activations at the last scale) and the decoder's activations (the cache is
   released before decoding), + on CPU the resident size of the Python/torch runtime;
 - latency: a profile measured by `variant bench --profile` on this machine (per scale: seconds
-  per layer and the non-block overhead; decoder seconds), scaled linearly to the batch.
+  per layer and the non-block overhead; decoder seconds), scaled linearly to the batch. Under
+  inference levers a layer step runs fewer rows (cfg_stop, a guide plan), fewer tokens (prune)
+  or a shorter context (kv_keep); its time is the profile's for that scale times the ratio of a
+  roofline-style step model `a + b * rows * n + c * rows * n * m` (a: reading the layer's
+  weights, b: the per-token work, c: attention over m tokens), fitted to the profile's own
+  per-scale times (`StepModel`). Row groups that run the same layers share one weight read, as
+  the sampler batches them.
 
 `variant bench` measures all three for the chosen plan, so a prediction can be confirmed.
 """
@@ -18,6 +24,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..models.cost import CostModel
@@ -25,6 +32,7 @@ from ..models.plan import DepthPlan, paper_family, resolve_bridge
 from ..models.var import VAR
 from ..models.vqvae import VQVAE
 from ..sampling.attention import MAX_SCORE_BYTES
+from ..sampling.levers import Levers, run_together
 from ..sampling.settings import guided_rows
 from ..units import DTYPES, dtype_bytes, fmt_bytes
 from .bench import PROFILE_FORMAT
@@ -149,14 +157,13 @@ class Predictor:
     def kv_bytes(self, plan: DepthPlan) -> int:
         return self.cost.kv_peak_bytes(plan)
 
-    def latency(self, plan: DepthPlan) -> float | None:
+    def latency(self, plan: DepthPlan, levers: Levers | None = None) -> float | None:
         if self.profile is None:
             return None
         p = self.profile
         row_scale = self.workload.rows / p["rows"]
         image_scale = self.workload.batch / p["settings"]["batch"]
-        transformer = sum(s["overhead_seconds"] + len(layers) * s["seconds_per_layer"]
-                          for s, layers in zip(p["scales"], plan.layer_sets))
+        transformer = transformer_seconds(p, plan, levers, self.var_config.patch_nums)
         return transformer * row_scale + p["decoder_seconds"] * image_scale
 
     def predict(self, plan: DepthPlan) -> Prediction:
@@ -166,6 +173,77 @@ class Predictor:
                  self.act_transformer, "decoder_activations": self.act_decoder,
                  "runtime": self.runtime}
         return Prediction(plan, kv, self.weights + live + self.runtime, self.latency(plan), parts)
+
+
+def transformer_seconds(profile: dict, plan: DepthPlan, levers: Levers | None,
+                        patch_nums) -> float:
+    """Predicted transformer seconds of `plan` (and `levers`) at the profile's batch: per scale
+    the measured overhead plus its layers x the measured seconds per layer; under levers each
+    layer step scaled by the `StepModel` fitted to the profile."""
+    if levers is None:
+        return sum(s["overhead_seconds"] + len(layers) * s["seconds_per_layer"]
+                   for s, layers in zip(profile["scales"], plan.layer_sets))
+    return StepModel.fit(profile).transformer_seconds(profile, plan, levers, patch_nums)
+
+
+@dataclass(frozen=True)
+class StepModel:
+    """Seconds of one layer step at a scale: `a + b * rows * n + c * rows * n * m` (n tokens
+    run, m tokens attended to), fitted to a full-plan profile by non-negative least squares
+    over its K scales (terms whose coefficient would be negative are dropped)."""
+
+    a: float
+    b: float
+    c: float
+
+    def __call__(self, rows: float, n: float, m: float) -> float:
+        return self.a + self.b * rows * n + self.c * rows * n * m
+
+    @classmethod
+    def fit(cls, profile: dict) -> StepModel:
+        rows, sizes = profile["rows"], [s["tokens"] for s in profile["scales"]]
+        context = np.cumsum(sizes)
+        X = np.stack([np.ones(len(sizes)), rows * np.asarray(sizes, float),
+                      rows * np.asarray(sizes, float) * context], axis=1)
+        y = np.asarray([s["seconds_per_layer"] for s in profile["scales"]])
+        best = (np.inf, np.zeros(3))
+        for keep in ([0, 1, 2], [0, 1], [1, 2], [0, 2], [1], [0]):
+            coef = np.linalg.lstsq(X[:, keep], y, rcond=None)[0]
+            if (coef < 0).any():
+                continue
+            full = np.zeros(3)
+            full[keep] = coef
+            err = float(((X @ full - y) ** 2).sum())
+            if err < best[0]:
+                best = (err, full)
+        return cls(*map(float, best[1]))
+
+    def transformer_seconds(self, profile: dict, plan: DepthPlan, levers: Levers,
+                            patch_nums) -> float:
+        """The transformer time of `plan` under `levers` at the profile's batch: per scale its
+        overhead, plus for every layer step the profile's seconds per layer at that scale scaled
+        by this model's ratio (rows, tokens and context of the step vs the full plan's)."""
+        rows_full = profile["rows"]
+        batch = rows_full // 2 if levers.guided else rows_full
+        sizes, full_sizes = levers.sizes(patch_nums), [p * p for p in patch_nums]
+        branches = levers.branches(plan)
+        total = 0.0
+        for k, scale in enumerate(profile["scales"]):
+            total += scale["overhead_seconds"]
+            reference = self(rows_full, full_sizes[k], sum(full_sizes[:k + 1]))
+            if reference <= 0:
+                continue
+            per_layer = scale["seconds_per_layer"] / reference
+            n = sizes[k]
+            for group in run_together(branches, k):
+                for layer in group[0].plan.layers_at(k):
+                    step = self.a
+                    for b in group:
+                        m = n + sum(sizes[s] for s in b.plan.scales_of_layer(layer)
+                                    if s < k and levers.visible(s, k))
+                        step += self.b * batch * n + self.c * batch * n * m
+                    total += per_layer * step
+        return total
 
 
 def check_profile(profile: dict, var_config, workload: Workload) -> None:

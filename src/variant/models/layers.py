@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..sampling.attention import Attendable, KVCallback, multi_part_attention
+from ..sampling.attention import Attendable, KVCallback, RowSplit, multi_part_attention
 
 # float32 ln(100), the official clamp of the learned per-head attention scale.
 MAX_SCALE_MUL = math.log(100.0)
@@ -61,7 +61,9 @@ class SelfAttention(nn.Module):
         # K and V share the compute dtype (under autocast F.normalize returns fp32 keys).
         return q.to(v.dtype), k.to(v.dtype), v
 
-    def attend(self, q_BALE, keys: Attendable, attn_bias=None) -> torch.Tensor:
+    def attend(self, q_BALE, keys: Attendable | RowSplit, attn_bias=None) -> torch.Tensor:
+        if isinstance(keys, RowSplit):  # row groups with their own caches, run together
+            return keys.attend(q_BALE, self.attend)
         if keys.num_parts > 1:
             return multi_part_attention(q_BALE, keys, self.scale)
         if self.backend == "sdpa":

@@ -269,14 +269,20 @@ class VAR(nn.Module):
                  top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
                  plan: DepthPlan | None = None, more_smooth: bool | None = None,
                  dtype: str | torch.dtype | None = None, settings: SamplingConfig | None = None,
-                 progress: bool = False) -> GenerationResult:
+                 progress: bool = False, cfg_stop: int | None = None,
+                 guide_plan: DepthPlan | str | None = None, guide_class: str | None = None,
+                 prune: tuple[float, int] | str | None = None,
+                 kv_keep: tuple[int, int] | str | None = None) -> GenerationResult:
         """Sample B images (see `variant.sampling.sampler.generate`; this is a thin delegate).
 
         The keyword settings override `settings` (default: the official `SamplingConfig()`);
-        a None keyword keeps the setting's value.
+        a None keyword keeps the setting's value. The levers (`cfg_stop`, `guide_plan`,
+        `guide_class`, `prune`, `kv_keep`; sampling/levers.py) are `SamplingConfig`'s.
         """
         given = {"cfg": cfg, "top_k": top_k, "top_p": top_p, "seed": seed,
-                 "more_smooth": more_smooth, "dtype": dtype}
+                 "more_smooth": more_smooth, "dtype": dtype, "cfg_stop": cfg_stop,
+                 "guide_plan": guide_plan, "guide_class": guide_class, "prune": prune,
+                 "kv_keep": kv_keep}
         settings = (settings or SamplingConfig()).replace(
             **{k: v for k, v in given.items() if v is not None})
         return generate(self, B, label_B, settings=settings, plan=plan, progress=progress)

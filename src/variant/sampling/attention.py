@@ -50,6 +50,22 @@ class Attendable:
         return len(self.parts)
 
 
+class RowSplit:
+    """Keys/values of several row groups run in one pass (the conditional and guiding rows
+    under levers): consecutive blocks of rows, each with its own `Attendable`."""
+
+    def __init__(self, groups: list[tuple[int, Attendable]]):
+        self.groups = groups  # (rows, what those rows attend to), in row order
+
+    def attend(self, q_BAlE, attend_one):
+        """`attend_one(q, keys)` on each block of rows, concatenated -> (B, A, l, E)."""
+        outs, start = [], 0
+        for rows, keys in self.groups:
+            outs.append(attend_one(q_BAlE[start:start + rows], keys))
+            start += rows
+        return torch.cat(outs)
+
+
 def multi_part_attention(q_BAlE, keys: Attendable, scale: float,
                          max_score_bytes: int = MAX_SCORE_BYTES):
     """Softmax attention over the concatenation of `keys.parts` without concatenating them.

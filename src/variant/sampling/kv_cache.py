@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .attention import Attendable
+from .attention import Attendable, RowSplit
 
 if TYPE_CHECKING:
     from ..models.plan import DepthPlan
@@ -260,6 +260,27 @@ class ChunkKVCache:
             for s in list(entries):
                 del entries[s]
                 self.meter.sub(self.sizes[s] * self.bytes_per_token)
+
+
+class RowGroupsCache:
+    """Several row groups' caches behind one callback, for a pass that runs them together:
+    each group's rows (consecutive, in order) store into and read from their own cache."""
+
+    def __init__(self, caches: Sequence, rows: Sequence[int]):
+        self.caches, self.rows = list(caches), [int(r) for r in rows]
+
+    def callback(self, layer: int, scale_index: int):
+        callbacks = [c.callback(layer, scale_index) for c in self.caches]
+
+        def store_and_read(k_BAlE: torch.Tensor, v_BAlE: torch.Tensor) -> RowSplit:
+            groups, start = [], 0
+            for callback, rows in zip(callbacks, self.rows):
+                stop = start + rows
+                groups.append((rows, callback(k_BAlE[start:stop], v_BAlE[start:stop])))
+                start = stop
+            return RowSplit(groups)
+
+        return store_and_read
 
 
 def _check_written(k_new: torch.Tensor, sizes: Sequence[int], scale_index: int) -> None:

@@ -201,6 +201,21 @@ class Levers:
         return parts
 
 
+def run_together(groups: Sequence, scale_index: int) -> list[list]:
+    """The row groups (anything with `.plan` and `.stop`, None: every scale) that run scale k,
+    consecutive ones with the same layers there batched into one pass (the weights are read
+    once): the sampler's rule, which the latency model follows."""
+    batches: list[list] = []
+    for g in groups:
+        if g.stop is not None and scale_index >= g.stop:
+            continue
+        if batches and batches[-1][0].plan.layers_at(scale_index) == g.plan.layers_at(scale_index):
+            batches[-1].append(g)
+        else:
+            batches.append([g])
+    return batches
+
+
 def truncate(plan: DepthPlan, stop: int) -> DepthPlan:
     """`plan` cut to its first `stop` scales (the guiding rows' plan under cfg_stop)."""
     if stop == plan.num_scales:

@@ -27,8 +27,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
-from .kv_cache import ChunkKVCache, KVMeter, LeanKVCache
-from .levers import Levers, gather_positions, pivotal_positions, restore_positions
+from .kv_cache import ChunkKVCache, KVMeter, LeanKVCache, RowGroupsCache
+from .levers import (
+    Levers,
+    gather_positions,
+    pivotal_positions,
+    restore_positions,
+    run_together,
+)
 from .protocol import ScaleModel
 from .settings import SamplingConfig
 
@@ -56,7 +62,7 @@ class GenerationResult:
     levers: Levers | None = None  # the normalised levers that ran (None: plain sampler)
 
 
-@dataclass
+@dataclass(eq=False)
 class RowGroup:
     """Transformer rows that run together: their conditions, plan, cache and per-scale state."""
 
@@ -187,19 +193,29 @@ def scale_loop(model: ScaleModel, groups: Sequence[RowGroup], policy: TokenPolic
     K = model.num_scales
     for group in groups:
         group.x, group.ctx = model.start(group.rows)
+    joint = {}  # the context of groups run together, by their positions in `groups`
     pivots = None  # (B, n) positions that run the layers at this scale; None: all
     for k in tqdm(range(K), desc="scales", leave=False) if progress else range(K):
         trace("scale", k)
         logits = []
-        for group in groups:
-            if group.stop is not None and k >= group.stop:
-                continue
-            x_RlD = group.x if pivots is None else gather_positions(group.x, pivots)
-            h_RlD = model.run_layers(k, x_RlD, group.ctx, group.plan.layers_at(k), group.cache)
+        for batch in run_together(groups, k):
+            xs = [g.x if pivots is None else gather_positions(g.x, pivots) for g in batch]
+            if len(batch) == 1:
+                x_RlD, ctx, cache = xs[0], batch[0].ctx, batch[0].cache
+            else:  # one pass over the groups' rows: the weights are read once
+                key = tuple(map(id, batch))
+                if key not in joint:
+                    joint[key] = model.start(torch.cat([g.rows for g in batch]))[1]
+                x_RlD, ctx = torch.cat(xs), joint[key]
+                cache = RowGroupsCache([g.cache for g in batch], [g.rows.numel() for g in batch])
+            h_RlD = model.run_layers(k, x_RlD, ctx, batch[0].plan.layers_at(k), cache)
             if pivots is not None:
-                h_RlD = restore_positions(h_RlD, pivots, group.h_prev, model.patch_nums[k])
-            group.h_prev = h_RlD if levers is not None and levers.prune is not None else None
-            logits.append(model.logits(h_RlD, group.ctx))
+                h_prev = torch.cat([g.h_prev for g in batch]) if len(batch) > 1 else batch[0].h_prev
+                h_RlD = restore_positions(h_RlD, pivots, h_prev, model.patch_nums[k])
+            if levers is not None and levers.prune is not None:
+                for g, h in zip(batch, h_RlD.split([g.rows.numel() for g in batch])):
+                    g.h_prev = h
+            logits.append(model.logits(h_RlD, ctx))
         trace("layers", k)
         x_BlC = policy(k, logits[0] if len(logits) == 1 else torch.cat(logits))
         if x_BlC is None:
