@@ -651,9 +651,9 @@ def test_var_generate_takes_the_lever_keywords():
     from variant.sampling.settings import SamplingConfig
 
     var, _ = variant.load_model("builtin")
-    by_keywords = var.generate(2, [1, 2], seed=3, cfg_stop=4, prune="0.5@4", kv_keep=(1, 2),
+    by_keywords = var.generate(2, [1, 2], seed=3, cfg_stop=5, prune="0.5@4", kv_keep=(1, 2),
                                guide_plan="d2", guide_class="same")
-    settings = SamplingConfig(seed=3, cfg_stop=4, prune=(0.5, 4), kv_keep="1,2",
+    settings = SamplingConfig(seed=3, cfg_stop=5, prune=(0.5, 4), kv_keep="1,2",
                               guide_plan="d2", guide_class="same")
     by_settings = engine_generate(var, 2, [1, 2], settings=settings)
     assert by_keywords.levers == by_settings.levers
