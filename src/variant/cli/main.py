@@ -24,6 +24,7 @@ COMMANDS = [
     "train-tokenizer",
     "tokenize",
     "bench",
+    "tune",
     "analyze",
     "studio",
 ]

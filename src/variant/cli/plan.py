@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+import torch
+
 from ..config import PATCH_NUMS_256, PATCH_NUMS_512, VARConfig
 from ..models.configuration import Configuration, resolve_configurations
 from ..models.cost import CostModel
@@ -18,6 +20,7 @@ from ..models.plan import (
 from ..pretrained import read_var_config
 from ..sampling.kv_cache import LeanKVCache
 from ..sampling.settings import SamplingConfig, guided_rows
+from ..tune import check_front_device, choose_from_front, load_front
 from ..units import DTYPES, fmt_bytes
 from .budget import add_budget_args, budget_requested, run_budget
 from .common import add_lever_args, levers_from_args
@@ -53,6 +56,15 @@ def register(sub) -> None:
     add_lever_args(p)
     p.add_argument("--json", dest="json_out", default=None, help="also write the rows as JSON")
     add_budget_args(p)
+    f = p.add_argument_group(
+        "measured front", "with --front, the budgets pick the best-quality configuration that "
+                          "`variant tune` measured (latency and KV scaled from its batch to "
+                          "--batch)")
+    f.add_argument("--front", default=None, help="front.json written by `variant tune`")
+    f.add_argument("--allow-other-device", action="store_true",
+                   help="use latencies measured on another device or thread count")
+    f.add_argument("--threads", type=int, default=None,
+                   help="CPU threads the model will run with (default: this process's)")
     p.set_defaults(func=run)
 
 
@@ -93,6 +105,39 @@ def plan_rows(cfg: VARConfig, configs: list[Configuration], batch: int, dtype: s
     return rows
 
 
+def run_front(args: argparse.Namespace) -> int:
+    """`variant plan --front front.json --max-...`: the best measured configuration."""
+    front = load_front(args.front)
+    if args.max_latency is not None:
+        check_front_device(front, args.device, args.threads or torch.get_num_threads(),
+                           args.allow_other_device)
+    choice = choose_from_front(front, max_latency=args.max_latency, max_kv=args.max_kv,
+                               max_memory=args.max_memory, batch=args.batch)
+    meta = front["meta"]
+    key = meta["metric_key"]
+    print(f"front of {meta['model']} ({len(front['rows'])} configurations, {meta['metric']} "
+          f"{key} over seeds {meta['seeds']}; timed on {meta['device_name']}, "
+          f"{meta['threads']} threads, batch {meta['bench_batch']}, scaled to --batch "
+          f"{args.batch})")
+    for label, row in (("best within budget", choice.chosen), ("next cheaper", choice.cheaper),
+                       ("next better (over budget)", choice.better)):
+        if row is None:
+            print(f"{label}: none")
+            continue
+        q, c = row["quality"][key], row["cost"]
+        band = "" if q["low"] is None else f" (95% {q['low']:.2f}–{q['high']:.2f})"
+        scale = args.batch / meta["bench_batch"]
+        mem = ("" if c["peak_memory_bytes"] is None
+               else f", peak memory {fmt_bytes(c['peak_memory_bytes'])} at batch "
+                    f"{meta['bench_batch']}")
+        print(f"{label}: {row['spec']} | {key} {q['mean']:.2f}{band} | "
+              f"{c['total_s'] * scale * 1000:.0f} ms per batch | KV "
+              f"{fmt_bytes(round(c['kv_peak_bytes'] * scale))}{mem}")
+    print(f"\nvariant sample --model {meta['model']} --plan '{choice.chosen['spec']}' "
+          f"--dtype {meta['dtype']}")
+    return 0
+
+
 def _print_layers(plan: DepthPlan, pn) -> None:
     print(f"\nlayers per scale, plan {plan.name}:")
     for k, layers in enumerate(plan.layer_sets):
@@ -116,6 +161,8 @@ def _nesting_notes(depth: int, subnets: list[int]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     if args.batch <= 0:
         raise ValueError(f"--batch must be positive, got {args.batch}.")
+    if args.front is not None:
+        return run_front(args)
     if budget_requested(args):
         return run_budget(args, _config)
     cfg = _config(args)

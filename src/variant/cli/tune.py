@@ -1,0 +1,126 @@
+"""`variant tune`: quality and cost of a grid of configurations, and their front."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import torch
+
+from ..eval.quality import build_metric
+from ..models.configuration import resolve_configurations
+from ..models.plan import default_subnet_depths
+from ..pretrained import read_model_config
+from ..tune import Tuner, TuneSettings, default_grid, write_front_plot
+from .common import add_model_args, add_sampling_args, load_from_args, sampling_from_args
+
+log = logging.getLogger(__name__)
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "tune", help="measured quality/cost front of plans and levers",
+        description="Evaluate a grid of configurations (depth plans, each inference lever "
+                    "alone, promising combinations, or --specs) for quality (several seeds, "
+                    "mean and 95%% interval) and cost (measured time, KV, memory, FLOPs); write "
+                    "front.json and front.png. Rerunning with the same --out resumes.")
+    add_model_args(p)
+    p.add_argument("--specs", nargs="+", default=None,
+                   help="configurations (plan specs with levers, e.g. full d4 "
+                        "d4+cfgstop4+prune0.5@4); default: the grid of `variant tune "
+                        "--show-grid`")
+    p.add_argument("--extra", nargs="+", default=(),
+                   help="configurations added to the default grid")
+    p.add_argument("--subnets", type=int, nargs="+", default=None,
+                   help="subnet depths of the default grid (default: the model's trained ones, "
+                        "else the paper's that fit)")
+    p.add_argument("--bridge", type=int, default=None,
+                   help="bridge zone of 'dN' specs (default: the model's trained bridge)")
+    p.add_argument("--show-grid", action="store_true", help="print the grid and exit")
+    q = p.add_argument_group("quality")
+    q.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="sampling seeds, one image set each (default 0 1 2)")
+    q.add_argument("--num-per-class", type=int, default=20, help="images per class and seed")
+    q.add_argument("--num-classes", type=int, default=None,
+                   help="classes 0..n-1 (default: all of the model's)")
+    q.add_argument("--batch-size", type=int, default=50, help="images per sampling call")
+    q.add_argument("--metric", choices=("builtin", "inception"), default="builtin",
+                   help="builtin: Shapes-10 metric network (built-in data); inception: FID/IS "
+                        "against --reference (pip install 'variant[eval]')")
+    q.add_argument("--reference", default=None,
+                   help="reference .npz or image folder (default for builtin: rendered images)")
+    q.add_argument("--reference-count", type=int, default=5000,
+                   help="rendered reference images of the builtin reference")
+    q.add_argument("--inception-weights", default=None, help="InceptionV3 weights path")
+    add_sampling_args(q)
+    c = p.add_argument_group("cost")
+    c.add_argument("--bench-batch", type=int, default=8, help="images per timed call")
+    c.add_argument("--repeats", type=int, default=3, help="timed runs per configuration")
+    c.add_argument("--warmup", type=int, default=1, help="untimed runs per configuration")
+    c.add_argument("--threads", type=int, default=None, help="CPU threads for the timed runs")
+    p.add_argument("--out", required=True, help="output folder (front.json, front.png, parts)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def grid_specs(args, var, meta: dict) -> list[str]:
+    if args.specs:
+        return list(args.specs)
+    subnets = args.subnets or meta.get("subnet_depths") or default_subnet_depths(var.depth)
+    return default_grid(var.depth, var.num_scales, subnets) + list(args.extra)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    meta = read_model_config(args.model, revision=args.revision)[2]
+    var, vae = load_from_args(args)
+    bridge = args.bridge if args.bridge is not None else meta.get("bridge")
+    specs = grid_specs(args, var, meta)
+    sampling = sampling_from_args(args, seed=None)
+    configs = resolve_configurations(specs, var.depth, var.patch_nums, sampling, bridge)
+    if args.show_grid:
+        for config in configs:
+            print(config.name)
+        return 0
+    num_classes = args.num_classes or var.num_classes
+    if num_classes > var.num_classes:
+        raise ValueError(f"--num-classes {num_classes} exceeds the model's {var.num_classes}.")
+    settings = TuneSettings(seeds=tuple(args.seeds), num_per_class=args.num_per_class,
+                            num_classes=num_classes, batch_size=args.batch_size,
+                            sampling=sampling, bench_batch=args.bench_batch,
+                            warmup=args.warmup, repeats=args.repeats, threads=args.threads)
+    metric = build_metric(args.metric, args.reference, image_size=vae.config.image_size,
+                          num_classes=num_classes, device=args.device,
+                          inception_weights=args.inception_weights,
+                          reference_count=args.reference_count, cache_dir=args.out)
+    model_args = ["--seed", str(args.seed)]
+    for flag, value in (("--vae", args.vae), ("--revision", args.revision)):
+        if value is not None:
+            model_args += [flag, value]
+    print(f"tuning {len(configs)} configurations of {args.model} ({len(args.seeds)} seeds x "
+          f"{args.num_per_class * num_classes} images each, {args.repeats} timed runs): "
+          + ", ".join(c.name for c in configs), flush=True)
+    tuner = Tuner(var, vae, configs, args.out, settings, metric, model=args.model,
+                  model_args=model_args, device=args.device, progress=not args.no_progress)
+    front = tuner.run()
+    print(format_front(front))
+    plot = write_front_plot(front, f"{args.out}/front.png")
+    print(f"front: {args.out}/front.json" + (f", {plot}" if plot else ""))
+    return 0
+
+
+def format_front(front: dict) -> str:
+    """Markdown: one row per configuration, front membership marked."""
+    key = front["meta"]["metric_key"]
+    lines = [f"| configuration | family | {key} (95% interval) | total s | KV | peak memory | "
+             "GFLOPs/img | front (latency / KV) |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in sorted(front["rows"], key=lambda r: r["cost"]["total_s"]):
+        q, c = r["quality"][key], r["cost"]
+        band = "" if q["low"] is None else f" ({q['low']:.2f}–{q['high']:.2f})"
+        mem = "—" if c["peak_memory_bytes"] is None else f"{c['peak_memory_bytes'] / 2**20:.0f} MiB"
+        marks = " / ".join("yes" if r["on_front"].get(a) else "—" for a in ("latency", "kv"))
+        lines.append(f"| {r['spec']} | {r['family']} | {q['mean']:.2f}{band} | "
+                     f"{c['total_s']:.3f} | {c['kv_peak_bytes'] / 2**20:.2f} MiB | {mem} | "
+                     f"{c['gflops_per_image']:.2f} | {marks} |")
+    return "\n".join(lines)

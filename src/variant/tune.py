@@ -1,0 +1,420 @@
+"""`variant tune`: measured quality/cost fronts over configurations (plans and inference levers).
+
+    tuner = Tuner(var, vae, configs, "runs/tune", TuneSettings(...), metric, model="builtin")
+    front = tuner.run()             # resumable: finished parts are read back, not redone
+    write_front_plot(front, "runs/tune/front.png")
+
+For every configuration (a plan spec with levers, models/configuration.py):
+- quality: `num_per_class` images of each class per seed, sampled into
+  `{out}/configs/{slug}/seed{s}/` (resumable image by image, eval.sample_folder) and scored by the
+  metric (the built-in one for the built-in data, FID/IS against a reference otherwise); every
+  metric is reported as the mean over seeds with a 95% Student-t interval over seeds (each seed
+  is an independent set of images; the interval is mean +- t(0.975, n-1) * sd / sqrt(n));
+- cost: one `variant bench` run in its own process (so on CPU its peak RSS is the
+  configuration's alone), configurations one after another: warm-up, median transformer,
+  decoder and total seconds of `repeats` runs, the device and thread count recorded, peak KV
+  bytes (measured, equal to the prediction), peak memory and FLOPs.
+
+`front.json` lists every configuration with its spec, family, quality (with interval), costs and
+whether it is on the front of quality against latency, KV bytes and peak memory (no other
+configuration is at most as costly with a better mean, one of the two strictly). `variant plan
+--front front.json --max-latency ...` picks from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .atomic import write_text_atomic
+from .efficiency.bench import device_name
+from .eval.sample_folder import SamplingSpec, sample_to_folder
+from .models.configuration import Configuration, parse_configuration
+from .models.plan import default_bridge
+from .sampling.settings import SamplingConfig
+
+log = logging.getLogger(__name__)
+
+FRONT_FORMAT = "variant-front"
+FAMILIES = ("depth", "cfg-stop", "guide plan", "autoguidance", "pruning", "KV retention",
+            "combination")
+_LEVER_FAMILY = {"cfg_stop": "cfg-stop", "prune": "pruning", "kv_keep": "KV retention"}
+COST_AXES = {"latency": "total_s", "kv": "kv_peak_bytes", "memory": "peak_memory_bytes"}
+# two-sided 95% Student-t quantiles by degrees of freedom (1..30); 1.96 beyond
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+        2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def default_grid(depth: int, num_scales: int, subnets: Sequence[int]) -> list[str]:
+    """Depth plans, each lever alone on the full network, and the promising combinations.
+
+    Levers act on the last two scales (cfg-stop, pruning at keep 0.5); the guide plans use the
+    shallowest subnet; KV retention keeps the first scale and the two before each scale."""
+    subs = sorted({int(d) for d in subnets if 1 < d < depth}, reverse=True)
+    if not subs:
+        raise ValueError(f"the grid needs at least one subnet depth in 2..{depth - 1}; give "
+                         "--subnets (e.g. --subnets 4 2).")
+    late, small = max(1, num_scales - 2), subs[-1]
+    grid = ["full"] + [f"d{d}" for d in subs]
+    grid += [f"full+cfgstop{late}", f"full+guide=d{small}", f"full+autoguide=d{small}",
+             f"full+prune0.5@{late}"]
+    if num_scales > 4:
+        grid.append("full+kv1,2")
+    for d in subs:
+        grid += [f"d{d}+cfgstop{late}", f"d{d}+prune0.5@{late}",
+                 f"d{d}+cfgstop{late}+prune0.5@{late}"]
+    if len(subs) > 1:
+        grid.append(f"d{subs[0]}+autoguide=d{small}")
+    return grid
+
+
+def family(spec: str) -> str:
+    """The lever family of a configuration spec, for colours and for the discussion."""
+    plan_spec, levers = parse_configuration(spec)
+    kinds = set(levers) - {"guide_class"}
+    if not kinds:
+        return "depth"
+    if len(kinds) > 1 or plan_spec.lower() != "full":
+        return "combination"
+    (kind,) = kinds
+    if kind == "guide_plan":
+        return "autoguidance" if levers.get("guide_class") == "same" else "guide plan"
+    return _LEVER_FAMILY[kind]
+
+
+def interval(values: Sequence[float]) -> dict:
+    """Mean and 95% Student-t interval over seeds (a single value: no interval)."""
+    vals = [float(v) for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return {"mean": None, "low": None, "high": None, "n": 0, "per_seed": list(values)}
+    mean = statistics.fmean(vals)
+    if len(vals) < 2:
+        return {"mean": mean, "low": None, "high": None, "n": 1, "per_seed": vals}
+    t = _T95[len(vals) - 2] if len(vals) - 1 <= len(_T95) else 1.96
+    half = t * statistics.stdev(vals) / math.sqrt(len(vals))
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(vals),
+            "per_seed": vals}
+
+
+def mark_fronts(rows: list[dict], key: str = "fid", lower_is_better: bool = True) -> None:
+    """Set `on_front[axis]` of every row: not dominated in (cost, mean quality)."""
+    sign = 1 if lower_is_better else -1
+    for axis, cost_key in COST_AXES.items():
+        points = [(r["cost"].get(cost_key), r["quality"][key]["mean"]) for r in rows]
+        for r, (c, q) in zip(rows, points):
+            if c is None or q is None:
+                r.setdefault("on_front", {})[axis] = None
+                continue
+            dominated = any(
+                c2 is not None and q2 is not None and c2 <= c and sign * q2 <= sign * q
+                and (c2 < c or sign * q2 < sign * q) for c2, q2 in points)
+            r.setdefault("on_front", {})[axis] = not dominated
+
+
+def slug(name: str) -> str:
+    """A folder name for a configuration spec (JSON plans and odd characters hashed)."""
+    if all(ch.isalnum() or ch in "@.,=+-_" for ch in name):
+        return name
+    return "custom-" + hashlib.sha1(name.encode()).hexdigest()[:10]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TuneSettings:
+    seeds: tuple[int, ...] = (0, 1, 2)
+    num_per_class: int = 20
+    num_classes: int = 10
+    batch_size: int = 50  # images per sampling call (part of what fixes each image)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    bench_batch: int = 8  # images per timed sampling call
+    warmup: int = 1
+    repeats: int = 3
+    threads: int | None = None
+    metric_key: str = "fid"
+
+    def __post_init__(self) -> None:
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"give one or more distinct --seeds, got {list(self.seeds)}.")
+        if min(self.num_per_class, self.num_classes, self.batch_size, self.bench_batch,
+               self.repeats) < 1 or self.warmup < 0:
+            raise ValueError("--num-per-class, --num-classes, --batch-size, --bench-batch and "
+                             "--repeats must be >= 1 and --warmup >= 0.")
+        if self.sampling.seed is not None:
+            raise ValueError("the sampling seed comes from --seeds; leave settings.seed None.")
+
+
+class Tuner:
+    """Runs the grid; every finished part is a file under `out`, so a rerun resumes."""
+
+    def __init__(self, var, vae, configs: Sequence[Configuration], out: str | Path,
+                 settings: TuneSettings, metric, *, model: str, model_args: Sequence[str] = (),
+                 device: str = "cpu", progress: bool = True):
+        self.var, self.vae, self.configs = var, vae, list(configs)
+        self.out, self.settings, self.metric = Path(out), settings, metric
+        self.model, self.model_args, self.device = model, list(model_args), device
+        self.progress = progress
+
+    def run(self) -> dict:
+        rows = []
+        start = time.perf_counter()
+        for i, config in enumerate(self.configs):
+            log.info("[%d/%d] %s", i + 1, len(self.configs), config.name)
+            folder = self.out / "configs" / slug(config.name)
+            folder.mkdir(parents=True, exist_ok=True)
+            quality = self._quality(config, folder)
+            cost = self._cost(config, folder)
+            rows.append({"spec": config.name, "family": family(config.name),
+                         "plan": config.plan.name, "quality": quality, "cost": cost})
+        mark_fronts(rows, self.settings.metric_key)
+        front = {"format": FRONT_FORMAT, "version": 1, "meta": self._meta(), "rows": rows,
+                 "seconds": time.perf_counter() - start}
+        write_text_atomic(self.out / "front.json", json.dumps(front, indent=2) + "\n")
+        return front
+
+    # ------------------------------------------------------------------ quality
+    def _quality(self, config: Configuration, folder: Path) -> dict:
+        s = self.settings
+        per_seed = []
+        for seed in s.seeds:
+            done = folder / f"quality_seed{seed}.json"
+            if done.is_file():
+                per_seed.append(json.loads(done.read_text()))
+                continue
+            spec = SamplingSpec(num_per_class=s.num_per_class, num_classes=s.num_classes,
+                                batch_size=s.batch_size, seed=seed,
+                                settings=config.settings.replace(seed=None))
+            images = folder / f"seed{seed}"
+            sample_to_folder(self.var, self.vae, config.plan, images, spec, model=self.model,
+                             progress=self.progress)
+            row = self.metric.evaluate(images, spec.labels())
+            write_text_atomic(done, json.dumps(row, indent=2) + "\n")
+            per_seed.append(row)
+        keys = [k for k, v in per_seed[0].items() if isinstance(v, (int, float))
+                and not isinstance(v, bool) and k not in ("num_images", "image_size")]
+        quality = {k: interval([r.get(k) for r in per_seed]) for k in keys}
+        quality["num_images_per_seed"] = per_seed[0]["num_images"]
+        return quality
+
+    # ------------------------------------------------------------------ cost
+    def _cost(self, config: Configuration, folder: Path) -> dict:
+        done = folder / "cost.json"
+        if done.is_file():
+            return json.loads(done.read_text())
+        s = self.settings
+        raw = folder / "bench.json"
+        cmd = [sys.executable, "-m", "variant", "bench", "--model", self.model,
+               *self.model_args, "--device", self.device, "--plans", config.name,
+               "--batch", str(s.bench_batch), "--warmup", str(s.warmup),
+               "--repeats", str(s.repeats), "--json", str(raw),
+               *s.sampling.replace(seed=None).cli_args()]
+        if s.threads:
+            cmd += ["--threads", str(s.threads)]
+        env = dict(os.environ)
+        package_root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        proc = subprocess.run(cmd, capture_output=True, text=True,
+                              env=env)
+        if proc.returncode != 0 or not raw.is_file():
+            raise ValueError(f"timing {config.name} failed (exit code {proc.returncode}): "
+                             f"{proc.stderr.strip().splitlines()[-1:] or ['no output']}; the "
+                             f"command was: {' '.join(cmd)}")
+        data = json.loads(raw.read_text())
+        (row,) = data["rows"]
+        cost = {"transformer_s": row["transformer"]["median"],
+                "decoder_s": row["decoder"]["median"], "total_s": row["total"]["median"],
+                "total_q1_s": row["total"]["q1"], "total_q3_s": row["total"]["q3"],
+                "kv_peak_bytes": row["kv_peak_bytes"], "kv_predicted_bytes":
+                row["kv_predicted_bytes"], "peak_memory_bytes": row["peak_memory_bytes"],
+                "memory_kind": row["memory_kind"], "flops": row["flops"],
+                "gflops_per_image": row["gflops_per_image"], "batch": s.bench_batch,
+                "device": data["meta"]["device"], "threads": data["meta"]["threads"]}
+        write_text_atomic(done, json.dumps(cost, indent=2) + "\n")
+        return cost
+
+    def _meta(self) -> dict:
+        s = self.settings
+        device = torch.device(self.device)
+        return {"model": self.model, "device": self.device, "device_name": device_name(device),
+                "threads": s.threads or torch.get_num_threads(), "dtype": s.sampling.dtype,
+                "bench_batch": s.bench_batch, "repeats": s.repeats, "seeds": list(s.seeds),
+                "num_per_class": s.num_per_class, "num_classes": s.num_classes,
+                "metric": self.metric.name, "reference": self.metric.reference.source,
+                "metric_key": s.metric_key,
+                "interval": "95% Student-t over seeds (each seed: its own set of images)",
+                "settings": s.sampling.to_dict(), "depth": self.var.depth,
+                "num_scales": self.var.num_scales,
+                "default_bridge": default_bridge(self.var.num_scales),
+                "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def load_front(path: str | Path) -> dict:
+    """A `front.json` of `variant tune`; ValueError naming the problem otherwise."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"front file {path} not found; make one with `variant tune`.") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not JSON ({err}); give the front.json `variant tune` "
+                         "wrote.") from None
+    if not isinstance(data, dict) or data.get("format") != FRONT_FORMAT or not data.get("rows"):
+        raise ValueError(f"{path} is not a `variant tune` front (format {FRONT_FORMAT!r} with "
+                         "rows); give the front.json `variant tune` wrote.")
+    return data
+
+
+# ---------------------------------------------------------------------- figure
+_STYLE = {"depth": ("tab:blue", "o"), "cfg-stop": ("tab:orange", "s"),
+          "guide plan": ("tab:green", "^"), "autoguidance": ("tab:olive", "v"),
+          "pruning": ("tab:red", "D"), "KV retention": ("tab:purple", "P"),
+          "combination": ("tab:brown", "*")}
+
+
+def write_front_plot(front: dict, path: str | Path) -> Path | None:
+    """Quality against latency and against KV bytes: one colour/marker per lever family, error
+    bars (quality: the 95% interval over seeds; latency: the interquartile range of the timed
+    runs), the front as a step line through its own points only."""
+    try:  # matplotlib is optional (the 'plot' extra)
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.info("matplotlib is not installed (pip install 'variant[plot]'); skipping %s", path)
+        return None
+    meta, rows = front["meta"], front["rows"]
+    key = meta["metric_key"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    panels = [("latency", "total_s", f"seconds per batch of {meta['bench_batch']} "
+               f"({meta['device_name']}, {meta['threads']} threads)", 1.0),
+              ("kv", "kv_peak_bytes", "peak KV cache (MiB)", 1 / 2**20)]
+    for ax, (axis, cost_key, xlabel, scale) in zip(axes, panels):
+        for fam in FAMILIES:
+            mine = [r for r in rows if r["family"] == fam and r["quality"][key]["mean"] is not None]
+            if not mine:
+                continue
+            color, marker = _STYLE[fam]
+            xs = [r["cost"][cost_key] * scale for r in mine]
+            ys = [r["quality"][key]["mean"] for r in mine]
+            yerr = [[y - (r["quality"][key]["low"] if r["quality"][key]["low"] is not None
+                          else y) for y, r in zip(ys, mine)],
+                    [(r["quality"][key]["high"] if r["quality"][key]["high"] is not None
+                      else y) - y for y, r in zip(ys, mine)]]
+            xerr = None
+            if axis == "latency":
+                xerr = [[x - r["cost"]["total_q1_s"] for x, r in zip(xs, mine)],
+                        [r["cost"]["total_q3_s"] - x for x, r in zip(xs, mine)]]
+            ax.errorbar(xs, ys, yerr=yerr, xerr=xerr, fmt=marker, color=color, label=fam,
+                        markersize=7, capsize=3, linestyle="none")
+            for x, y, r in zip(xs, ys, mine):
+                ax.annotate(r["spec"], (x, y), textcoords="offset points", xytext=(4, 4),
+                            fontsize=6, color="0.3")
+        on = sorted((r["cost"][cost_key] * scale, r["quality"][key]["mean"]) for r in rows
+                    if r["on_front"].get(axis))
+        if on:
+            ax.step([p[0] for p in on], [p[1] for p in on], where="post", color="0.5",
+                    linestyle="--", linewidth=1, label="front", zorder=0)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"{key.upper() if key == 'fid' else key} (mean over {len(meta['seeds'])} "
+                      "seeds, 95% interval)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="best")
+    fig.suptitle(f"{meta['model']}: {meta['metric']} {key}, {meta['num_per_class']} images per "
+                 f"class x {meta['num_classes']} classes per seed; lower is better" if key == "fid"
+                 else f"{meta['model']}: {key}", fontsize=10)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------- choosing from a front
+@dataclass(frozen=True)
+class FrontChoice:
+    chosen: dict
+    cheaper: dict | None  # the best configuration that costs less than the chosen one
+    better: dict | None  # the cheapest configuration with better quality (over the budget)
+    axis: str  # "latency", "kv" or "memory": the budget the neighbours are ordered by
+    limits: dict  # axis -> limit, as applied to the front's numbers
+
+
+def choose_from_front(front: dict, *, max_latency: float | None = None,
+                      max_kv: int | None = None, max_memory: int | None = None,
+                      batch: int | None = None) -> FrontChoice:
+    """The best-quality configuration within every given budget, and its neighbours.
+
+    `batch`: images per batch the budgets are meant for (default: the front's timing batch);
+    latency and KV bytes scale linearly from the front's batch, memory is compared as measured.
+    """
+    meta, rows = front["meta"], front["rows"]
+    key, bench_batch = meta["metric_key"], meta["bench_batch"]
+    scale = (batch or bench_batch) / bench_batch
+    limits = {a: v for a, v in (("latency", max_latency), ("kv", max_kv),
+                                ("memory", max_memory)) if v is not None}
+    if not limits:
+        raise ValueError("give at least one of --max-latency, --max-kv, --max-memory.")
+
+    def cost(r: dict, axis: str) -> float | None:
+        value = r["cost"].get(COST_AXES[axis])
+        return None if value is None else value * (scale if axis != "memory" else 1)
+
+    def fits(r: dict) -> bool:
+        return all(cost(r, a) is not None and cost(r, a) <= v for a, v in limits.items())
+
+    def quality(r: dict) -> float:
+        mean = r["quality"][key]["mean"]
+        return math.inf if mean is None else mean
+
+    axis = next(iter(limits))
+    usable = [r for r in rows if cost(r, axis) is not None and r["quality"][key]["mean"]
+              is not None]
+    if not usable:
+        raise ValueError(f"no configuration of the front has a measured {axis} and {key}; "
+                         "rerun `variant tune`.")
+    inside = [r for r in usable if fits(r)]
+    if not inside:
+        cheapest = min(usable, key=lambda r: cost(r, axis))
+        raise ValueError(
+            f"no configuration meets the budget; the cheapest is {cheapest['spec']} at "
+            f"{_fmt_cost(axis, cost(cheapest, axis))} ({key} {quality(cheapest):.2f}); raise "
+            f"the budget to at least that.")
+    chosen = min(inside, key=lambda r: (quality(r), cost(r, axis)))
+    cheaper = [r for r in usable if cost(r, axis) < cost(chosen, axis)]
+    better = [r for r in usable if quality(r) < quality(chosen)]
+    return FrontChoice(
+        chosen,
+        min(cheaper, key=lambda r: (quality(r), cost(r, axis))) if cheaper else None,
+        min(better, key=lambda r: (cost(r, axis), quality(r))) if better else None,
+        axis, limits)
+
+
+def check_front_device(front: dict, device: str, threads: int, allow_other: bool) -> None:
+    """Latency measured elsewhere does not transfer: refuse unless `allow_other`."""
+    meta = front["meta"]
+    here = device_name(torch.device(device))
+    if allow_other or (meta["device_name"] == here and meta["threads"] == threads):
+        return
+    raise ValueError(
+        f"the front's latencies were measured on {meta['device_name']} with {meta['threads']} "
+        f"threads, not on this {here} with {threads}; rerun `variant tune` here, or pass "
+        "--allow-other-device to use them anyway.")
+
+
+def _fmt_cost(axis: str, value: float) -> str:
+    if axis == "latency":
+        return f"{value * 1000:.0f} ms per batch"
+    return f"{value / 2**20:.2f} MiB"
