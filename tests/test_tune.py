@@ -1,0 +1,520 @@
+"""`variant tune` (variant.tune, cli/tune.py) and `variant plan --front` (cli/plan.py run_front).
+
+The pure parts (grid, families, intervals, fronts, choosing from a front) run on made-up rows;
+one small end-to-end run of the built-in model (two configurations, two seeds, four images per
+seed, one timed run each) is shared by the CLI tests through a module fixture.
+"""
+
+import contextlib
+import io
+import json
+import math
+import shutil
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import variant.tune as tune
+from variant.cli.main import main
+from variant.cli.tune import format_front
+from variant.efficiency.bench import device_name
+from variant.tune import (
+    FRONT_FORMAT,
+    TuneSettings,
+    check_front_device,
+    choose_from_front,
+    default_grid,
+    family,
+    interval,
+    load_front,
+    mark_fronts,
+    slug,
+)
+
+MIB = 2**20
+
+
+# ---------------------------------------------------------------------- grid and families
+def test_default_grid_depth8_six_scales():
+    grid = default_grid(8, 6, (4, 2))
+    assert grid == [
+        # depth plans
+        "full", "d4", "d2",
+        # each lever alone on the full network: cfg-stop and pruning on the last two scales
+        # (0-based scale 4 of 6), guide plans from the shallowest subnet, KV retention 1,2
+        "full+cfgstop4", "full+guide=d2", "full+autoguide=d2", "full+prune0.5@4", "full+kv1,2",
+        # combinations
+        "d4+cfgstop4", "d4+prune0.5@4", "d4+cfgstop4+prune0.5@4",
+        "d2+cfgstop4", "d2+prune0.5@4", "d2+cfgstop4+prune0.5@4",
+        "d4+autoguide=d2",
+    ]
+    # the order of --subnets, duplicates and out-of-range depths do not matter
+    assert default_grid(8, 6, [2, 4, 4, 1, 8, 9]) == grid
+    assert len(set(grid)) == len(grid)
+
+
+def test_default_grid_small_cases():
+    # four scales: no KV retention; one subnet: no autoguided subnet (it would guide itself)
+    grid = default_grid(4, 4, [2])
+    assert "full+kv1,2" not in grid
+    assert grid[:3] == ["full", "d2", "full+cfgstop2"]
+    assert not any(s.startswith("d2+autoguide") for s in grid)
+
+
+@pytest.mark.parametrize("subnets", [(), (1,), (8,), (9, 12)])
+def test_default_grid_without_a_subnet_names_the_flag(subnets):
+    with pytest.raises(ValueError, match="--subnets") as err:
+        default_grid(8, 6, subnets)
+    assert "2..7" in str(err.value)
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("full", "depth"),
+    ("d4", "depth"),
+    ("full+cfgstop4", "cfg-stop"),
+    ("full+guide=d2", "guide plan"),
+    ("full+autoguide=d2", "autoguidance"),
+    ("full+prune0.5@4", "pruning"),
+    ("full+kv1,2", "KV retention"),
+    ("d4+cfgstop4", "combination"),
+    ("full+cfgstop4+prune0.5@4", "combination"),
+    ("d4+autoguide=d2", "combination"),
+])
+def test_family(spec, expected):
+    assert family(spec) == expected
+    assert expected in tune.FAMILIES
+
+
+def test_every_grid_spec_has_a_family():
+    families = {family(s) for s in default_grid(8, 6, (4, 2))}
+    assert families == set(tune.FAMILIES)
+
+
+def test_slug():
+    assert slug("d2+cfgstop4+prune0.5@4") == "d2+cfgstop4+prune0.5@4"
+    assert slug("full+kv1,2") == "full+kv1,2"
+    odd = slug('{"layers": [[0, 1]]}')
+    assert odd.startswith("custom-") and len(odd) == len("custom-") + 10
+    assert odd == slug('{"layers": [[0, 1]]}') != slug('{"layers": [[0, 2]]}')
+
+
+def test_tune_settings_validation():
+    with pytest.raises(ValueError, match="distinct --seeds"):
+        TuneSettings(seeds=(0, 0))
+    with pytest.raises(ValueError, match="distinct --seeds"):
+        TuneSettings(seeds=())
+    with pytest.raises(ValueError, match="--warmup >= 0"):
+        TuneSettings(warmup=-1)
+    with pytest.raises(ValueError, match="--repeats"):
+        TuneSettings(repeats=0)
+
+
+# ---------------------------------------------------------------------- intervals
+def test_interval_by_hand():
+    got = interval([1, 2, 3])
+    sd = 1.0  # sqrt(((1-2)^2 + 0 + (3-2)^2) / 2)
+    half = 4.303 * sd / math.sqrt(3)  # t(0.975, 2 degrees of freedom)
+    assert got["mean"] == pytest.approx(2.0)
+    assert got["low"] == pytest.approx(2 - half) and got["high"] == pytest.approx(2 + half)
+    assert got["n"] == 3 and got["per_seed"] == [1.0, 2.0, 3.0]
+    # two values: t = 12.706 (1 degree of freedom)
+    two = interval([10.0, 14.0])
+    half2 = 12.706 * math.sqrt(8) / math.sqrt(2)
+    assert two["low"] == pytest.approx(12 - half2) and two["high"] == pytest.approx(12 + half2)
+    # beyond 30 degrees of freedom: 1.96
+    many = interval(list(range(40)))
+    sd40 = math.sqrt(sum((v - 19.5) ** 2 for v in range(40)) / 39)
+    assert many["high"] - many["mean"] == pytest.approx(1.96 * sd40 / math.sqrt(40))
+
+
+def test_interval_one_value_and_missing_values():
+    one = interval([5.0])
+    assert one["mean"] == 5.0 and one["low"] is None and one["high"] is None and one["n"] == 1
+    skipped = interval([1.0, None, float("nan"), 3.0])
+    assert skipped["n"] == 2 and skipped["mean"] == pytest.approx(2.0)
+    assert skipped["per_seed"] == [1.0, 3.0]
+    assert skipped["high"] - skipped["mean"] == pytest.approx(12.706 * math.sqrt(2) / math.sqrt(2))
+    lone = interval([None, 4.0, float("nan")])
+    assert lone["n"] == 1 and lone["mean"] == 4.0 and lone["low"] is None
+    empty = interval([None, float("nan")])
+    assert empty["mean"] is None and empty["n"] == 0
+
+
+# ---------------------------------------------------------------------- fronts
+def _row(spec, fid, total_s, kv, memory, low=None, high=None):
+    return {"spec": spec, "family": family(spec), "plan": spec.split("+")[0],
+            "quality": {"fid": {"mean": fid, "low": low, "high": high, "n": 3,
+                                "per_seed": [fid] * 3}},
+            "cost": {"total_s": total_s, "total_q1_s": total_s, "total_q3_s": total_s,
+                     "kv_peak_bytes": kv, "peak_memory_bytes": memory,
+                     "gflops_per_image": 1.0}}
+
+
+def test_mark_fronts_dominance():
+    rows = [_row("full", 10.0, 4.0, 800, 3000),
+            _row("d4", 12.0, 2.0, 400, 2000),
+            _row("d2", 15.0, 1.0, 200, 1500),
+            # costs more latency than d4 with worse quality: off the latency front;
+            # least KV of the better ones: on the KV front; same memory as d4, worse: off
+            _row("full+cfgstop4", 13.0, 3.0, 300, 2000)]
+    mark_fronts(rows)
+    on = {r["spec"]: r["on_front"] for r in rows}
+    assert on["full"] == {"latency": True, "kv": True, "memory": True}
+    assert on["d4"] == {"latency": True, "kv": True, "memory": True}
+    assert on["d2"] == {"latency": True, "kv": True, "memory": True}
+    assert on["full+cfgstop4"] == {"latency": False, "kv": True, "memory": False}
+
+
+def test_mark_fronts_ties_and_missing():
+    rows = [_row("full", 10.0, 2.0, 400, 1000),
+            _row("d4", 10.0, 2.0, 400, 1000),  # identical cost and quality: both on
+            _row("d2", 10.0, 2.0, 500, None),  # same quality, more KV: off the KV front
+            _row("full+cfgstop4", None, 1.0, 100, 100)]  # no quality: None, dominates nothing
+    mark_fronts(rows)
+    on = {r["spec"]: r["on_front"] for r in rows}
+    assert on["full"] == on["d4"] == {"latency": True, "kv": True, "memory": True}
+    assert on["d2"] == {"latency": True, "kv": False, "memory": None}
+    assert on["full+cfgstop4"] == {"latency": None, "kv": None, "memory": None}
+
+
+def test_mark_fronts_higher_is_better():
+    rows = [_row("full", 0.9, 2.0, 400, 1000), _row("d2", 0.5, 3.0, 400, 1000)]
+    mark_fronts(rows, "fid", lower_is_better=False)
+    assert rows[0]["on_front"]["latency"] is True and rows[1]["on_front"]["latency"] is False
+    mark_fronts(rows, "fid", lower_is_better=True)
+    assert rows[1]["on_front"]["latency"] is True  # cheaper no more, but better now
+
+
+# ---------------------------------------------------------------------- choosing from a front
+def _front(rows=None, threads=4, device="x86_64"):
+    rows = rows if rows is not None else [
+        _row("full", 10.0, 4.0, 800 * MIB, 3 * 2**30, low=9.0, high=11.0),
+        _row("d4", 12.0, 2.0, 400 * MIB, 2 * 2**30),
+        _row("d2", 15.0, 1.0, 200 * MIB, 1.5 * 2**30),
+        _row("d2+cfgstop4", 20.0, 0.4, 100 * MIB, 2**30),
+        _row("full+cfgstop4", 13.0, 3.0, 300 * MIB, 2.5 * 2**30),
+    ]
+    mark_fronts(rows)
+    return {"format": FRONT_FORMAT, "version": 1, "rows": rows,
+            "meta": {"metric_key": "fid", "bench_batch": 8, "device_name": device,
+                     "threads": threads, "model": "builtin", "metric": "metric-net",
+                     "seeds": [0, 1, 2], "dtype": "fp32", "device": "cpu",
+                     "num_per_class": 20, "num_classes": 10}}
+
+
+def test_choose_best_within_latency_and_neighbours():
+    choice = choose_from_front(_front(), max_latency=2.5)
+    assert choice.chosen["spec"] == "d4"
+    assert choice.cheaper["spec"] == "d2"  # best of those faster than d4
+    assert choice.better["spec"] == "full"  # the only one with a better fid than 12
+    assert choice.axis == "latency" and choice.limits == {"latency": 2.5}
+    # the budget exactly at a configuration's cost admits it
+    assert choose_from_front(_front(), max_latency=4.0).chosen["spec"] == "full"
+    top = choose_from_front(_front(), max_latency=100)
+    assert top.chosen["spec"] == "full" and top.better is None
+    assert top.cheaper["spec"] == "d4"
+    bottom = choose_from_front(_front(), max_latency=0.4)
+    assert bottom.chosen["spec"] == "d2+cfgstop4" and bottom.cheaper is None
+    assert bottom.better["spec"] == "d2"
+
+
+def test_choose_scales_latency_and_kv_with_the_batch():
+    # --batch 1 of a front timed at batch 8: costs are 1/8 (full: 0.5 s, 100 MiB)
+    assert choose_from_front(_front(), max_latency=1.5).chosen["spec"] == "d2"
+    assert choose_from_front(_front(), max_latency=1.5, batch=1).chosen["spec"] == "full"
+    assert choose_from_front(_front(), max_latency=0.3, batch=1).chosen["spec"] == "d4"
+    assert choose_from_front(_front(), max_kv=100 * MIB, batch=1).chosen["spec"] == "full"
+    assert choose_from_front(_front(), max_kv=100 * MIB).chosen["spec"] == "d2+cfgstop4"
+    # batch 16: twice the front's costs
+    assert choose_from_front(_front(), max_latency=4.0, batch=16).chosen["spec"] == "d4"
+    # memory is compared as measured, whatever the batch
+    assert (choose_from_front(_front(), max_memory=2 * 2**30, batch=1).chosen["spec"]
+            == choose_from_front(_front(), max_memory=2 * 2**30, batch=64).chosen["spec"]
+            == "d4")
+
+
+def test_choose_several_budgets():
+    front = _front()
+    # latency alone admits d4; KV 350 MiB rules it out: full+cfgstop4 is the best left
+    choice = choose_from_front(front, max_latency=3.5, max_kv=350 * MIB)
+    assert choice.chosen["spec"] == "full+cfgstop4"
+    assert choice.limits == {"latency": 3.5, "kv": 350 * MIB} and choice.axis == "latency"
+    both = choose_from_front(front, max_latency=3.5, max_kv=350 * MIB, max_memory=2 * 2**30)
+    assert both.chosen["spec"] == "d2"
+    assert both.limits["memory"] == 2 * 2**30
+
+
+def test_choose_nothing_meets_names_the_cheapest():
+    with pytest.raises(ValueError, match="no configuration meets the budget") as err:
+        choose_from_front(_front(), max_latency=0.1)
+    msg = str(err.value)
+    assert "d2+cfgstop4" in msg and "400 ms per batch" in msg and "fid 20.00" in msg
+    with pytest.raises(ValueError, match=r"cheapest is d2\+cfgstop4 at 12\.50 MiB"):
+        choose_from_front(_front(), max_kv=10 * MIB, batch=1)  # 100 MiB / 8
+
+
+def test_choose_needs_a_budget_and_measured_rows():
+    with pytest.raises(ValueError, match="--max-latency, --max-kv, --max-memory"):
+        choose_from_front(_front())
+    rows = [_row("full", 10.0, None, 400, 1000), _row("d2", None, 1.0, 100, 1000)]
+    with pytest.raises(ValueError, match="no configuration of the front has a measured latency"):
+        choose_from_front(_front(rows), max_latency=5)
+    # rows without the budget's cost or a quality are not candidates
+    rows = [_row("full", 10.0, None, 400, 1000), _row("d4", 11.0, 2.0, 400, 1000),
+            _row("d2", None, 1.0, 100, 1000)]
+    assert choose_from_front(_front(rows), max_latency=5).chosen["spec"] == "d4"
+
+
+def test_check_front_device():
+    here = device_name(torch.device("cpu"))
+    front = _front(threads=4, device=here)
+    check_front_device(front, "cpu", 4, allow_other=False)  # same device and threads: fine
+    with pytest.raises(ValueError, match="--allow-other-device") as err:
+        check_front_device(front, "cpu", 2, allow_other=False)
+    assert "4 threads" in str(err.value) and "with 2" in str(err.value)
+    check_front_device(front, "cpu", 2, allow_other=True)
+    other = _front(threads=4, device="Some Other CPU")
+    with pytest.raises(ValueError, match="Some Other CPU"):
+        check_front_device(other, "cpu", 4, allow_other=False)
+    check_front_device(other, "cpu", 4, allow_other=True)
+
+
+def test_load_front_errors(tmp_path):
+    with pytest.raises(ValueError, match="not found; make one with `variant tune`"):
+        load_front(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="is not JSON"):
+        load_front(bad)
+    for data in ({"format": "variant-bench", "rows": [{}]}, [1, 2],
+                 {"format": FRONT_FORMAT, "rows": []}):
+        wrong = tmp_path / "wrong.json"
+        wrong.write_text(json.dumps(data))
+        with pytest.raises(ValueError, match="is not a `variant tune` front") as err:
+            load_front(wrong)
+        assert "front.json" in str(err.value)
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(_front()))
+    assert load_front(good)["rows"][0]["spec"] == "full"
+
+
+def test_format_front_sorted_by_latency():
+    table = format_front(_front())
+    lines = table.splitlines()
+    specs = [line.split(" | ")[0].lstrip("| ") for line in lines[2:]]
+    assert specs == ["d2+cfgstop4", "d2", "d4", "full+cfgstop4", "full"]
+    full = lines[-1]
+    assert "10.00 (9.00–11.00)" in full and "800.00 MiB" in full and "yes / yes" in full
+    assert "| full+cfgstop4 | combination" not in table  # full+lever is its lever's family
+    assert "| full+cfgstop4 | cfg-stop | 13.00 | 3.000 |" in table
+    assert "| — / yes |" in table  # full+cfgstop4: off the latency front, on the KV front
+
+
+# ---------------------------------------------------------------------- end to end
+SPECS = ["full", "d2+cfgstop4"]
+
+
+def _tune_args(out, *, num_per_class="2", bench_batch="2"):
+    # four images per seed: precision/recall (k=3) needs more than three
+    return ["tune", "--model", "builtin", "--out", str(out), "--specs", *SPECS,
+            "--seeds", "0", "1", "--num-per-class", num_per_class, "--num-classes", "2",
+            "--repeats", "1", "--warmup", "0", "--bench-batch", bench_batch,
+            "--reference-count", "100", "--no-progress"]
+
+
+def _main_captured(argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    """One `variant tune` run (sampling in this process on one thread, to leave the other core
+    to the timed child process)."""
+    out = tmp_path_factory.mktemp("tune") / "t"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        code, stdout, stderr = _main_captured(_tune_args(out))
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0, stderr
+    front = json.loads((out / "front.json").read_text())
+    return out, front, stdout
+
+
+def test_tune_end_to_end_front(tuned):
+    out, front, stdout = tuned
+    assert front["format"] == FRONT_FORMAT
+    rows = front["rows"]
+    assert [r["spec"] for r in rows] == SPECS
+    assert [r["family"] for r in rows] == ["depth", "combination"]
+    for r in rows:
+        fid = r["quality"]["fid"]
+        assert len(fid["per_seed"]) == 2 and fid["n"] == 2
+        per_seed = [json.loads((out / "configs" / slug(r["spec"]) / f"quality_seed{s}.json")
+                               .read_text())["fid"] for s in (0, 1)]
+        assert fid["per_seed"] == per_seed
+        assert fid["mean"] == pytest.approx(sum(per_seed) / 2)
+        half = 12.706 * abs(per_seed[0] - per_seed[1]) / math.sqrt(2) / math.sqrt(2)
+        assert fid["low"] == pytest.approx(fid["mean"] - half)
+        assert fid["high"] == pytest.approx(fid["mean"] + half)
+        assert r["quality"]["num_images_per_seed"] == 4
+        for seed in (0, 1):
+            assert len(list((out / "configs" / slug(r["spec"]) / f"seed{seed}").glob("*.png"))) == 4
+        cost = r["cost"]
+        assert cost["kv_peak_bytes"] == cost["kv_predicted_bytes"] > 0
+        assert cost["total_s"] > 0 and cost["batch"] == 2
+        assert cost["device"] == "cpu" and isinstance(cost["threads"], int) and cost["threads"] >= 1
+        assert set(r["on_front"]) == {"latency", "kv", "memory"}
+        assert all(isinstance(v, bool) for v in r["on_front"].values())
+    # d2 with cfg-stop holds less KV than the full network
+    assert rows[1]["cost"]["kv_peak_bytes"] < rows[0]["cost"]["kv_peak_bytes"]
+    meta = front["meta"]
+    assert meta["device_name"] == device_name(torch.device("cpu"))
+    assert isinstance(meta["threads"], int) and meta["threads"] >= 1
+    assert "Student-t" in meta["interval"] and "seeds" in meta["interval"]
+    assert meta["seeds"] == [0, 1] and meta["bench_batch"] == 2 and meta["metric_key"] == "fid"
+    assert meta["depth"] == 8 and meta["num_scales"] == 6
+    assert "| full | depth |" in stdout and "| d2+cfgstop4 | combination |" in stdout
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert not (out / "front.png").exists()
+    else:
+        assert (out / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: Tuner._meta records this process's torch.get_num_threads() when --threads is not "
+    "given, but the timed `variant bench` child runs with its own default thread count; the "
+    "front then claims timings on a thread count they were not measured with (and "
+    "check_front_device compares against the wrong number)"))
+def test_tune_meta_threads_are_those_of_the_timed_runs(tuned):
+    _, front, _ = tuned
+    child = {r["cost"]["threads"] for r in front["rows"]}
+    if child == {1}:  # the fixture samples on one thread
+        pytest.skip("the timed child ran on one thread like the sampling: cannot tell apart")
+    assert child == {front["meta"]["threads"]}
+
+
+def test_tune_rerun_resumes_without_sampling_or_timing(tuned, monkeypatch, tmp_path):
+    out, front, _ = tuned
+    copy = tmp_path / "t"
+    shutil.copytree(out, copy)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("resuming must not sample or time again")
+
+    monkeypatch.setattr(tune, "sample_to_folder", refuse)
+    monkeypatch.setattr(tune, "subprocess", SimpleNamespace(run=refuse))
+    (copy / "front.json").unlink()
+    code, stdout, stderr = _main_captured(_tune_args(copy))
+    assert code == 0, stderr
+    again = json.loads((copy / "front.json").read_text())
+    assert again["rows"] == front["rows"]
+    assert again["meta"]["seeds"] == front["meta"]["seeds"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: resuming reuses configs/<spec>/quality_seed*.json and cost.json whatever the "
+    "settings: a rerun into the same --out with another --bench-batch or --num-per-class "
+    "silently keeps the old measurements while meta records the new settings (meta "
+    "bench_batch 4, rows timed at batch 2), so `plan --front` scales latency/KV wrongly"))
+def test_tune_rerun_with_other_settings_does_not_mix_measurements(tuned, monkeypatch, tmp_path):
+    out, _, _ = tuned
+    copy = tmp_path / "t"
+    shutil.copytree(out, copy)
+
+    def redo(*args, **kwargs):  # a fixed tuner that measures again: stop it here, cheaply
+        raise ValueError("measuring again")
+
+    monkeypatch.setattr(tune, "sample_to_folder", redo)
+    monkeypatch.setattr(tune, "subprocess", SimpleNamespace(run=redo))
+    code, _, _ = _main_captured(_tune_args(copy, num_per_class="3", bench_batch="4"))
+    if code == 0:  # accepted: then every row must be what meta says
+        again = json.loads((copy / "front.json").read_text())
+        assert all(r["cost"]["batch"] == again["meta"]["bench_batch"] == 4
+                   for r in again["rows"])
+        assert all(r["quality"]["num_images_per_seed"] == 6 for r in again["rows"])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: `variant tune --num-per-class 1 --num-classes 2` (2 images per seed) is accepted by "
+    "TuneSettings, samples the first seed, then fails in the metric: 'precision/recall with "
+    "k=3 needs more than 3 images per side'; it should either score (precision/recall "
+    "skipped) or refuse before sampling, naming --num-per-class"))
+def test_tune_with_two_images_per_seed(tmp_path):
+    out = tmp_path / "t"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        code, _, stderr = _main_captured(_tune_args(out, num_per_class="1"))
+    finally:
+        torch.set_num_threads(threads)
+    sampled = list(out.glob("configs/*/seed*/*.png"))
+    assert code == 0 or (code == 2 and not sampled and "--num-per-class" in stderr), stderr
+
+
+def test_tune_show_grid_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "grid"
+    assert main(["tune", "--model", "builtin", "--out", str(out), "--show-grid"]) == 0
+    printed = capsys.readouterr().out.split()
+    # the builtin model: depth 8, 6 scales, trained subnets 2 and 4
+    assert printed == default_grid(8, 6, (4, 2))
+    assert not out.exists()
+    assert main(["tune", "--model", "builtin", "--out", str(out), "--show-grid",
+                 "--specs", "full", "d2+cfgstop4", "--extra", "d4"]) == 0
+    assert capsys.readouterr().out.split() == ["full", "d2+cfgstop4"]
+    assert main(["tune", "--model", "builtin", "--out", str(out), "--show-grid",
+                 "--subnets", "4", "--extra", "d6"]) == 0
+    assert capsys.readouterr().out.split() == default_grid(8, 6, (4,)) + ["d6"]
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------------- variant plan --front
+def test_plan_front_best_within_kv(tuned, capsys):
+    out, front, _ = tuned
+    assert main(["plan", "--front", str(out / "front.json"), "--max-kv", "100MiB"]) == 0
+    text = capsys.readouterr().out
+    best = min(front["rows"], key=lambda r: r["quality"]["fid"]["mean"])
+    assert f"best within budget: {best['spec']} |" in text
+    assert f"fid {best['quality']['fid']['mean']:.2f}" in text
+    assert "next better (over budget): none" in text
+    assert (f"variant sample --model builtin --plan '{best['spec']}' --dtype "
+            f"{front['meta']['dtype']}") in text
+    assert "scaled to --batch 1" in text
+
+
+def test_plan_front_nothing_fits_names_the_cheapest(tuned, capsys):
+    out, front, _ = tuned
+    assert main(["plan", "--front", str(out / "front.json"), "--max-kv", "1B"]) == 2
+    err = capsys.readouterr().err
+    cheapest = min(front["rows"], key=lambda r: r["cost"]["kv_peak_bytes"])
+    assert cheapest["spec"] == "d2+cfgstop4"
+    mib = cheapest["cost"]["kv_peak_bytes"] / 2 / 2**20  # --batch 1 of a batch-2 front
+    assert f"the cheapest is d2+cfgstop4 at {mib:.2f} MiB" in err
+    assert "Traceback" not in err
+
+
+def test_plan_front_latency_refuses_another_thread_count(tuned, capsys):
+    out, front, _ = tuned
+    path = str(out / "front.json")
+    args = ["plan", "--front", path, "--max-latency", "10s", "--device", "cpu"]
+    assert main([*args, "--threads", "99"]) == 2
+    err = capsys.readouterr().err
+    assert "--allow-other-device" in err and "99" in err and "Traceback" not in err
+    assert main([*args, "--threads", "99", "--allow-other-device"]) == 0
+    assert "best within budget:" in capsys.readouterr().out
+    # the front's own thread count on this device: no flag needed
+    assert main([*args, "--threads", str(front["meta"]["threads"])]) == 0
+    assert "best within budget:" in capsys.readouterr().out
+
+
+def test_plan_front_missing_file_is_a_clear_error(tmp_path, capsys):
+    assert main(["plan", "--front", str(tmp_path / "nope.json"), "--max-kv", "1GiB"]) == 2
+    err = capsys.readouterr().err
+    assert "not found; make one with `variant tune`" in err and "Traceback" not in err
