@@ -153,6 +153,15 @@ class TuneSettings:
                              "--repeats must be >= 1 and --warmup >= 0.")
         if self.sampling.seed is not None:
             raise ValueError("the sampling seed comes from --seeds; leave settings.seed None.")
+        if self.num_per_class * self.num_classes < 4:
+            raise ValueError(f"each seed needs at least 4 images (precision/recall use 3 "
+                             f"neighbours), got {self.num_per_class} per class x "
+                             f"{self.num_classes} classes; raise --num-per-class.")
+
+    def fixed(self) -> dict:
+        """What fixes every measured part (a resumed run must match it; seeds may be added)."""
+        out = {k: v for k, v in self.__dict__.items() if k not in ("seeds", "sampling")}
+        return {**out, "sampling": self.sampling.to_dict()}
 
 
 class Tuner:
@@ -167,6 +176,7 @@ class Tuner:
         self.progress = progress
 
     def run(self) -> dict:
+        self._check_resume()
         rows = []
         start = time.perf_counter()
         for i, config in enumerate(self.configs):
@@ -182,6 +192,30 @@ class Tuner:
                  "seconds": time.perf_counter() - start}
         write_text_atomic(self.out / "front.json", json.dumps(front, indent=2) + "\n")
         return front
+
+    def _check_resume(self) -> None:
+        """Parts of an earlier run are reused only if made with the same settings."""
+        s = self.settings
+        fixed = {**s.fixed(), "threads": self.threads, "model": self.model,
+                 "model_args": self.model_args, "device": self.device,
+                 "metric": self.metric.name, "reference": self.metric.reference.source}
+        path = self.out / "tune.json"
+        if path.is_file():
+            old = json.loads(path.read_text())
+            diff = sorted(k for k in set(old) | set(fixed) if old.get(k) != fixed.get(k))
+            if diff:
+                details = "; ".join(f"{k}: {old.get(k)!r} there, {fixed.get(k)!r} now"
+                                    for k in diff)
+                raise ValueError(f"{self.out} holds a tune run with other settings ({details}); "
+                                 "pass another --out, or delete that folder to start again.")
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps(fixed, indent=2) + "\n")
+
+    @property
+    def threads(self) -> int:
+        """The thread count of the timed runs (passed to every `variant bench`)."""
+        return self.settings.threads or torch.get_num_threads()
 
     # ------------------------------------------------------------------ quality
     def _quality(self, config: Configuration, folder: Path) -> dict:
@@ -219,8 +253,7 @@ class Tuner:
                "--batch", str(s.bench_batch), "--warmup", str(s.warmup),
                "--repeats", str(s.repeats), "--json", str(raw),
                *s.sampling.replace(seed=None).cli_args()]
-        if s.threads:
-            cmd += ["--threads", str(s.threads)]
+        cmd += ["--threads", str(self.threads)]
         env = dict(os.environ)
         package_root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
@@ -247,7 +280,7 @@ class Tuner:
         s = self.settings
         device = torch.device(self.device)
         return {"model": self.model, "device": self.device, "device_name": device_name(device),
-                "threads": s.threads or torch.get_num_threads(), "dtype": s.sampling.dtype,
+                "threads": self.threads, "dtype": s.sampling.dtype,
                 "bench_batch": s.bench_batch, "repeats": s.repeats, "seeds": list(s.seeds),
                 "num_per_class": s.num_per_class, "num_classes": s.num_classes,
                 "metric": self.metric.name, "reference": self.metric.reference.source,
@@ -346,7 +379,7 @@ def write_front_plot(front: dict, path: str | Path) -> Path | None:
 @dataclass(frozen=True)
 class FrontChoice:
     chosen: dict
-    cheaper: dict | None  # the best configuration that costs less than the chosen one
+    cheaper: dict | None  # the best one that costs less on `axis` (within the other budgets)
     better: dict | None  # the cheapest configuration with better quality (over the budget)
     axis: str  # "latency", "kv" or "memory": the budget the neighbours are ordered by
     limits: dict  # axis -> limit, as applied to the front's numbers
@@ -393,7 +426,9 @@ def choose_from_front(front: dict, *, max_latency: float | None = None,
             f"{_fmt_cost(axis, cost(cheapest, axis))} ({key} {quality(cheapest):.2f}); raise "
             f"the budget to at least that.")
     chosen = min(inside, key=lambda r: (quality(r), cost(r, axis)))
-    cheaper = [r for r in usable if cost(r, axis) < cost(chosen, axis)]
+    others = {a: v for a, v in limits.items() if a != axis}
+    cheaper = [r for r in usable if cost(r, axis) < cost(chosen, axis)
+               and all(cost(r, a) is not None and cost(r, a) <= v for a, v in others.items())]
     better = [r for r in usable if quality(r) < quality(chosen)]
     return FrontChoice(
         chosen,
