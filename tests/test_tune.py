@@ -17,7 +17,6 @@ import torch
 
 import variant.tune as tune
 from variant.cli.main import main
-from variant.cli.tune import format_front
 from variant.efficiency.bench import device_name
 from variant.tune import (
     FRONT_FORMAT,
@@ -26,6 +25,7 @@ from variant.tune import (
     choose_from_front,
     default_grid,
     family,
+    format_front,
     interval,
     load_front,
     mark_fronts,

@@ -2,7 +2,9 @@
 
 tokenizer -> base VAR (full network only, the stand-in for a pretrained VAR) -> progressive
 supernet fine-tuning -> quality per plan (built-in metric) -> efficiency benchmark -> scale-depth
-asymmetry study -> (full mode) fixed-ratio vs progressive study over seeds -> report.
+asymmetry study (base VAR) -> measured front of the supernet's plans and levers (`variant tune`)
+-> asymmetry after supernet training, with the last scale alone as a range (`variant tune` over
+range plans) -> (full mode) fixed-ratio vs progressive study over seeds -> report.
 
 Every step is one `variant` command run in a subprocess, so the report lists exactly the commands
 a reader can rerun. Steps whose outputs exist are skipped, so an interrupted demo resumes.
@@ -27,6 +29,10 @@ from .demo_report import write_report
 log = logging.getLogger(__name__)
 
 SUBNETS = ("d4", "d2")  # of the built-in model's 8 layers
+# subnet ranges of the asymmetry after supernet training (1-based scales of 6): early, middle,
+# late (the trained flexible zone) and the last scale alone
+ASYMMETRY_SPECS = ("full", *(f"{d}@{r}" for d in SUBNETS
+                             for r in ("r1-r2", "r3-r4", "r5-r6", "r6")))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,6 +48,8 @@ class DemoMode:
     study_per_class: int  # images per class for each run of the ratio study
     seeds: tuple[int, ...]  # seeds of the ratio study (empty: no study)
     bench_repeats: int
+    tune_seeds: tuple[int, ...] = (0, 1)  # sampling seeds of the front and the asymmetry
+    tune_per_class: int = 10  # images per class and seed of the front and the asymmetry
 
 
 DEMO_MODES = {
@@ -54,7 +62,8 @@ DEMO_MODES = {
     "full": DemoMode(
         name="full", tokenizer=(), base=(), supernet=(),
         study=("--num-images", "2500", "--phase-epochs", "0.3,1.2,0.5"),
-        num_per_class=50, study_per_class=20, seeds=(0, 1, 2), bench_repeats=5),
+        num_per_class=50, study_per_class=50, seeds=(0, 1, 2, 3, 4), bench_repeats=5,
+        tune_seeds=(0, 1, 2, 3, 4), tune_per_class=50),
 }
 STUDY_RATIOS = ("fixed:0.1", "fixed:1.0", "progressive")
 
@@ -135,6 +144,17 @@ class Demo:
                      done=out / "asymmetry.json")
         return out / "asymmetry.json"
 
+    def tune(self, model: Path, name: str, *specs: str) -> Path:
+        """`variant tune` of the supernet: the default grid, or `specs`; its front.json."""
+        out = self.out / name
+        seeds = [str(s) for s in self.mode.tune_seeds]
+        self.variant("tune", "--model", model, "--out", out, *(("--specs", *specs) if specs
+                                                               else ()),
+                     "--seeds", *seeds, "--num-per-class", str(self.mode.tune_per_class),
+                     "--bench-batch", "16", "--repeats", str(self.mode.bench_repeats),
+                     *self.thread_flags(), "--no-progress", done=out / "front.json")
+        return out / "front.json"
+
     def grids(self, model: Path) -> list[Path]:
         paths = []
         for plan in ("full", *SUBNETS):
@@ -183,7 +203,10 @@ class Demo:
                  "VARiant supernet": self.evaluate(supernet, self.out / "eval-supernet")}
         bench = self.bench(supernet)
         asym = self.asymmetry(base)
+        fronts = {"front": self.tune(supernet, "front"),
+                  "asymmetry-supernet": self.tune(supernet, "asymmetry-supernet",
+                                                  *ASYMMETRY_SPECS)}
         grids = self.grids(supernet)
         study = self.ratio_study(base) if self.mode.seeds else {}
         return write_report(self.out, self.mode.name, tok, evals, bench, asym, grids, study,
-                            time.perf_counter() - started)
+                            time.perf_counter() - started, fronts)

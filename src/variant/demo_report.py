@@ -7,6 +7,7 @@ import statistics
 from pathlib import Path
 
 from .eval.evaluate import format_table as format_eval
+from .tune import format_front
 
 
 def _rows(path: Path) -> list[dict]:
@@ -65,7 +66,7 @@ def _commands(out: Path) -> str:
 
 def write_report(out: Path, mode: str, tokenizer: Path, evals: dict[str, Path], bench: Path,
                  asymmetry: Path, grids: list[Path], study: dict[str, list[Path]],
-                 seconds: float) -> Path:
+                 seconds: float, fronts: dict[str, Path] | None = None) -> Path:
     parts = [f"# VARiant demo report ({mode} mode)", "",
              "Built-in Shapes-10 data (64 px, 10 classes), built-in tokenizer (6 scales, L = 130), "
              "a depth-8 VAR; subnets d4 and d2 run the last 2 of 6 scales (bridge 4). Quality is "
@@ -81,6 +82,18 @@ def write_report(out: Path, mode: str, tokenizer: Path, evals: dict[str, Path], 
               _log_of(out, "variant analyze asymmetry"), "",
               "![asymmetry](asymmetry/asymmetry.png)",
               ""]
+    fronts = fronts or {}
+    if "front" in fronts:
+        front = json.loads(Path(fronts["front"]).read_text())
+        parts += ["## Measured front of the supernet (`variant tune`)", "",
+                  f"{front['meta']['interval']}; {front['meta']['num_per_class']} images per "
+                  f"class x {front['meta']['num_classes']} classes per seed, seeds "
+                  f"{front['meta']['seeds']}.", "", format_front(front), "",
+                  "![front](front/front.png)", ""]
+    if "asymmetry-supernet" in fronts:
+        front = json.loads(Path(fronts["asymmetry-supernet"]).read_text())
+        parts += ["## Scale-depth asymmetry after supernet training (`variant tune` over "
+                  "range plans; r6 = the last scale alone)", "", format_front(front), ""]
     if study:
         parts += ["## Fixed ratio vs progressive (supernet fine-tuning from the base VAR)", "",
                   "FID (built-in metric), mean ± std over seeds:", "", study_table(study, "fid"),

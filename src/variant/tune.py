@@ -292,6 +292,22 @@ class Tuner:
                 "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
+def format_front(front: dict) -> str:
+    """Markdown: one row per configuration, front membership marked."""
+    key = front["meta"]["metric_key"]
+    lines = [f"| configuration | family | {key} (95% interval) | total s | KV | peak memory | "
+             "GFLOPs/img | front (latency / KV) |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in sorted(front["rows"], key=lambda r: r["cost"]["total_s"]):
+        q, c = r["quality"][key], r["cost"]
+        band = "" if q["low"] is None else f" ({q['low']:.2f}–{q['high']:.2f})"
+        mem = "—" if c["peak_memory_bytes"] is None else f"{c['peak_memory_bytes'] / 2**20:.0f} MiB"
+        marks = " / ".join("yes" if r["on_front"].get(a) else "—" for a in ("latency", "kv"))
+        lines.append(f"| {r['spec']} | {r['family']} | {q['mean']:.2f}{band} | "
+                     f"{c['total_s']:.3f} | {c['kv_peak_bytes'] / 2**20:.2f} MiB | {mem} | "
+                     f"{c['gflops_per_image']:.2f} | {marks} |")
+    return "\n".join(lines)
+
+
 def load_front(path: str | Path) -> dict:
     """A `front.json` of `variant tune`; ValueError naming the problem otherwise."""
     path = Path(path)

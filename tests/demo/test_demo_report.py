@@ -62,3 +62,43 @@ def test_report_is_written(tmp_path):
     assert "## Quality: supernet" in text and "d4/bridge4" in text
     assert "![samples-full](samples-full.png)" in text
     assert "`variant bench --x`" in text
+
+
+def _front_json(path, specs):
+    rows = []
+    for i, spec in enumerate(specs):
+        rows.append({"spec": spec, "family": "depth", "plan": spec,
+                     "quality": {"fid": {"mean": 5.0 + i, "low": 4.0 + i, "high": 6.0 + i}},
+                     "cost": {"total_s": 1.0 - 0.1 * i, "kv_peak_bytes": 2**20 * (3 - i),
+                              "peak_memory_bytes": None, "gflops_per_image": 1.0 - 0.2 * i},
+                     "on_front": {"latency": True, "kv": i == 0}})
+    meta = {"metric_key": "fid", "interval": "95% Student-t over seeds", "num_per_class": 50,
+            "num_classes": 10, "seeds": [0, 1, 2, 3, 4]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"format": "variant-front", "meta": meta, "rows": rows}))
+    return path
+
+
+def test_report_has_the_front_and_the_asymmetry_after_training(tmp_path):
+    demo = Demo(tmp_path, DEMO_MODES["quick"])
+    demo.log_path.write_text("")
+    evals = {"supernet": _eval_json(tmp_path / "e.json", {"full": 1.0})}
+    fronts = {"front": _front_json(tmp_path / "front" / "front.json", ["full", "d2+cfgstop4"]),
+              "asymmetry-supernet": _front_json(tmp_path / "asym" / "front.json",
+                                                ["full", "d4@r6"])}
+    report = write_report(tmp_path, "full", tmp_path, evals, tmp_path / "b.json",
+                          tmp_path / "a.json", [], {}, 60.0, fronts)
+    text = report.read_text()
+    front_part = text.split("## Measured front of the supernet")[1].split("## ")[0]
+    assert "seeds [0, 1, 2, 3, 4]" in front_part and "![front](front/front.png)" in front_part
+    # rows sorted by latency: the cheaper d2+cfgstop4 first, with its interval
+    assert front_part.index("| d2+cfgstop4 |") < front_part.index("| full |")
+    assert "| 6.00 (5.00–7.00) |" in front_part
+    asym_part = text.split("## Scale-depth asymmetry after supernet training")[1]
+    assert "| d4@r6 |" in asym_part and "r6 = the last scale alone" in text
+
+
+def test_demo_modes_meet_the_sharper_study():
+    full = DEMO_MODES["full"]
+    assert len(full.seeds) >= 5 and full.study_per_class * 10 >= 500
+    assert len(full.tune_seeds) >= 5 and full.tune_per_class * 10 >= 500

@@ -11,7 +11,7 @@ from ..eval.quality import build_metric
 from ..models.configuration import resolve_configurations
 from ..models.plan import default_subnet_depths
 from ..pretrained import read_model_config
-from ..tune import Tuner, TuneSettings, default_grid, write_front_plot
+from ..tune import Tuner, TuneSettings, default_grid, format_front, write_front_plot
 from .common import add_model_args, add_sampling_args, load_from_args, sampling_from_args
 
 log = logging.getLogger(__name__)
@@ -108,19 +108,3 @@ def run(args: argparse.Namespace) -> int:
     plot = write_front_plot(front, f"{args.out}/front.png")
     print(f"front: {args.out}/front.json" + (f", {plot}" if plot else ""))
     return 0
-
-
-def format_front(front: dict) -> str:
-    """Markdown: one row per configuration, front membership marked."""
-    key = front["meta"]["metric_key"]
-    lines = [f"| configuration | family | {key} (95% interval) | total s | KV | peak memory | "
-             "GFLOPs/img | front (latency / KV) |", "|---|---|---:|---:|---:|---:|---:|---|"]
-    for r in sorted(front["rows"], key=lambda r: r["cost"]["total_s"]):
-        q, c = r["quality"][key], r["cost"]
-        band = "" if q["low"] is None else f" ({q['low']:.2f}–{q['high']:.2f})"
-        mem = "—" if c["peak_memory_bytes"] is None else f"{c['peak_memory_bytes'] / 2**20:.0f} MiB"
-        marks = " / ".join("yes" if r["on_front"].get(a) else "—" for a in ("latency", "kv"))
-        lines.append(f"| {r['spec']} | {r['family']} | {q['mean']:.2f}{band} | "
-                     f"{c['total_s']:.3f} | {c['kv_peak_bytes'] / 2**20:.2f} MiB | {mem} | "
-                     f"{c['gflops_per_image']:.2f} | {marks} |")
-    return "\n".join(lines)
