@@ -23,7 +23,6 @@ configuration is at most as costly with a better mean, one of the two strictly).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -41,7 +40,7 @@ import torch
 from .atomic import write_text_atomic
 from .efficiency.bench import device_name
 from .eval.sample_folder import SamplingSpec, sample_to_folder
-from .models.configuration import Configuration, parse_configuration
+from .models.configuration import Configuration, folder_name, parse_configuration
 from .models.plan import default_bridge
 from .sampling.settings import SamplingConfig
 
@@ -124,13 +123,6 @@ def mark_fronts(rows: list[dict], key: str = "fid", lower_is_better: bool = True
             r.setdefault("on_front", {})[axis] = not dominated
 
 
-def slug(name: str) -> str:
-    """A folder name for a configuration spec (JSON plans and odd characters hashed)."""
-    if all(ch.isalnum() or ch in "@.,=+-_" for ch in name):
-        return name
-    return "custom-" + hashlib.sha1(name.encode()).hexdigest()[:10]
-
-
 @dataclass(frozen=True, kw_only=True)
 class TuneSettings:
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -169,10 +161,11 @@ class Tuner:
 
     def __init__(self, var, vae, configs: Sequence[Configuration], out: str | Path,
                  settings: TuneSettings, metric, *, model: str, model_args: Sequence[str] = (),
-                 device: str = "cpu", progress: bool = True):
+                 device: str = "cpu", bridge: int | None = None, progress: bool = True):
         self.var, self.vae, self.configs = var, vae, list(configs)
         self.out, self.settings, self.metric = Path(out), settings, metric
         self.model, self.model_args, self.device = model, list(model_args), device
+        self.bridge = bridge  # of bare 'dN' specs; the timed child resolves them the same way
         self.progress = progress
 
     def run(self) -> dict:
@@ -181,7 +174,7 @@ class Tuner:
         start = time.perf_counter()
         for i, config in enumerate(self.configs):
             log.info("[%d/%d] %s", i + 1, len(self.configs), config.name)
-            folder = self.out / "configs" / slug(config.name)
+            folder = self.out / "configs" / folder_name(config.name)
             folder.mkdir(parents=True, exist_ok=True)
             quality = self._quality(config, folder)
             cost = self._cost(config, folder)
@@ -196,7 +189,7 @@ class Tuner:
     def _check_resume(self) -> None:
         """Parts of an earlier run are reused only if made with the same settings."""
         s = self.settings
-        fixed = {**s.fixed(), "threads": self.threads, "model": self.model,
+        fixed = {**s.fixed(), "threads": self.threads, "bridge": self.bridge, "model": self.model,
                  "model_args": self.model_args, "device": self.device,
                  "metric": self.metric.name, "reference": self.metric.reference.source}
         path = self.out / "tune.json"
@@ -254,6 +247,8 @@ class Tuner:
                "--repeats", str(s.repeats), "--json", str(raw),
                *s.sampling.replace(seed=None).cli_args()]
         cmd += ["--threads", str(self.threads)]
+        if self.bridge is not None:
+            cmd += ["--bridge", str(self.bridge)]
         env = dict(os.environ)
         package_root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)

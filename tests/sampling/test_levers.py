@@ -16,7 +16,7 @@ from variant.models.cost import CostModel
 from variant.pretrained import random_model
 from variant.sampling import attention, kv_cache, sampler
 from variant.sampling.attention import Attendable, multi_part_attention
-from variant.sampling.kv_cache import ChunkKVCache, LeanKVCache
+from variant.sampling.kv_cache import ChunkKVCache, LeanKVCache, RowGroupsCache
 from variant.sampling.levers import (
     Levers,
     gather_positions,
@@ -210,10 +210,14 @@ class Census:
         self.groups = []
         self.peak = 0
         self.samples = 0
+        # Inside one pass over several row groups (RowGroupsCache) the groups attend at the same
+        # time: what an earlier group reads stays alive while the later ones store theirs.
+        self.pass_tensors: list = []
+        self.pass_bytes = 0
 
     def held(self, extra=()) -> int:
         storages = {}
-        tensors = list(extra)
+        tensors = list(extra) + self.pass_tensors
         for group in self.groups:
             cache = group.cache
             if isinstance(cache, LeanKVCache):
@@ -228,7 +232,15 @@ class Census:
 
     def record(self, extra_bytes=0, extra=()) -> None:
         self.samples += 1
-        self.peak = max(self.peak, self.held(extra) + extra_bytes)
+        self.peak = max(self.peak, self.held(extra) + extra_bytes + self.pass_bytes)
+
+    def after_group(self, read: list, unstored: int) -> None:
+        """In a pass: the buffers this group read and its unstored new keys/values stay alive."""
+        if self.in_pass:
+            self.pass_tensors += read
+            self.pass_bytes += unstored
+
+    in_pass = False
 
     def mine(self, cache) -> bool:
         return any(group.cache is cache for group in self.groups)
@@ -248,6 +260,7 @@ def census(monkeypatch):
     original_groups = sampler.row_groups
     lean_store = LeanKVCache._store_and_read
     chunk_store = ChunkKVCache._store_and_read
+    rows_callback = RowGroupsCache.callback
 
     def row_groups(*args, **kwargs):
         c.groups = []
@@ -256,24 +269,41 @@ def census(monkeypatch):
         return groups
 
     def lean(self, slot, scale_index, k_new, v_new):
-        if c.mine(self):
-            layer = self.slots.index(slot)
-            plan = c.plan_of(self)
-            stored = any(layer in plan.layer_sets[j] for j in range(scale_index + 1,
-                                                                     plan.num_scales))
-            c.record(0 if stored else new_bytes(self, k_new))
+        if not c.mine(self):
+            return lean_store(self, slot, scale_index, k_new, v_new)
+        layer = self.slots.index(slot)
+        plan = c.plan_of(self)
+        stored = any(layer in plan.layer_sets[j] for j in range(scale_index + 1,
+                                                                 plan.num_scales))
+        unstored = 0 if stored else new_bytes(self, k_new)
+        c.record(unstored)
+        before = [t for t in (slot.k, slot.v) if t is not None]
         out = lean_store(self, slot, scale_index, k_new, v_new)
-        if c.mine(self):
-            c.record()
+        c.record()
+        c.after_group(before, unstored)
         return out
 
     def chunk(self, layer, k, k_new, v_new):
-        if c.mine(self):  # the new keys/values, stored or only attended to, are live now
-            c.record(new_bytes(self, k_new))
+        if not c.mine(self):
+            return chunk_store(self, layer, k, k_new, v_new)
+        c.record(new_bytes(self, k_new))  # the new keys/values, stored or only attended to
+        before = [t for kv in self.entries[layer].values() for t in kv]
         out = chunk_store(self, layer, k, k_new, v_new)
-        if c.mine(self):
-            c.record()
+        c.record()
+        c.after_group(before, 0 if k in self.entries[layer] else new_bytes(self, k_new))
         return out
+
+    def together(self, layer, scale_index):
+        inner = rows_callback(self, layer, scale_index)
+
+        def store_and_read(k_BAlE, v_BAlE):
+            c.in_pass = True
+            try:
+                return inner(k_BAlE, v_BAlE)
+            finally:
+                c.in_pass, c.pass_tensors, c.pass_bytes = False, [], 0
+
+        return store_and_read
 
     class TorchWithGrowthProbe:
         """`torch` for kv_cache.py: the second buffer of a growth (empty_like) is recorded
@@ -292,6 +322,7 @@ def census(monkeypatch):
     monkeypatch.setattr(sampler, "row_groups", row_groups)
     monkeypatch.setattr(LeanKVCache, "_store_and_read", lean)
     monkeypatch.setattr(ChunkKVCache, "_store_and_read", chunk)
+    monkeypatch.setattr(RowGroupsCache, "callback", together)
     monkeypatch.setattr(kv_cache, "torch", TorchWithGrowthProbe())
     return c
 
@@ -333,10 +364,12 @@ def test_hand_computed_peaks_on_the_tiny_shape(tiny):
     # and 16 new tokens, layers 1-3 hold 5 each -> 21 + 15 = 36 token-layers per row.
     assert run(var, B=1).kv_peak_bytes == 36 * 2 * row
     # kv_keep=(0, 0): every scale attends only to itself, nothing is ever stored; the peak is
-    # one layer's new keys/values of the largest scale, for the B rows of one group at a time.
+    # one layer's new keys/values of the largest scale, for the 2B rows of both groups (they run
+    # the same layers in one pass and attend at the same time).
     for B in (1, 2, 3):
-        assert run(var, B=B, kv_keep=(0, 0)).kv_peak_bytes == B * 16 * row
-        assert run(var, B=B, kv_keep="0,0", dtype="bf16").kv_peak_bytes == B * 16 * row // 2
+        assert run(var, B=B, kv_keep=(0, 0)).kv_peak_bytes == 2 * B * 16 * row
+        assert run(var, B=B, kv_keep="0,0", dtype="bf16").kv_peak_bytes == B * 16 * row
+        assert run(var, B=B, cfg=0.0, kv_keep=(0, 0)).kv_peak_bytes == B * 16 * row
     # kv_keep=(0, 1), cfg 0, B = 1: scale 1 stores its 4 tokens per layer and frees scale 0's
     # (4 x 4 after scale 1); at scale 2 layer 0 attends to its 4 + 16 new while layers 1-3 still
     # hold 4 each: 12 + 4 + 16 = 32 token-layers.
@@ -659,3 +692,21 @@ def test_var_generate_takes_the_lever_keywords():
     assert by_keywords.levers == by_settings.levers
     assert by_keywords.levers.guide_class == "same" and by_keywords.levers.prune == (0.5, 4)
     assert all(torch.equal(a, b) for a, b in zip(by_keywords.indices, by_settings.indices))
+
+
+def test_row_groups_run_together_give_the_plain_tokens(builtin):
+    """The batched pass of two row groups (RowSplit attention, one cache per group) samples what
+    the plain sampler samples: a plan whose every layer runs at one scale only keeps nothing,
+    so kv_keep=(0, 0) changes nothing but the path (two groups, chunked caches, per-group
+    attention), with guidance on."""
+    var = builtin
+    K, depth = var.num_scales, var.depth
+    sets = [[layer for layer in range(depth) if layer % K == k] or [k % depth] for k in range(K)]
+    plan = DepthPlan(sets, depth)
+    assert all(len(plan.scales_of_layer(layer)) <= 1 for layer in range(depth))
+    plain = generate(var, 3, LABELS[3], settings=SamplingConfig(seed=5), plan=plan)
+    grouped = generate(var, 3, LABELS[3], settings=SamplingConfig(seed=5, kv_keep=(0, 0)),
+                       plan=plan)
+    assert plain.levers is None and grouped.levers is not None and grouped.levers.guided
+    assert all(torch.equal(a, b) for a, b in zip(plain.indices, grouped.indices))
+    assert grouped.kv_peak_bytes == plain.kv_peak_bytes  # both groups' new keys count at once

@@ -176,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
                 row = measure_plan(var, vae, plan, own, name=config.name)
                 if want_profile:
                     profile = profile_scales(var, vae, own)
-        rows.append(add_accounting(row, plan, var_config, own))
+        rows.append(add_accounting(row, plan, var_config, own, config.levers))
         # the planner's memory model knows depth plans only (levers: not predicted)
         row["memory_predicted_bytes"] = (predictor.predict(plan).memory_bytes
                                          if config.levers is None else None)

@@ -122,6 +122,13 @@ def sampling_from_args(args: argparse.Namespace, **changes) -> SamplingConfig:
     return SamplingConfig(**{**fields, **levers_from_args(args), **changes})
 
 
+def given_levers(args: argparse.Namespace) -> list[str]:
+    """The lever flags set to something other than their defaults, as flags."""
+    d = SamplingConfig()
+    return ["--" + k.replace("_", "-") for k, v in levers_from_args(args).items()
+            if v != getattr(d, k)]
+
+
 def levers_from_args(args: argparse.Namespace) -> dict:
     """The lever flags given (absent ones keep `SamplingConfig`'s defaults)."""
     keys = ("cfg_stop", "guide_plan", "guide_class", "prune", "kv_keep")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 
 import torch
 
@@ -23,7 +24,7 @@ from ..sampling.settings import SamplingConfig, guided_rows
 from ..tune import check_front_device, choose_from_front, load_front
 from ..units import DTYPES, fmt_bytes
 from .budget import add_budget_args, budget_requested, run_budget
-from .common import add_lever_args, levers_from_args
+from .common import add_lever_args, given_levers, levers_from_args
 
 
 def register(sub) -> None:
@@ -133,8 +134,9 @@ def run_front(args: argparse.Namespace) -> int:
         print(f"{label}: {row['spec']} | {key} {q['mean']:.2f}{band} | "
               f"{c['total_s'] * scale * 1000:.0f} ms per batch | KV "
               f"{fmt_bytes(round(c['kv_peak_bytes'] * scale))}{mem}")
-    print(f"\nvariant sample --model {meta['model']} --plan '{choice.chosen['spec']}' "
-          f"--dtype {meta['dtype']}")
+    settings = SamplingConfig(**{**meta["settings"], "seed": None})
+    print("\n" + shlex.join(["variant", "sample", "--model", meta["model"], "--plan",
+                             choice.chosen["spec"], *settings.cli_args()]))
     return 0
 
 
@@ -161,16 +163,24 @@ def _nesting_notes(depth: int, subnets: list[int]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     if args.batch <= 0:
         raise ValueError(f"--batch must be positive, got {args.batch}.")
+    levers = given_levers(args)
     if args.front is not None:
+        if args.plans or levers:
+            raise ValueError("--front picks among the configurations `variant tune` measured; "
+                             f"drop --plans and the lever flags ({', '.join(levers) or 'none'}).")
         return run_front(args)
     if budget_requested(args):
+        if args.plans or levers:
+            raise ValueError("the budget planner chooses depth plans by predicted cost; for "
+                             "configurations with levers measure them with `variant tune` and "
+                             "choose with `variant plan --front front.json --max-...`.")
         return run_budget(args, _config)
     cfg = _config(args)
     K, depth = cfg.num_scales, cfg.depth
     bridge = resolve_bridge(args.bridge, K)
     subnets = args.subnets or default_subnet_depths(depth)
     specs = args.plans or [p.name for p in paper_family(depth, K, subnets, bridge)]
-    settings = SamplingConfig(cfg=0 if args.no_cfg else 1.5, dtype=args.dtype,
+    settings = SamplingConfig(cfg=0 if args.no_cfg else SamplingConfig().cfg, dtype=args.dtype,
                               **levers_from_args(args))
     configs = resolve_configurations(specs, depth, cfg.patch_nums, settings, bridge)
     plans = [c.plan for c in configs]

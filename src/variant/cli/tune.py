@@ -102,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
           f"{args.num_per_class * num_classes} images each, {args.repeats} timed runs): "
           + ", ".join(c.name for c in configs), flush=True)
     tuner = Tuner(var, vae, configs, args.out, settings, metric, model=args.model,
-                  model_args=model_args, device=args.device, progress=not args.no_progress)
+                  model_args=model_args, device=args.device, bridge=bridge,
+                  progress=not args.no_progress)
     front = tuner.run()
     print(format_front(front))
     plot = write_front_plot(front, f"{args.out}/front.png")

@@ -32,6 +32,7 @@ import torch
 from ..atomic import write_text_atomic
 from ..models.cost import CostModel
 from ..models.plan import DepthPlan
+from ..sampling.levers import Levers
 from ..sampling.sampler import generate
 from ..sampling.settings import SamplingConfig
 from ..units import fmt_bytes
@@ -138,26 +139,17 @@ def measure_plan(var, vae, plan: DepthPlan, settings: BenchSettings, *,
     return row
 
 
-def add_accounting(row: dict, plan: DepthPlan, var_config, settings: BenchSettings) -> dict:
-    """FLOPs (one sampling call, head included) and the KV prediction next to the measurements."""
+def add_accounting(row: dict, plan: DepthPlan, var_config, settings: BenchSettings,
+                   levers: Levers | None = None) -> dict:
+    """FLOPs (one sampling call, head included) and the KV prediction next to the measurements;
+    `levers`: the configuration's (models.configuration), None for a plain plan."""
     cost = CostModel(var_config, settings.dtype, settings.rows)
-    levers = settings.sampling.levers(plan, var_config.patch_nums, _checked(var_config))
     flops = cost.flops(plan, include_head=True, levers=levers)
     row.update({"gflops_per_image": flops / settings.batch / 1e9, "flops": flops,
                 "transformer_flops": cost.flops(plan, levers=levers),
                 "token_layers": cost.token_layers(plan, levers),
                 "kv_predicted_bytes": cost.kv_peak_bytes(plan, levers)})
     return row
-
-
-def _checked(var_config):
-    """A guide plan (a `DepthPlan` or spec) checked against the model's shape."""
-    def resolve(plan):
-        if isinstance(plan, str):
-            return DepthPlan.from_spec(plan, var_config.depth, var_config.num_scales)
-        plan.check(var_config.depth, var_config.num_scales)
-        return plan
-    return resolve
 
 
 def compare_to_full(rows: list[dict]) -> list[dict]:
@@ -243,8 +235,16 @@ def profile_scales(var, vae, settings: BenchSettings, repeats: int = 1) -> dict:
 
 
 def device_name(device: torch.device) -> str:
+    """The accelerator's name, or the CPU model (Linux: /proc/cpuinfo), else its architecture."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
     return platform.processor() or platform.machine()
 
 

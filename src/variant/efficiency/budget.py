@@ -224,6 +224,10 @@ class StepModel:
         overhead, plus for every layer step the profile's seconds per layer at that scale scaled
         by this model's ratio (rows, tokens and context of the step vs the full plan's)."""
         rows_full = profile["rows"]
+        if levers.guided and not profile["settings"].get("cfg"):
+            raise ValueError("the latency profile was measured without guidance (cfg 0) but these "
+                             "levers guide; measure a profile with guidance (variant bench "
+                             "--profile with the default --cfg).")
         batch = rows_full // 2 if levers.guided else rows_full
         sizes, full_sizes = levers.sizes(patch_nums), [p * p for p in patch_nums]
         branches = levers.branches(plan)

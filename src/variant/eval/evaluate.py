@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.configuration import Configuration
+from ..models.configuration import Configuration, folder_name
 from ..models.cost import CostModel
 from ..models.plan import DepthPlan
 from .npz import check_image_batch, create_npz_from_sample_folder
@@ -42,13 +42,9 @@ def plan_slug(plan: DepthPlan) -> str:
 
 
 def _slug(name: str, plan: DepthPlan) -> str:
-    """A folder name for a configuration: its spec, or a hash when its plan is JSON."""
-    if name == plan.name:
-        return plan_slug(plan)
-    if not name.startswith("["):
-        return name
-    digest = hashlib.sha1(name.encode()).hexdigest()
-    return f"custom-{digest[:8]}" if name == plan.name else f"custom-{digest[:8]}-levers"
+    """A plain plan's folder keeps `plan_slug` (folders of earlier runs resume); a plan with
+    levers is named by `models.configuration.folder_name`."""
+    return plan_slug(plan) if name == plan.name else folder_name(name)
 
 
 def _runs(var, items, spec: SamplingSpec) -> list[tuple[DepthPlan, SamplingSpec, str, object]]:
@@ -99,25 +95,25 @@ def evaluate_plans(var, vae, plans: list[DepthPlan | Configuration], out_dir: st
     cost = CostModel(var.config, rows=spec.settings.rows(1))
     full_flops = cost.flops(var.full_plan())
     rows = []
-    for plan, spec, name, levers in runs:
+    for plan, own, name, levers in runs:
         slug = _slug(name, plan)
         folder = out_dir / slug
-        missing = (wait_for_folder(folder, spec, image_size, wait_timeout)
+        missing = (wait_for_folder(folder, own, image_size, wait_timeout)
                    if barrier is None and world_size > 1
-                   else missing_indices(folder, spec, image_size))
+                   else missing_indices(folder, own, image_size))
         if missing:
             raise ValueError(
-                f"{folder} still lacks {len(missing)} of {spec.num_images} images (the other "
+                f"{folder} still lacks {len(missing)} of {own.num_images} images (the other "
                 "ranks' share); rerun rank 0 when they have finished, or raise --wait-timeout. "
                 "Finished images are kept.")
         remove_stale_temporaries(folder)
-        npz = _pack(folder, spec)
-        row = {"plan": name, "num_images": spec.num_images, "folder": str(folder),
+        npz = _pack(folder, own)
+        row = {"plan": name, "num_images": own.num_images, "folder": str(folder),
                "npz": str(npz),
                "flops_ratio": cost.flops(plan, levers=levers) / full_flops}
         row.update(_timing(reports[slug]))
         if metric is not None:
-            row.update(metric.evaluate(folder, spec.labels()))
+            row.update(metric.evaluate(folder, own.labels()))
         rows.append(row)
     results = {"settings": {**(settings or {}), "spec": spec.to_dict(), "model": model},
                "rows": rows}

@@ -17,6 +17,7 @@ above (`Configuration.resolve(name, ...)` gives back the same configuration).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -127,6 +128,14 @@ def resolve_configurations(specs: Sequence[str], depth: int, patch_nums: Sequenc
             seen.add(key)
             out.append(config)
     return out
+
+
+def folder_name(name: str) -> str:
+    """A file or folder name for a configuration spec: the spec itself when it has only letters,
+    digits and @.,=+-_ (every family name does), else 'custom-' and a hash (JSON plans)."""
+    if name and all(ch.isalnum() or ch in "@.,=+-_" for ch in name):
+        return name
+    return "custom-" + hashlib.sha1(name.encode()).hexdigest()[:10]
 
 
 def _show(value) -> str:

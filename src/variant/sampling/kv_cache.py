@@ -23,6 +23,7 @@ guidance), A attention heads, L tokens held, E head dim, l tokens of one scale.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -72,13 +73,35 @@ class KVMeter:
     def __init__(self):
         self.live_bytes = 0
         self.peak_bytes = 0
+        self._held: list[int] | None = None  # releases deferred while a shared pass reads
 
     def add(self, nbytes: int) -> None:
         self.live_bytes += nbytes
         self.peak_bytes = max(self.peak_bytes, self.live_bytes)
 
     def sub(self, nbytes: int) -> None:
+        """Release bytes whose tensors the current read may still hold (deferred in a pass)."""
+        if self._held is not None:
+            self._held.append(nbytes)
+        else:
+            self.live_bytes -= nbytes
+
+    def free_now(self, nbytes: int) -> None:
+        """Release bytes nothing refers to any more (a buffer replaced by a larger one)."""
         self.live_bytes -= nbytes
+
+    @contextlib.contextmanager
+    def together(self):
+        """Releases inside wait until the end: the row groups of one pass attend at the same
+        time, so what each group reads (its parts and its unstored new keys/values) is alive
+        together."""
+        self._held = []
+        try:
+            yield
+        finally:
+            held, self._held = self._held, None
+            for nbytes in held:
+                self.live_bytes -= nbytes
 
 
 class LeanKVCache:
@@ -144,7 +167,7 @@ class LeanKVCache:
         if slot.k is not None:  # growth: move what is kept, free the smaller buffer
             k[:, :, :slot.filled].copy_(slot.k[:, :, :slot.filled])
             v[:, :, :slot.filled].copy_(slot.v[:, :, :slot.filled])
-            self.meter.sub(2 * slot.k.nbytes)
+            self.meter.free_now(2 * slot.k.nbytes)
         slot.k, slot.v = k, v
 
     def _release(self, slot: _LayerSlot) -> None:
@@ -264,7 +287,8 @@ class ChunkKVCache:
 
 class RowGroupsCache:
     """Several row groups' caches behind one callback, for a pass that runs them together:
-    each group's rows (consecutive, in order) store into and read from their own cache."""
+    each group's rows (consecutive, in order) store into and read from their own cache. The
+    caches share one meter, which counts what all groups read at once (`KVMeter.together`)."""
 
     def __init__(self, caches: Sequence, rows: Sequence[int]):
         self.caches, self.rows = list(caches), [int(r) for r in rows]
@@ -274,10 +298,11 @@ class RowGroupsCache:
 
         def store_and_read(k_BAlE: torch.Tensor, v_BAlE: torch.Tensor) -> RowSplit:
             groups, start = [], 0
-            for callback, rows in zip(callbacks, self.rows):
-                stop = start + rows
-                groups.append((rows, callback(k_BAlE[start:stop], v_BAlE[start:stop])))
-                start = stop
+            with self.caches[0].meter.together():
+                for callback, rows in zip(callbacks, self.rows):
+                    stop = start + rows
+                    groups.append((rows, callback(k_BAlE[start:stop], v_BAlE[start:stop])))
+                    start = stop
             return RowSplit(groups)
 
         return store_and_read

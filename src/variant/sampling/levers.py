@@ -147,8 +147,10 @@ class Levers:
             guide_plan = None  # the guiding rows run the same layers at every scale they run
         if guide_class == "same" and guide_plan is None:
             raise ValueError("guide_class 'same' guides the model by itself unless the guiding "
-                             "rows run another plan: give a shallower guide plan, e.g. "
-                             "guide_plan='d2' (autoguidance), or use guide_class 'null'.")
+                             "rows run other layers than the plan at some scale before cfg_stop "
+                             "(here they would not): give a shallower guide plan, e.g. "
+                             "guide_plan='d2' (autoguidance), a later cfg_stop, or use "
+                             "guide_class 'null'.")
         if prune is not None:
             keep, start = prune
             if all(kept_tokens(p * p, keep) == p * p for p in patch_nums[start:]):

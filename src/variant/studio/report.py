@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import html
 import json
-import re
 import shlex
 from pathlib import Path
 
 from ..atomic import write_text_atomic
 from ..cli.sample import save_png
+from ..models.configuration import folder_name
 from ..pretrained import RANDOM_PREFIX
 from ..units import fmt_bytes
 from .compare import Comparison, ModelInfo, Outcome
@@ -133,9 +133,8 @@ def _short(name: str, limit: int = 14) -> str:
 
 
 def png_name(index: int, outcome: Outcome) -> str:
-    """`1-full.png`, `2-d4@bridge3.png`, `3-plan.png` (JSON plans)."""
-    slug = outcome.name if re.fullmatch(r"[\w@.,=+-]+", outcome.name) else "plan"
-    return f"{index + 1}-{slug}.png"
+    """`1-full.png`, `2-d4@bridge3.png`, `3-custom-1a2b3c4d5e.png` (JSON plans)."""
+    return f"{index + 1}-{folder_name(outcome.name)}.png"
 
 
 def sample_command(info: ModelInfo, comparison: Comparison, outcome: Outcome, out: str) -> str:
