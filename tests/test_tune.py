@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import math
+import shlex
 import shutil
 from types import SimpleNamespace
 
@@ -468,8 +469,14 @@ def test_plan_front_best_within_kv(tuned, capsys):
     assert f"best within budget: {best['spec']} |" in text
     assert f"fid {best['quality']['fid']['mean']:.2f}" in text
     assert "next better (over budget): none" in text
-    assert (f"variant sample --model builtin --plan '{best['spec']}' --dtype "
-            f"{front['meta']['dtype']}") in text
+    command = next(line for line in text.splitlines() if line.startswith("variant sample"))
+    args = shlex.split(command)  # the front's whole sampling settings, ready to run
+    assert args[:6] == ["variant", "sample", "--model", "builtin", "--plan", best["spec"]]
+    settings = front["meta"]["settings"]
+    assert args[args.index("--dtype") + 1] == settings["dtype"]
+    assert float(args[args.index("--cfg") + 1]) == settings["cfg"]
+    assert int(args[args.index("--top-k") + 1]) == settings["top_k"]
+    assert "--seed" not in args
     assert "scaled to --batch 1" in text
 
 

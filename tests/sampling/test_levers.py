@@ -280,7 +280,10 @@ def census(monkeypatch):
         before = [t for t in (slot.k, slot.v) if t is not None]
         out = lean_store(self, slot, scale_index, k_new, v_new)
         c.record()
-        c.after_group(before, unstored)
+        # what the returned read refers to: the released buffer at the layer's last use, else
+        # the buffer now in the slot (after a growth the smaller one is gone)
+        read = before if scale_index == slot.last else [slot.k, slot.v]
+        c.after_group(read, unstored)
         return out
 
     def chunk(self, layer, k, k_new, v_new):
