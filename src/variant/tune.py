@@ -345,6 +345,9 @@ def write_front_plot(front: dict, path: str | Path) -> Path | None:
                f"({meta['device_name']}, {meta['threads']} threads)", 1.0),
               ("kv", "kv_peak_bytes", "peak KV cache (MiB)", 1 / 2**20)]
     for ax, (axis, cost_key, xlabel, scale) in zip(axes, panels):
+        ordered = sorted((r for r in rows if r["cost"].get(cost_key) is not None),
+                         key=lambda r: r["cost"][cost_key])
+        rank = {id(r): i for i, r in enumerate(ordered)}
         for fam in FAMILIES:
             mine = [r for r in rows if r["family"] == fam and r["quality"][key]["mean"] is not None]
             if not mine:
@@ -362,9 +365,10 @@ def write_front_plot(front: dict, path: str | Path) -> Path | None:
                         [r["cost"]["total_q3_s"] - x for x, r in zip(xs, mine)]]
             ax.errorbar(xs, ys, yerr=yerr, xerr=xerr, fmt=marker, color=color, label=fam,
                         markersize=7, capsize=3, linestyle="none")
-            for x, y, r in zip(xs, ys, mine):
-                ax.annotate(r["spec"], (x, y), textcoords="offset points", xytext=(4, 4),
-                            fontsize=6, color="0.3")
+            for x, y, r in zip(xs, ys, mine):  # labels above or below, alternating by cost
+                below = rank[id(r)] % 2
+                ax.annotate(r["spec"], (x, y), textcoords="offset points",
+                            xytext=(4, -10 if below else 4), fontsize=6, color="0.3")
         on = sorted((r["cost"][cost_key] * scale, r["quality"][key]["mean"]) for r in rows
                     if r["on_front"].get(axis))
         if on:
