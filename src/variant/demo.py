@@ -50,6 +50,8 @@ class DemoMode:
     bench_repeats: int
     tune_seeds: tuple[int, ...] = (0, 1)  # sampling seeds of the front and the asymmetry
     tune_per_class: int = 10  # images per class and seed of the front and the asymmetry
+    front_specs: tuple[str, ...] = ()  # configurations of the front (empty: tune's default grid)
+    asymmetry_specs: tuple[str, ...] = ASYMMETRY_SPECS
 
 
 DEMO_MODES = {
@@ -58,7 +60,10 @@ DEMO_MODES = {
         tokenizer=("--num-images", "1500", "--epochs", "1"),
         base=("--num-images", "2000", "--phase-epochs", "0,0,4"),
         supernet=("--num-images", "2000", "--phase-epochs", "0.5,1,0.5"),
-        study=(), num_per_class=20, study_per_class=0, seeds=(), bench_repeats=2),
+        study=(), num_per_class=20, study_per_class=0, seeds=(), bench_repeats=2,
+        tune_seeds=(0, 1), tune_per_class=5,
+        front_specs=("full", "d2", "d2+cfgstop4", "full+autoguide=d2"),
+        asymmetry_specs=("full", "d4@r5-r6", "d4@r6")),
     "full": DemoMode(
         name="full", tokenizer=(), base=(), supernet=(),
         study=("--num-images", "2500", "--phase-epochs", "0.3,1.2,0.5"),
@@ -203,9 +208,9 @@ class Demo:
                  "VARiant supernet": self.evaluate(supernet, self.out / "eval-supernet")}
         bench = self.bench(supernet)
         asym = self.asymmetry(base)
-        fronts = {"front": self.tune(supernet, "front"),
+        fronts = {"front": self.tune(supernet, "front", *self.mode.front_specs),
                   "asymmetry-supernet": self.tune(supernet, "asymmetry-supernet",
-                                                  *ASYMMETRY_SPECS)}
+                                                  *self.mode.asymmetry_specs)}
         grids = self.grids(supernet)
         study = self.ratio_study(base) if self.mode.seeds else {}
         return write_report(self.out, self.mode.name, tok, evals, bench, asym, grids, study,
