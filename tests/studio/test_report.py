@@ -1,6 +1,7 @@
 """What the page shows, from made-up comparisons (no model, no web framework)."""
 
 import json
+import re
 import shlex
 import xml.etree.ElementTree as ET
 
@@ -84,6 +85,8 @@ def test_command_lines_name_the_model_plan_labels_and_settings(tmp_path):
     model = tmp_path / "model"
     model.mkdir()
     info = ModelInfo(source=str(model), vae="vae.pth", revision=None)
+    # a JSON plan's file is named by a hash of its spec (models.configuration.folder_name)
+    assert re.fullmatch(r"2-custom-[0-9a-f]{10}\.png", png_name(1, c.outcomes[1]))
     line = sample_command(info, c, c.outcomes[1], png_name(1, c.outcomes[1]))
     args = shlex.split(line)
     assert args[:4] == ["variant", "sample", "--model", str(model.resolve())]
@@ -91,7 +94,8 @@ def test_command_lines_name_the_model_plan_labels_and_settings(tmp_path):
     assert args[args.index("--labels") + 1:args.index("--labels") + 3] == ["1", "2"]
     for flag, value in (("--seed", "3"), ("--cfg", "1.5"), ("--top-k", "900"),
                         ("--top-p", "0.96"), ("--dtype", "fp32"), ("--batch-size", "2"),
-                        ("--device", "cpu"), ("--out", "2-plan.png"), ("--vae", "vae.pth")):
+                        ("--device", "cpu"), ("--out", png_name(1, c.outcomes[1])),
+                        ("--vae", "vae.pth")):
         assert args[args.index(flag) + 1] == value
     hub = ModelInfo(source="someone/var-d16", revision="v1")
     assert "--revision v1" in sample_command(hub, c, c.outcomes[0], "x.png")
