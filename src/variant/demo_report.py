@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 
 from .eval.evaluate import format_table as format_eval
-from .tune import format_front
+from .tune import format_front, interval
 
 
 def _rows(path: Path) -> list[dict]:
@@ -28,17 +27,8 @@ def _markdown_lines(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if line.startswith("|") or not line)
 
 
-def mean_std(values: list[float]) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
-
-
-def study_table(study: dict[str, list[Path]], key: str) -> str:
-    """Mean ± standard deviation over seeds of `key`, per ratio schedule and plan."""
+def study_values(study: dict[str, list[Path]], key: str):
+    """(plans in order, {ratio: {plan: [value per seed]}}) of the ratio study's eval files."""
     plans: list[str] = []
     values: dict[str, dict[str, list[float]]] = {}
     for ratio, paths in study.items():
@@ -47,13 +37,65 @@ def study_table(study: dict[str, list[Path]], key: str) -> str:
                 if row["plan"] not in plans:
                     plans.append(row["plan"])
                 values.setdefault(ratio, {}).setdefault(row["plan"], []).append(row.get(key))
+    return plans, values
+
+
+def mean_interval(values: list[float]) -> str:
+    """Mean with its 95% Student-t interval over seeds (`tune.interval`)."""
+    iv = interval(values)
+    if iv["mean"] is None:
+        return "—"
+    if iv["low"] is None:
+        return f"{iv['mean']:.3f}"
+    return f"{iv['mean']:.3f} ({iv['low']:.3f}–{iv['high']:.3f})"
+
+
+def study_table(study: dict[str, list[Path]], key: str) -> str:
+    """Mean and 95% interval over seeds of `key`, per ratio schedule and plan."""
+    plans, values = study_values(study, key)
     seeds = max(len(p) for p in study.values())
     lines = [f"| ratio schedule ({seeds} seeds) | " + " | ".join(plans) + " |",
              "|---|" + "---:|" * len(plans)]
     for ratio, per_plan in values.items():
-        lines.append(f"| {ratio} | " + " | ".join(mean_std(per_plan.get(p, [])) for p in plans)
-                     + " |")
+        lines.append(f"| {ratio} | "
+                     + " | ".join(mean_interval(per_plan.get(p, [])) for p in plans) + " |")
     return "\n".join(lines)
+
+
+def plot_study(study: dict[str, list[Path]], path: str | Path, key: str = "fid") -> Path | None:
+    """Per subnet, one panel: each schedule's full-network mean against its subnet mean, both
+    with their 95% intervals over seeds; one marker per schedule, no lines between them."""
+    try:  # matplotlib is optional (the 'plot' extra)
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    plans, values = study_values(study, key)
+    full, subnets = plans[0], plans[1:]
+    fig, axes = plt.subplots(1, len(subnets), figsize=(5 * len(subnets), 4.2), squeeze=False)
+    markers = "osD^v"
+    for ax, sub in zip(axes[0], subnets):
+        for i, (ratio, per_plan) in enumerate(values.items()):
+            x, y = interval(per_plan.get(full, [])), interval(per_plan.get(sub, []))
+            if x["mean"] is None or y["mean"] is None:
+                continue
+            xerr = None if x["low"] is None else [[x["mean"] - x["low"]], [x["high"] - x["mean"]]]
+            yerr = None if y["low"] is None else [[y["mean"] - y["low"]], [y["high"] - y["mean"]]]
+            ax.errorbar([x["mean"]], [y["mean"]], xerr=xerr, yerr=yerr,
+                        fmt=markers[i % len(markers)], capsize=3, markersize=7,
+                        label=f"{ratio} ({x['n']} seeds)", linestyle="none")
+        ax.set_xlabel(f"{key} of the full network ({full})")
+        ax.set_ylabel(f"{key} of {sub}")
+        ax.set_title(f"full vs {sub}: mean and 95% interval over seeds", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    path = Path(path)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def _commands(out: Path) -> str:
@@ -95,10 +137,13 @@ def write_report(out: Path, mode: str, tokenizer: Path, evals: dict[str, Path], 
         parts += ["## Scale-depth asymmetry after supernet training (`variant tune` over "
                   "range plans; r6 = the last scale alone)", "", format_front(front), ""]
     if study:
+        figure = plot_study(study, out / "study.png")
         parts += ["## Fixed ratio vs progressive (supernet fine-tuning from the base VAR)", "",
-                  "FID (built-in metric), mean ± std over seeds:", "", study_table(study, "fid"),
-                  "", "Class accuracy, mean ± std over seeds:", "",
+                  "FID (built-in metric), mean and 95% Student-t interval over seeds:", "",
+                  study_table(study, "fid"), "",
+                  "Class accuracy, mean and 95% interval over seeds:", "",
                   study_table(study, "class_accuracy"), "",
+                  *([f"![study]({figure.name})", ""] if figure else []),
                   _log_of(out, "variant analyze pareto"), "", "![pareto](pareto/pareto.png)",
                   ""]
     parts += ["## Samples (supernet, 2 per class, same seed)", ""]

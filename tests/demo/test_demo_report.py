@@ -2,8 +2,10 @@
 
 import json
 
+import pytest
+
 from variant.demo import DEMO_MODES, Demo
-from variant.demo_report import mean_std, study_table, write_report
+from variant.demo_report import mean_interval, plot_study, study_table, write_report
 
 
 def _eval_json(path, fids):
@@ -14,10 +16,11 @@ def _eval_json(path, fids):
     return path
 
 
-def test_mean_std():
-    assert mean_std([1.0, 2.0, 3.0]) == "2.000 ± 1.000"
-    assert mean_std([4.0]) == "4.000"
-    assert mean_std([None]) == "—"
+def test_mean_interval():
+    half = 4.303 * 1.0 / 3 ** 0.5  # t(0.975, 2 degrees of freedom) * sd / sqrt(n), by hand
+    assert mean_interval([1.0, 2.0, 3.0]) == f"2.000 ({2 - half:.3f}–{2 + half:.3f})"
+    assert mean_interval([4.0]) == "4.000"
+    assert mean_interval([None]) == "—"
 
 
 def test_study_table_aggregates_seeds(tmp_path):
@@ -28,9 +31,21 @@ def test_study_table_aggregates_seeds(tmp_path):
                         for s in range(3)],
     }
     table = study_table(study, "fid")
+    half = 4.303 / 3 ** 0.5
     assert "| ratio schedule (3 seeds) | full | d2 |" in table
-    assert "| fixed:0.1 | 2.000 ± 1.000 | 5.000 ± 0.000 |" in table
-    assert "| progressive | 2.000 ± 0.000 | 4.000 ± 1.000 |" in table
+    assert (f"| fixed:0.1 | 2.000 ({2 - half:.3f}–{2 + half:.3f}) | 5.000 (5.000–5.000) |"
+            in table)
+    assert (f"| progressive | 2.000 (2.000–2.000) | 4.000 ({4 - half:.3f}–{4 + half:.3f}) |"
+            in table)
+
+
+def test_study_figure_is_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    study = {ratio: [_eval_json(tmp_path / f"{ratio}{s}.json",
+                                {"full": 1.0 + s + i, "d4": 2.0 + s, "d2": 5.0 - i})
+                     for s in range(3)] for i, ratio in enumerate(("fixed:0.1", "progressive"))}
+    path = plot_study(study, tmp_path / "study.png")
+    assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_commands_are_recorded_and_skipped_when_done(tmp_path):
