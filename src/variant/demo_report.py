@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .analysis.analyze import pyplot, save_figure
 from .eval.evaluate import format_table as format_eval
 from .tune import format_front, interval
 
@@ -65,12 +66,8 @@ def study_table(study: dict[str, list[Path]], key: str) -> str:
 def plot_study(study: dict[str, list[Path]], path: str | Path, key: str = "fid") -> Path | None:
     """Per subnet, one panel: each schedule's full-network mean against its subnet mean, both
     with their 95% intervals over seeds; one marker per schedule, no lines between them."""
-    try:  # matplotlib is optional (the 'plot' extra)
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     plans, values = study_values(study, key)
     full, subnets = plans[0], plans[1:]
@@ -91,11 +88,7 @@ def plot_study(study: dict[str, list[Path]], path: str | Path, key: str = "fid")
         ax.set_title(f"full vs {sub}: mean and 95% interval over seeds", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    path = Path(path)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, plt, path)
 
 
 def _commands(out: Path) -> str:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from .analysis.analyze import pyplot, save_figure
 from .atomic import write_text_atomic
 from .efficiency.bench import device_name
 from .eval.sample_folder import SamplingSpec, sample_to_folder
@@ -330,12 +331,8 @@ def write_front_plot(front: dict, path: str | Path) -> Path | None:
     """Quality against latency and against KV bytes: one colour/marker per lever family, error
     bars (quality: the 95% interval over seeds; latency: the interquartile range of the timed
     runs), the front as a step line through its own points only."""
-    try:  # matplotlib is optional (the 'plot' extra)
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         log.info("matplotlib is not installed (pip install 'variant[plot]'); skipping %s", path)
         return None
     meta, rows = front["meta"], front["rows"]
@@ -382,12 +379,7 @@ def write_front_plot(front: dict, path: str | Path) -> Path | None:
     fig.suptitle(f"{meta['model']}: {meta['metric']} {key}, {meta['num_per_class']} images per "
                  f"class x {meta['num_classes']} classes per seed; lower is better" if key == "fid"
                  else f"{meta['model']}: {key}", fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return save_figure(fig, plt, path, dpi=130)
 
 
 # ---------------------------------------------------------------------- choosing from a front

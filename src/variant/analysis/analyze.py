@@ -196,7 +196,8 @@ def format_pareto(table: list[dict], key: str) -> str:
 
 
 # ------------------------------------------------------------------------------ plots
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, or None when the 'plot' extra is not installed."""
     try:  # matplotlib is optional (the 'plot' extra): imported only when a plot is asked for
         import matplotlib
 
@@ -207,18 +208,19 @@ def _pyplot():
     return plt
 
 
-def _save(fig, plt, path) -> Path:
+def save_figure(fig, plt, path, dpi: int = 120) -> Path:
+    """Lay out, write (creating the folder) and close a figure."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
 
 def plot_asymmetry(rows: list[dict], path: str | Path, key: str = "fid") -> Path | None:
     """Metric per range (full network as a line) beside the ranges' FLOP and latency shares."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         log.info("matplotlib is not installed (pip install 'variant[plot]'); skipping %s", path)
         return None
@@ -247,12 +249,12 @@ def plot_asymmetry(rows: list[dict], path: str | Path, key: str = "fid") -> Path
         ax.set_xticks(x)
         ax.set_xticklabels(labels)
         ax.set_xlabel("scales running the subnet")
-    return _save(fig, plt, path)
+    return save_figure(fig, plt, path)
 
 
 def plot_pareto(table: list[dict], path: str | Path, key: str = "fid") -> Path | None:
     """Full-network metric (x) against subnet metric (y): one series per subnet plan."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         log.info("matplotlib is not installed (pip install 'variant[plot]'); skipping %s", path)
         return None
@@ -270,4 +272,4 @@ def plot_pareto(table: list[dict], path: str | Path, key: str = "fid") -> Path |
     ax.set_ylabel(f"subnet {key}")
     ax.set_title("full vs subnet quality per supernet (solid: Pareto front)")
     ax.legend()
-    return _save(fig, plt, path)
+    return save_figure(fig, plt, path)
