@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import statistics
 import subprocess
 import sys
@@ -39,7 +38,7 @@ import torch
 
 from .analysis.analyze import pyplot, save_figure
 from .atomic import write_text_atomic
-from .efficiency.bench import device_name
+from .efficiency.bench import child_env, device_name
 from .eval.sample_folder import SamplingSpec, sample_to_folder
 from .models.configuration import Configuration, folder_name, parse_configuration
 from .models.plan import default_bridge
@@ -250,11 +249,7 @@ class Tuner:
         cmd += ["--threads", str(self.threads)]
         if self.bridge is not None:
             cmd += ["--bridge", str(self.bridge)]
-        env = dict(os.environ)
-        package_root = str(Path(__file__).resolve().parents[1])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-        proc = subprocess.run(cmd, capture_output=True, text=True,
-                              env=env)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env())
         if proc.returncode != 0 or not raw.is_file():
             raise ValueError(f"timing {config.name} failed (exit code {proc.returncode}): "
                              f"{proc.stderr.strip().splitlines()[-1:] or ['no output']}; the "

@@ -16,16 +16,15 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
 
 from ..efficiency.bench import (
     BenchSettings,
     add_accounting,
+    child_env,
     compare_to_full,
     current_rss_bytes,
     format_table,
@@ -117,11 +116,8 @@ def _worker_command(args, spec: str, profile: bool) -> list[str]:
 
 def run_isolated(args, spec: str, profile: bool) -> dict:
     """Run one plan in a fresh `variant bench --_worker` process; return its result."""
-    package_root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     proc = subprocess.run(_worker_command(args, spec, profile), stdout=subprocess.PIPE,
-                          text=True, env=env)
+                          text=True, env=child_env())
     for line in proc.stdout.splitlines():
         if line.startswith(MARK):
             return json.loads(line[len(MARK):])

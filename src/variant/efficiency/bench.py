@@ -234,6 +234,15 @@ def profile_scales(var, vae, settings: BenchSettings, repeats: int = 1) -> dict:
     }
 
 
+def child_env() -> dict[str, str]:
+    """This environment, with this package first on PYTHONPATH: `python -m variant ...` child
+    processes (isolated benchmark runs) import the same code as their parent."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    return env
+
+
 def device_name(device: torch.device) -> str:
     """The accelerator's name, or the CPU model (Linux: /proc/cpuinfo), else its architecture."""
     if device.type == "cuda":

@@ -243,8 +243,7 @@ class StepModel:
                 for layer in group[0].plan.layers_at(k):
                     step = self.a
                     for b in group:
-                        m = n + sum(sizes[s] for s in b.plan.scales_of_layer(layer)
-                                    if s < k and levers.visible(s, k))
+                        m = levers.context_tokens(b.plan, sizes, layer, k)
                         step += self.b * batch * n + self.c * batch * n * m
                     total += per_layer * step
         return total

@@ -73,8 +73,8 @@ class CostModel:
             for k in range(stop):
                 n, total = sizes[k], 0
                 for layer in group_plan.layers_at(k):
-                    context = n + sum(sizes[s] for s in group_plan.scales_of_layer(layer)
-                                      if s < k and (levers is None or levers.visible(s, k)))
+                    context = (plan.context_tokens(pn, layer, k) if levers is None
+                               else levers.context_tokens(group_plan, sizes, layer, k))
                     total += n * per_token_layer + 2 * 2 * n * context * D  # QK^T and PV
                 if include_head:
                     total += pn[k] ** 2 * head  # every position gets logits, pruned or not

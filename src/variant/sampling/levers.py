@@ -188,6 +188,14 @@ class Levers:
         first, recent = self.kv_keep
         return source < first or scale_index - recent <= source < scale_index
 
+    def context_tokens(self, plan: DepthPlan, sizes: Sequence[int], layer: int,
+                       scale_index: int) -> int:
+        """Tokens `layer` attends to at scale k (it runs there): the scale's own `sizes[k]` and
+        those of its earlier scales under `plan` that k may read."""
+        return sizes[scale_index] + sum(
+            sizes[s] for s in plan.scales_of_layer(layer)
+            if s < scale_index and self.visible(s, scale_index))
+
     def spec_parts(self) -> list[str]:
         """The lever parts of a configuration spec (models.configuration), in canonical order."""
         parts = []
