@@ -104,15 +104,13 @@ class KVMeter:
                 self.live_bytes -= nbytes
 
 
-class LeanKVCache:
+class _CacheBase:
+    """What both caches share: the tokens each scale writes, the row/head layout and dtype, the
+    bytes of one token-layer, and the meter that counts them."""
+
     def __init__(self, plan: DepthPlan, patch_nums: Sequence[int], depth: int, batch: int,
                  num_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device,
-                 *, grow_late: frozenset[int] | None = None, sizes: Sequence[int] | None = None,
-                 meter: KVMeter | None = None):
-        """`grow_late`: layers that leave their last bridge scale's room out of the first
-        buffer (default: the choice of `_late_growth` for this plan). `sizes`: tokens each scale
-        writes (default p * p; fewer under token pruning). `meter`: shared with other caches of
-        the same call (default: its own)."""
+                 sizes: Sequence[int] | None, meter: KVMeter | None):
         plan.check(depth, len(patch_nums))
         self.sizes = [p * p for p in patch_nums] if sizes is None else [int(n) for n in sizes]
         if len(self.sizes) != len(patch_nums):
@@ -121,16 +119,7 @@ class LeanKVCache:
         self.dtype, self.device = dtype, torch.device(device)
         one = torch.empty(batch, num_heads, 1, head_dim, dtype=dtype, device="meta")
         self.bytes_per_token = 2 * one.nbytes  # one token of one layer: its key and its value
-        if grow_late is None:
-            grow_late = _late_growth(plan, tuple(self.sizes), depth)
-        bridge = plan.bridge_for(depth)
-        self.slots = [_LayerSlot(plan.scales_of_layer(i), self.sizes, bridge, i in grow_late)
-                      for i in range(depth)]
         self.meter = meter or KVMeter()
-        # The first buffers exist from the start, for every layer that keeps bridge tokens.
-        for slot in self.slots:
-            if slot.first:
-                self._allocate(slot, slot.first)
 
     @property
     def live_bytes(self) -> int:
@@ -139,6 +128,28 @@ class LeanKVCache:
     @property
     def peak_bytes(self) -> int:
         return self.meter.peak_bytes
+
+
+class LeanKVCache(_CacheBase):
+    def __init__(self, plan: DepthPlan, patch_nums: Sequence[int], depth: int, batch: int,
+                 num_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device,
+                 *, grow_late: frozenset[int] | None = None, sizes: Sequence[int] | None = None,
+                 meter: KVMeter | None = None):
+        """`grow_late`: layers that leave their last bridge scale's room out of the first
+        buffer (default: the choice of `_late_growth` for this plan). `sizes`: tokens each scale
+        writes (default p * p; fewer under token pruning). `meter`: shared with other caches of
+        the same call (default: its own)."""
+        super().__init__(plan, patch_nums, depth, batch, num_heads, head_dim, dtype, device,
+                         sizes, meter)
+        if grow_late is None:
+            grow_late = _late_growth(plan, tuple(self.sizes), depth)
+        bridge = plan.bridge_for(depth)
+        self.slots = [_LayerSlot(plan.scales_of_layer(i), self.sizes, bridge, i in grow_late)
+                      for i in range(depth)]
+        # The first buffers exist from the start, for every layer that keeps bridge tokens.
+        for slot in self.slots:
+            if slot.first:
+                self._allocate(slot, slot.first)
 
     @classmethod
     def dry_run(cls, plan: DepthPlan, patch_nums: Sequence[int], depth: int, *,
@@ -215,7 +226,7 @@ class LeanKVCache:
         return self.peak_bytes / self.bytes_per_token
 
 
-class ChunkKVCache:
+class ChunkKVCache(_CacheBase):
     """The cache under KV retention (`kv_keep`): one buffer per (layer, scale), freed early.
 
     A layer stores scale s's keys/values only if a later scale that runs the layer may read s
@@ -228,13 +239,8 @@ class ChunkKVCache:
     def __init__(self, plan: DepthPlan, patch_nums: Sequence[int], depth: int, batch: int,
                  num_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device,
                  *, visible, sizes: Sequence[int] | None = None, meter: KVMeter | None = None):
-        plan.check(depth, len(patch_nums))
-        self.sizes = [p * p for p in patch_nums] if sizes is None else [int(n) for n in sizes]
-        self.shape = (batch, num_heads, head_dim)
-        self.dtype, self.device = dtype, torch.device(device)
-        one = torch.empty(batch, num_heads, 1, head_dim, dtype=dtype, device="meta")
-        self.bytes_per_token = 2 * one.nbytes
-        self.meter = meter or KVMeter()
+        super().__init__(plan, patch_nums, depth, batch, num_heads, head_dim, dtype, device,
+                         sizes, meter)
         # readers[layer][s]: the later scales running `layer` that read scale s
         self.readers: list[dict[int, list[int]]] = []
         for layer in range(depth):
@@ -243,14 +249,6 @@ class ChunkKVCache:
         self.visible = visible
         self.entries: list[dict[int, tuple[torch.Tensor, torch.Tensor]]] = [{} for _ in
                                                                              range(depth)]
-
-    @property
-    def live_bytes(self) -> int:
-        return self.meter.live_bytes
-
-    @property
-    def peak_bytes(self) -> int:
-        return self.meter.peak_bytes
 
     def callback(self, layer: int, scale_index: int):
         def store_and_read(k_BAlE: torch.Tensor, v_BAlE: torch.Tensor) -> Attendable:
