@@ -19,7 +19,6 @@ from ..models.plan import (
     resolve_bridge,
 )
 from ..pretrained import read_var_config
-from ..sampling.kv_cache import LeanKVCache
 from ..sampling.settings import SamplingConfig, guided_rows
 from ..tune import check_front_device, choose_from_front, load_front
 from ..units import DTYPES, fmt_bytes
@@ -96,8 +95,9 @@ def plan_rows(cfg: VARConfig, configs: list[Configuration], batch: int, dtype: s
                "kv_peak_token_layers": None, "kv_measured_token_layers": None,
                "kv_vs_official_tokens": None}
         if levers is None:
-            # the cache itself, run on the meta device: its measured peak beside the lean bound
-            measured = LeanKVCache.dry_run(plan, cfg.patch_nums, cfg.depth).token_layers_peak
+            # kv_bytes is the cache itself run on the meta device; in token-layers it sits
+            # beside the lean bound
+            measured = kv_bytes // cost.kv_bytes_per_token_layer()
             row["kv_peak_token_layers"] = cost.kv_peak_token_layers(plan)
             row["kv_measured_token_layers"] = int(measured)
             row["kv_vs_official_tokens"] = (row["kv_peak_token_layers"]
