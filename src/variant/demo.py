@@ -4,7 +4,7 @@ tokenizer -> base VAR (full network only, the stand-in for a pretrained VAR) -> 
 supernet fine-tuning -> quality per plan (built-in metric) -> efficiency benchmark -> scale-depth
 asymmetry study (base VAR) -> measured front of the supernet's plans and levers (`variant tune`)
 -> asymmetry after supernet training, with the last scale alone as a range (`variant tune` over
-range plans) -> (full mode) fixed-ratio vs progressive study over seeds -> report.
+range plans) -> (full mode) fixed-ratio vs progressive study over seeds (95% intervals) -> report.
 
 Every step is one `variant` command run in a subprocess, so the report lists exactly the commands
 a reader can rerun. Steps whose outputs exist are skipped, so an interrupted demo resumes.
@@ -33,6 +33,13 @@ SUBNETS = ("d4", "d2")  # of the built-in model's 8 layers
 # late (the trained flexible zone) and the last scale alone
 ASYMMETRY_SPECS = ("full", *(f"{d}@{r}" for d in SUBNETS
                              for r in ("r1-r2", "r3-r4", "r5-r6", "r6")))
+
+# the full demo's front: depth alone, each lever alone on the full network, and the combinations
+# the shipped model's 15-configuration front (docs/reproduction/front) found informative; a
+# subset of tune's default grid, so the whole demo stays under 90 minutes on 2 CPU cores
+FULL_FRONT_SPECS = ("full", "d4", "d2", "full+cfgstop4", "full+autoguide=d2",
+                    "full+prune0.5@4", "full+kv1,2", "d4+cfgstop4", "d2+cfgstop4",
+                    "d4+autoguide=d2")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,7 +75,7 @@ DEMO_MODES = {
         name="full", tokenizer=(), base=(), supernet=(),
         study=("--num-images", "2500", "--phase-epochs", "0.3,1.2,0.5"),
         num_per_class=50, study_per_class=50, seeds=(0, 1, 2, 3, 4), bench_repeats=5,
-        tune_seeds=(0, 1, 2, 3, 4), tune_per_class=50),
+        tune_seeds=(0, 1, 2, 3, 4), tune_per_class=50, front_specs=FULL_FRONT_SPECS),
 }
 STUDY_RATIOS = ("fixed:0.1", "fixed:1.0", "progressive")
 
@@ -192,10 +199,6 @@ class Demo:
         results: dict[str, list[Path]] = {}
         for (ratio, _), path in zip(runs, paths):
             results.setdefault(ratio, []).append(path)
-        out = self.out / "pareto"
-        self.variant("analyze", "pareto", *paths, "--labels",
-                     *[f"{ratio} seed {seed}" for ratio, seed in runs], "--out", out,
-                     "--json", out / "pareto.json", done=out / "pareto.json")
         return results
 
     def run(self) -> Path:

@@ -136,9 +136,7 @@ def write_report(out: Path, mode: str, tokenizer: Path, evals: dict[str, Path], 
                   study_table(study, "fid"), "",
                   "Class accuracy, mean and 95% interval over seeds:", "",
                   study_table(study, "class_accuracy"), "",
-                  *([f"![study]({figure.name})", ""] if figure else []),
-                  _log_of(out, "variant analyze pareto"), "", "![pareto](pareto/pareto.png)",
-                  ""]
+                  *([f"![study]({figure.name})", ""] if figure else [])]
     parts += ["## Samples (supernet, 2 per class, same seed)", ""]
     parts += [f"![{g.stem}]({g.name})" for g in grids]
     parts += ["", "## Commands", "", _commands(out), ""]

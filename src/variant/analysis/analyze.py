@@ -253,7 +253,8 @@ def plot_asymmetry(rows: list[dict], path: str | Path, key: str = "fid") -> Path
 
 
 def plot_pareto(table: list[dict], path: str | Path, key: str = "fid") -> Path | None:
-    """Full-network metric (x) against subnet metric (y): one series per subnet plan."""
+    """Full-network metric (x) against subnet metric (y): one marker series per subnet plan, the
+    runs unjoined (they are unrelated); a solid line only through each plan's Pareto front."""
     plt = pyplot()
     if plt is None:
         log.info("matplotlib is not installed (pip install 'variant[plot]'); skipping %s", path)
@@ -263,7 +264,8 @@ def plot_pareto(table: list[dict], path: str | Path, key: str = "fid") -> Path |
     for plan in plans:
         pts = sorted((t["full"], t["subnets"][plan], t["supernet"], t["front"][plan])
                      for t in table if t["subnets"].get(plan) is not None)
-        line = ax.plot([p[0] for p in pts], [p[1] for p in pts], "o:", label=plan)[0]
+        line = ax.plot([p[0] for p in pts], [p[1] for p in pts], "o", linestyle="none",
+                       label=plan)[0]
         front = [p for p in pts if p[3]]
         ax.plot([p[0] for p in front], [p[1] for p in front], "-", color=line.get_color(), lw=2)
         for fx, fy, name, _ in pts:
