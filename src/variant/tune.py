@@ -2,7 +2,7 @@
 
     tuner = Tuner(var, vae, configs, "runs/tune", TuneSettings(...), metric, model="builtin")
     front = tuner.run()             # resumable: finished parts are read back, not redone
-    write_front_plot(front, "runs/tune/front.png")
+    write_front_plot(front, "runs/tune/front.png")   # front_plot.py
 
 For every configuration (a plan spec with levers, models/configuration.py):
 - quality: `num_per_class` images of each class per seed, sampled into
@@ -36,7 +36,6 @@ from pathlib import Path
 
 import torch
 
-from .analysis.analyze import pyplot, save_figure
 from .atomic import write_text_atomic
 from .efficiency.bench import child_env, device_name
 from .eval.sample_folder import SamplingSpec, sample_to_folder
@@ -313,68 +312,6 @@ def load_front(path: str | Path) -> dict:
         raise ValueError(f"{path} is not a `variant tune` front (format {FRONT_FORMAT!r} with "
                          "rows); give the front.json `variant tune` wrote.")
     return data
-
-
-# ---------------------------------------------------------------------- figure
-_STYLE = {"depth": ("tab:blue", "o"), "cfg-stop": ("tab:orange", "s"),
-          "guide plan": ("tab:green", "^"), "autoguidance": ("tab:olive", "v"),
-          "pruning": ("tab:red", "D"), "KV retention": ("tab:purple", "P"),
-          "combination": ("tab:brown", "*")}
-
-
-def write_front_plot(front: dict, path: str | Path) -> Path | None:
-    """Quality against latency and against KV bytes: one colour/marker per lever family, error
-    bars (quality: the 95% interval over seeds; latency: the interquartile range of the timed
-    runs), the front as a step line through its own points only."""
-    plt = pyplot()
-    if plt is None:
-        log.info("matplotlib is not installed (pip install 'variant[plot]'); skipping %s", path)
-        return None
-    meta, rows = front["meta"], front["rows"]
-    key = meta["metric_key"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
-    panels = [("latency", "total_s", f"seconds per batch of {meta['bench_batch']} "
-               f"({meta['device_name']}, {meta['threads']} threads)", 1.0),
-              ("kv", "kv_peak_bytes", "peak KV cache (MiB)", 1 / 2**20)]
-    for ax, (axis, cost_key, xlabel, scale) in zip(axes, panels):
-        ordered = sorted((r for r in rows if r["cost"].get(cost_key) is not None),
-                         key=lambda r: r["cost"][cost_key])
-        rank = {id(r): i for i, r in enumerate(ordered)}
-        for fam in FAMILIES:
-            mine = [r for r in rows if r["family"] == fam and r["quality"][key]["mean"] is not None]
-            if not mine:
-                continue
-            color, marker = _STYLE[fam]
-            xs = [r["cost"][cost_key] * scale for r in mine]
-            ys = [r["quality"][key]["mean"] for r in mine]
-            yerr = [[y - (r["quality"][key]["low"] if r["quality"][key]["low"] is not None
-                          else y) for y, r in zip(ys, mine)],
-                    [(r["quality"][key]["high"] if r["quality"][key]["high"] is not None
-                      else y) - y for y, r in zip(ys, mine)]]
-            xerr = None
-            if axis == "latency":
-                xerr = [[x - r["cost"]["total_q1_s"] for x, r in zip(xs, mine)],
-                        [r["cost"]["total_q3_s"] - x for x, r in zip(xs, mine)]]
-            ax.errorbar(xs, ys, yerr=yerr, xerr=xerr, fmt=marker, color=color, label=fam,
-                        markersize=7, capsize=3, linestyle="none")
-            for x, y, r in zip(xs, ys, mine):  # labels above or below, alternating by cost
-                below = rank[id(r)] % 2
-                ax.annotate(r["spec"], (x, y), textcoords="offset points",
-                            xytext=(4, -10 if below else 4), fontsize=6, color="0.3")
-        on = sorted((r["cost"][cost_key] * scale, r["quality"][key]["mean"]) for r in rows
-                    if r["on_front"].get(axis))
-        if on:
-            ax.step([p[0] for p in on], [p[1] for p in on], where="post", color="0.5",
-                    linestyle="--", linewidth=1, label="front", zorder=0)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"{key.upper() if key == 'fid' else key} (mean over {len(meta['seeds'])} "
-                      "seeds, 95% interval)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, loc="best")
-    fig.suptitle(f"{meta['model']}: {meta['metric']} {key}, {meta['num_per_class']} images per "
-                 f"class x {meta['num_classes']} classes per seed; lower is better" if key == "fid"
-                 else f"{meta['model']}: {key}", fontsize=10)
-    return save_figure(fig, plt, path, dpi=130)
 
 
 # ---------------------------------------------------------------------- choosing from a front

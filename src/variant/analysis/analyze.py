@@ -208,11 +208,12 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, plt, path, dpi: int = 120) -> Path:
-    """Lay out, write (creating the folder) and close a figure."""
+def save_figure(fig, plt, path, dpi: int = 120, layout: bool = True) -> Path:
+    """Lay out (unless the caller did), write (creating the folder) and close a figure."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if layout:
+        fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
