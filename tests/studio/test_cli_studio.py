@@ -30,6 +30,8 @@ def test_without_the_extra_the_message_names_the_install(monkeypatch, capsys):
     (["--max-images", "0"], "--max-images must be >= 1"),
     (["--profile", "missing.json"], "latency profile missing.json not found"),
     (["--max-memory", "lots"], "cannot read the size 'lots'"),
+    (["--front", "missing.json"], "front file missing.json not found"),
+    (["--allow-other-device"], "give --front front.json too"),
 ])
 def test_bad_flags_name_the_fix(args, words, capsys):
     pytest.importorskip("gradio", reason='the studio extra is not installed')

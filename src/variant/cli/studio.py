@@ -2,6 +2,7 @@
 
     variant studio                               # the built-in model, http://127.0.0.1:7860
     variant studio --model var_d30.pth --device cuda --port 8000 --profile profile.json
+    variant studio --front docs/reproduction/front/front.json   # budgets pick measured configs
 
 Needs the optional `studio` extra (Gradio): pip install -e ".[studio]".
 """
@@ -19,6 +20,7 @@ import torch
 from ..efficiency.budget import load_profile
 from ..pretrained import read_model_config, resolve_source
 from ..studio.compare import ModelInfo, Studio, default_memory_budget
+from ..tune import load_front
 from ..units import fmt_bytes, parse_size
 from .common import add_model_args, load_from_args
 
@@ -46,6 +48,12 @@ def register(sub) -> None:
     p.add_argument("--profile", default=None,
                    help="latency profile from `variant bench --profile` for 'best under ...' "
                         "budgets (default: measured on this machine when first needed)")
+    p.add_argument("--front", default=None,
+                   help="a `variant tune` front.json of this model: budget entries then pick its "
+                        "best measured configuration (levers included) instead of the deepest "
+                        "plan predicted to fit, e.g. docs/reproduction/front/front.json")
+    p.add_argument("--allow-other-device", action="store_true",
+                   help="with --front: use latencies measured on another device or thread count")
     p.set_defaults(func=run)
 
 
@@ -78,13 +86,17 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-images must be >= 1, got {args.max_images}.")
     app = import_app()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's startup self-checks
+    if args.allow_other_device and args.front is None:
+        raise ValueError("--allow-other-device applies to a front's latencies; give --front "
+                         "front.json too.")
     profile = load_profile(args.profile) if args.profile else None
+    front = load_front(args.front) if args.front else None
     var, vae = load_from_args(args)
     info = ModelInfo(source=args.model, vae=args.vae, revision=args.revision,
                      meta=model_meta(args.model, args.revision))
     budget = args.max_memory or default_memory_budget(torch.device(args.device))
     studio = Studio(var, vae, info, max_images=args.max_images, max_memory=budget,
-                    profile=profile)
+                    profile=profile, front=front, allow_other_device=args.allow_other_device)
     print(f"VARiant Studio: {studio.describe()}; memory budget {fmt_bytes(budget)}", flush=True)
     print("warming up (the full network once, timed for latency budgets)...", flush=True)
     studio.warm_up()

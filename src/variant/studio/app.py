@@ -90,8 +90,10 @@ def _configurations(studio: Studio) -> list:
     suggestions = studio.suggestions()
     subnets = [s for s in suggestions if s.startswith("d")]
     first = ["full", subnets[-1] if subnets else ""]  # the full network vs the shallowest
-    gr.Markdown(f"**Configurations** (up to {MAX_CONFIGURATIONS}): {ENTRY_HELP}; the budget "
-                "planner picks the deepest plan that fits.")
+    how = ("a budget picks the best configuration measured on the front (`variant tune`) within "
+           "it, at the front's sampling settings" if studio.front is not None else
+           "the budget planner picks the deepest plan that fits")
+    gr.Markdown(f"**Configurations** (up to {MAX_CONFIGURATIONS}): {ENTRY_HELP}; {how}.")
     with gr.Row():
         return [gr.Dropdown([""] + suggestions, value=first[i] if i < len(first) else "",
                             allow_custom_value=True, filterable=True, show_label=False,

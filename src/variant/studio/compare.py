@@ -40,6 +40,7 @@ from ..models.plan import DepthPlan, default_subnet_depths, resolve_bridge
 from ..sampling.levers import Levers
 from ..sampling.sampler import generate
 from ..sampling.settings import SamplingConfig
+from ..tune import check_front_device, choose_from_front
 from ..units import fmt_bytes
 from .classes import class_names, labels_for, resolve_classes
 from .entries import Entry, budget_label, format_seconds, parse_entry
@@ -126,11 +127,16 @@ class Studio:
     """A loaded model and the limits the page enforces; `compare` serves one request at a time."""
 
     def __init__(self, var, vae, info: ModelInfo | None = None, *, max_images: int = 16,
-                 max_memory: int | None = None, profile: dict | None = None):
+                 max_memory: int | None = None, profile: dict | None = None,
+                 front: dict | None = None, allow_other_device: bool = False):
         self.var, self.vae, self.info = var, vae, info or ModelInfo()
         self.class_names = class_names(var.num_classes, self.info.meta)
         self.max_images, self.max_memory = int(max_images), max_memory
         self.profile = profile  # a `variant bench --profile` file, used when it matches
+        # a `variant tune` front: budgets then pick its best measured configuration
+        self.front, self.allow_other_device = front, allow_other_device
+        if front is not None:
+            check_front_model(front, var)
         self._profiles: dict[tuple, dict] = {}  # measured here, per workload
         self._lock = threading.Lock()
         self.weight_bytes = model_bytes(var.config, vae.config)
@@ -141,8 +147,12 @@ class Studio:
 
     def describe(self) -> str:
         c = self.var.config
-        return (f"{self.info.source}: depth {c.depth}, width {c.width}, {c.num_classes} classes, "
+        text = (f"{self.info.source}: depth {c.depth}, width {c.width}, {c.num_classes} classes, "
                 f"{c.num_scales} scales, {self.vae.config.image_size} px, on {self.device}")
+        if self.front is not None:
+            text += (f"; budgets pick from a measured front of {len(self.front['rows'])} "
+                     "configurations")
+        return text
 
     def default_request(self, **changes) -> Request:
         return Request(num_images=min(DEFAULT_IMAGES, self.max_images), **changes)
@@ -235,10 +245,13 @@ class Studio:
         profile = profile_scales(self.var, self.vae, bench)
         self._profiles[(workload.batch, settings.replace(seed=None))] = profile
 
-    def plan_of(self, entry: Entry, predictor: Predictor) -> tuple[DepthPlan, str]:
-        """An entry's plan, and how it was chosen (for budgets: the planner's prediction)."""
+    def plan_of(self, entry: Entry, predictor: Predictor) -> tuple[DepthPlan | str, str]:
+        """An entry's plan (a configuration spec when a front chose it), and how it was chosen
+        (for budgets: the planner's prediction, or the front's measurements)."""
         if not entry.is_budget:
             return entry.plan, "plan"
+        if self.front is not None:
+            return self.from_front(entry, predictor.workload.batch)
         meta = self.info.meta
         candidates = candidate_plans(self.var.depth, self.var.num_scales, meta.get("bridge"),
                                      meta.get("subnet_depths"))
@@ -251,6 +264,35 @@ class Studio:
             predicted.insert(0, f"latency {format_seconds(chosen.latency_s)}")
         return chosen.plan, (f"{budget_label(entry.budget)} → {chosen.plan.name} (predicted "
                              f"{', '.join(predicted)})")
+
+    def from_front(self, entry: Entry, num_images: int) -> tuple[str, str]:
+        """A budget entry's best measured configuration on the front (its spec) and how it was
+        chosen; ValueError when a latency budget meets latencies measured elsewhere, or when
+        nothing fits. (`compare` checks first that the request's settings are the front's.)"""
+        front, budget = self.front, entry.budget
+        if budget.max_latency is not None:
+            try:
+                check_front_device(front, str(self.device), torch.get_num_threads(),
+                                   self.allow_other_device)
+            except ValueError as err:
+                raise ValueError(f"budget {entry.text!r}: {err} A KV budget (e.g. KV under "
+                                 "1 MiB) holds on any device.") from None
+        try:
+            choice = choose_from_front(front, max_latency=budget.max_latency,
+                                       max_kv=budget.max_kv, max_memory=budget.max_memory,
+                                       batch=num_images)
+        except ValueError as err:
+            raise ValueError(f"budget {entry.text!r}: {err}") from None
+        row, meta = choice.chosen, front["meta"]
+        key = meta["metric_key"]
+        q, c = row["quality"][key], row["cost"]
+        band = "" if q["low"] is None else f" ({q['low']:.2f}–{q['high']:.2f})"
+        scale = num_images / meta["bench_batch"]
+        return row["spec"], (
+            f"{budget_label(budget)} → {row['spec']} (measured on the front: {key} "
+            f"{q['mean']:.2f}{band} over {len(meta['seeds'])} seeds, "
+            f"{format_seconds(c['total_s'] * scale)} and KV "
+            f"{fmt_bytes(round(c['kv_peak_bytes'] * scale))} for {num_images} images)")
 
     def check_memory(self, predictor: Predictor, plans: Sequence[DepthPlan]) -> None:
         if self.max_memory is None:
@@ -269,12 +311,14 @@ class Studio:
         start = time.perf_counter()
         labels, settings, entries = self.resolve(request)
         with self._lock:  # one device, one request at a time
-            predictor = self.predictor(settings, len(labels), any(
+            if self.front is not None and any(e.is_budget for e in entries):
+                check_front_settings(self.front, settings)
+            predictor = self.predictor(settings, len(labels), self.front is None and any(
                 e.is_budget and e.budget.max_latency is not None for e in entries), progress)
             chosen = [self.plan_of(e, predictor) for e in entries]
-            self.check_memory(predictor, [plan for plan, _ in chosen])
             configs = [self._configuration(e, plan, settings) for e, (plan, _) in
                        zip(entries, chosen)]
+            self.check_memory(predictor, [c.plan for c in configs])
             runs = self._run(labels, configs, request.repeats, progress)
         cost = CostModel(self.var.config, settings.dtype, settings.rows(len(labels)))
         outcomes = [Outcome(entry, c.plan, how, grid, kv,
@@ -294,12 +338,14 @@ class Studio:
         return Comparison(request, labels, settings, outcomes, full_kv, full is not None,
                           str(self.device), time.perf_counter() - start)
 
-    def _configuration(self, entry: Entry, plan: DepthPlan,
+    def _configuration(self, entry: Entry, plan: DepthPlan | str,
                        settings: SamplingConfig) -> Configuration:
-        """The entry's plan with its levers (if any) resolved against the request's settings."""
-        if not entry.has_levers:
+        """The entry's plan with its levers (if any) resolved against the request's settings;
+        `plan` is a spec when a front chose it."""
+        spec = plan if isinstance(plan, str) else entry.text if entry.has_levers else None
+        if spec is None:
             return Configuration(plan, settings, None)
-        return Configuration.resolve(entry.text, self.var.depth, self.var.patch_nums, settings)
+        return Configuration.resolve(spec, self.var.depth, self.var.patch_nums, settings)
 
     def _run(self, labels: list[int], configs: list[Configuration], repeats: int,
              progress: Progress | None):
@@ -327,6 +373,29 @@ class Studio:
         if progress:
             progress(1.0, "done")
         return list(zip(grids, kv, runs))
+
+
+def check_front_model(front: dict, var) -> None:
+    """A front measured on another architecture does not describe this model."""
+    meta = front["meta"]
+    if (meta.get("depth"), meta.get("num_scales")) != (var.depth, var.num_scales):
+        raise ValueError(
+            f"the front is of {meta['model']} (depth {meta.get('depth')}, "
+            f"{meta.get('num_scales')} scales), not of this model (depth {var.depth}, "
+            f"{var.num_scales} scales); give the front `variant tune` made for this model.")
+
+
+def check_front_settings(front: dict, settings: SamplingConfig) -> None:
+    """A front's qualities hold for the sampling settings it was measured with."""
+    measured = SamplingConfig(**{**front["meta"]["settings"], "seed": None})
+    differ = [f"{name} {getattr(settings, name)} (the front: {getattr(measured, name)})"
+              for name in ("cfg", "top_k", "top_p", "more_smooth", "dtype")
+              if getattr(settings, name) != getattr(measured, name)]
+    if differ:
+        raise ValueError("budgets pick from the measured front, whose quality holds for the "
+                         "settings it was measured with; this request has "
+                         + ", ".join(differ) + ". Set those, or give a plan instead of a "
+                         "budget.")
 
 
 def request_from_form(classes, num_images, seed, cfg, top_k, top_p, dtype, repeats,

@@ -4,12 +4,12 @@ An entry is either
 - a configuration spec, exactly as `variant sample --plan` takes it: a plan (`full`, `d4`,
   `d4@bridge3`, `d4@r5-r6`, or a JSON list of per-scale layer lists), optionally with levers
   joined by '+' (`d4+cfgstop4+prune0.5@4`, `full+autoguide=d2`; models/configuration.py); or
-- a budget, resolved by the budget planner (`efficiency.budget`) to the deepest plan that fits:
-  `best under 200 ms`, `under 2 GB`, `KV under 1 MiB`, `memory under 4 GiB and 300 ms`.
+- a budget: `best under 200 ms`, `under 2 GB`, `KV under 1 MiB`, `memory under 4 GiB and 300 ms`.
   A time is a latency limit per batch; a size is a memory limit (weights + KV + activations)
-  unless the clause names the KV cache (`KV`, `cache`).
-
-Measured fronts (`variant tune`) are not offered yet: they await their issue (10).
+  unless the clause names the KV cache (`KV`, `cache`). The budget planner
+  (`efficiency.budget`) resolves it to the deepest plan predicted to fit; a studio given a
+  measured front (`variant studio --front front.json`, from `variant tune`) resolves it to the
+  front's best measured configuration within it instead (studio.compare.Studio.from_front).
 """
 
 from __future__ import annotations
