@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 from .analysis.analyze import pyplot, save_figure
+from .analysis.stats import difference_interval, interval
 from .eval.evaluate import format_table as format_eval
-from .tune import format_front, interval
+from .tune import format_front
 
 
 def _rows(path: Path) -> list[dict]:
@@ -60,6 +61,32 @@ def study_table(study: dict[str, list[Path]], key: str) -> str:
     for ratio, per_plan in values.items():
         lines.append(f"| {ratio} | "
                      + " | ".join(mean_interval(per_plan.get(p, [])) for p in plans) + " |")
+    return "\n".join(lines)
+
+
+def study_differences(study: dict[str, list[Path]], key: str,
+                      reference: str = "progressive") -> str:
+    """Each other schedule's mean minus the `reference` schedule's, per plan, with its 95%
+    Welch interval over seeds; ★ where the interval excludes 0."""
+    plans, values = study_values(study, key)
+    if reference not in values:
+        return ""
+    lines = [f"| {key}: schedule − {reference} | " + " | ".join(plans) + " |",
+             "|---|" + "---:|" * len(plans)]
+    for ratio, per_plan in values.items():
+        if ratio == reference:
+            continue
+        cells = []
+        for plan in plans:
+            d = difference_interval(per_plan.get(plan, []), values[reference].get(plan, []))
+            if d["diff"] is None:
+                cells.append("—")
+            elif d["low"] is None:
+                cells.append(f"{d['diff']:+.3f}")
+            else:
+                star = " ★" if d["low"] > 0 or d["high"] < 0 else ""
+                cells.append(f"{d['diff']:+.3f} ({d['low']:+.3f} to {d['high']:+.3f}){star}")
+        lines.append(f"| {ratio} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -136,6 +163,9 @@ def write_report(out: Path, mode: str, tokenizer: Path, evals: dict[str, Path], 
                   study_table(study, "fid"), "",
                   "Class accuracy, mean and 95% interval over seeds:", "",
                   study_table(study, "class_accuracy"), "",
+                  "Differences against the progressive schedule (95% Welch interval over seeds; "
+                  "★: the interval excludes 0):", "", study_differences(study, "fid"), "",
+                  study_differences(study, "class_accuracy"), "",
                   *([f"![study]({figure.name})", ""] if figure else [])]
     parts += ["## Samples (supernet, 2 per class, same seed)", ""]
     parts += [f"![{g.stem}]({g.name})" for g in grids]

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import statistics
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from .analysis.stats import interval
 from .atomic import write_text_atomic
 from .efficiency.bench import child_env, device_name
 from .eval.sample_folder import SamplingSpec, sample_to_folder
@@ -50,10 +50,6 @@ FAMILIES = ("depth", "cfg-stop", "guide plan", "autoguidance", "pruning", "KV re
             "combination")
 _LEVER_FAMILY = {"cfg_stop": "cfg-stop", "prune": "pruning", "kv_keep": "KV retention"}
 COST_AXES = {"latency": "total_s", "kv": "kv_peak_bytes", "memory": "peak_memory_bytes"}
-# two-sided 95% Student-t quantiles by degrees of freedom (1..30); 1.96 beyond
-_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-        2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 
 
 def default_grid(depth: int, num_scales: int, subnets: Sequence[int]) -> list[str]:
@@ -91,20 +87,6 @@ def family(spec: str) -> str:
     if kind == "guide_plan":
         return "autoguidance" if levers.get("guide_class") == "same" else "guide plan"
     return _LEVER_FAMILY[kind]
-
-
-def interval(values: Sequence[float]) -> dict:
-    """Mean and 95% Student-t interval over seeds (a single value: no interval)."""
-    vals = [float(v) for v in values if v is not None and math.isfinite(v)]
-    if not vals:
-        return {"mean": None, "low": None, "high": None, "n": 0, "per_seed": list(values)}
-    mean = statistics.fmean(vals)
-    if len(vals) < 2:
-        return {"mean": mean, "low": None, "high": None, "n": 1, "per_seed": vals}
-    t = _T95[len(vals) - 2] if len(vals) - 1 <= len(_T95) else 1.96
-    half = t * statistics.stdev(vals) / math.sqrt(len(vals))
-    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(vals),
-            "per_seed": vals}
 
 
 def mark_fronts(rows: list[dict], key: str = "fid", lower_is_better: bool = True) -> None:

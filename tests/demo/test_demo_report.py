@@ -5,7 +5,13 @@ import json
 import pytest
 
 from variant.demo import DEMO_MODES, Demo
-from variant.demo_report import mean_interval, plot_study, study_table, write_report
+from variant.demo_report import (
+    mean_interval,
+    plot_study,
+    study_differences,
+    study_table,
+    write_report,
+)
 
 
 def _eval_json(path, fids):
@@ -37,6 +43,26 @@ def test_study_table_aggregates_seeds(tmp_path):
             in table)
     assert (f"| progressive | 2.000 (2.000–2.000) | 4.000 ({4 - half:.3f}–{4 + half:.3f}) |"
             in table)
+
+
+def test_study_differences_against_progressive_by_hand(tmp_path):
+    study = {
+        "fixed:0.1": [_eval_json(tmp_path / f"a{s}.json", {"full": 1.0 + s, "d4": 10.0 + s,
+                                                           "d2": 5.0}) for s in range(3)],
+        "progressive": [_eval_json(tmp_path / f"b{s}.json", {"full": 2.0, "d4": 1.0 + s,
+                                                             "d2": 3.0 + s}) for s in range(3)],
+    }
+    table = study_differences(study, "fid")
+    # full and d2: one side has no spread, so Welch has 2 degrees of freedom (t 4.303) and a
+    # standard error of sqrt(1/3); d4: equal spreads, 4 degrees of freedom (t 2.776)
+    h2 = 4.303 * (1 / 3) ** 0.5
+    h4 = 2.776 * (2 / 3) ** 0.5
+    assert table.splitlines()[0] == "| fid: schedule − progressive | full | d4 | d2 |"
+    assert table.splitlines()[2] == (
+        f"| fixed:0.1 | +0.000 ({-h2:+.3f} to {h2:+.3f}) | +9.000 ({9 - h4:+.3f} to "
+        f"{9 + h4:+.3f}) ★ | +1.000 ({1 - h2:+.3f} to {1 + h2:+.3f}) |")
+    assert len(table.splitlines()) == 3  # no row for the reference itself
+    assert study_differences({"fixed:0.1": study["fixed:0.1"]}, "fid") == ""
 
 
 def test_study_figure_is_written(tmp_path):
