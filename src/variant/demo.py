@@ -87,6 +87,7 @@ class Demo:
         (self.out / "logs").mkdir(exist_ok=True)
         self.log_path = self.out / "commands.jsonl"
         self._lock = threading.Lock()
+        self.ran, self.skipped = 0, 0  # steps this invocation ran / found done
 
     # ------------------------------------------------------------------ running commands
     def variant(self, *args: str, done: Path | None = None, threads: int = 0) -> None:
@@ -100,6 +101,8 @@ class Demo:
         shown = "variant " + " ".join(shlex.quote(str(a)) for a in args)
         if done is not None and done.exists():
             log.info("skip (done): %s", shown)
+            with self._lock:
+                self.skipped += 1
             return
         log.info("run: %s", shown)
         start = time.perf_counter()
@@ -113,6 +116,7 @@ class Demo:
             with self.log_path.open("a") as f:
                 f.write(json.dumps({"command": shown, "seconds": round(seconds, 1),
                                     "returncode": proc.returncode, "log": logfile.name}) + "\n")
+            self.ran += 1
         if proc.returncode != 0:
             tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
             raise RuntimeError(f"step failed ({shown}); see {logfile}:\n{tail}")
@@ -217,4 +221,4 @@ class Demo:
         grids = self.grids(supernet)
         study = self.ratio_study(base) if self.mode.seeds else {}
         return write_report(self.out, self.mode.name, tok, evals, bench, asym, grids, study,
-                            time.perf_counter() - started, fronts)
+                            time.perf_counter() - started, fronts, (self.ran, self.skipped))

@@ -118,6 +118,17 @@ def plot_study(study: dict[str, list[Path]], path: str | Path, key: str = "fid")
     return save_figure(fig, plt, path)
 
 
+def _wall_time(seconds: float, steps: tuple[int, int] | None) -> str:
+    if steps is None:
+        return f"Wall time of this invocation: {seconds / 60:.1f} min."
+    ran, skipped = steps
+    if not skipped:
+        return f"Total wall time of this run: {seconds / 60:.1f} min (all {ran} steps ran)."
+    return (f"Wall time of this invocation: {seconds / 60:.1f} min; it ran {ran} steps and "
+            f"skipped {skipped} that an earlier invocation had done, so it is not the pipeline's "
+            "total (each step's own time is in the commands table).")
+
+
 def _commands(out: Path) -> str:
     lines = ["| # | command | seconds |", "|---:|---|---:|"]
     for i, line in enumerate((out / "commands.jsonl").read_text().splitlines()):
@@ -128,14 +139,16 @@ def _commands(out: Path) -> str:
 
 def write_report(out: Path, mode: str, tokenizer: Path, evals: dict[str, Path], bench: Path,
                  asymmetry: Path, grids: list[Path], study: dict[str, list[Path]],
-                 seconds: float, fronts: dict[str, Path] | None = None) -> Path:
+                 seconds: float, fronts: dict[str, Path] | None = None,
+                 steps: tuple[int, int] | None = None) -> Path:
+    """`steps`: (run, skipped) by this invocation; a resumed or rerun demo's wall time covers
+    only the steps it ran."""
     parts = [f"# VARiant demo report ({mode} mode)", "",
              "Built-in Shapes-10 data (64 px, 10 classes), built-in tokenizer (6 scales, L = 130), "
              "a depth-8 VAR; subnets d4 and d2 run the last 2 of 6 scales (bridge 4). Quality is "
              "the built-in metric (FID in the metric network's feature space, lower is better; "
              "class accuracy of generated images, higher is better). "
-             f"Total wall time of this run: {seconds / 60:.1f} min (steps already done were "
-             "skipped).", "", "## Tokenizer", "",
+             + _wall_time(seconds, steps), "", "## Tokenizer", "",
              _markdown_lines(_log_of(out, "variant train-tokenizer")) or "(see logs)", ""]
     for title, path in evals.items():
         parts += [f"## Quality: {title}", "", format_eval(_rows(path)), ""]

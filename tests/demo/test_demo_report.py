@@ -79,8 +79,9 @@ def test_commands_are_recorded_and_skipped_when_done(tmp_path):
     done = tmp_path / "exists"
     done.write_text("")
     demo.variant("plan", "--depth", "8", done=done)  # skipped: nothing recorded
-    assert not demo.log_path.exists()
+    assert not demo.log_path.exists() and (demo.ran, demo.skipped) == (0, 1)
     demo.variant("plan", "--depth", "8", "--subnets", "4", "2")
+    assert (demo.ran, demo.skipped) == (1, 1)
     entry = json.loads(demo.log_path.read_text().splitlines()[0])
     assert entry["command"] == "variant plan --depth 8 --subnets 4 2"
     assert entry["returncode"] == 0
@@ -97,8 +98,10 @@ def test_report_is_written(tmp_path):
                                 "returncode": 0, "log": log.name}) + "\n")
     evals = {"supernet": _eval_json(tmp_path / "e.json", {"full": 1.0, "d4/bridge4": 2.0})}
     report = write_report(tmp_path, "quick", tmp_path, evals, tmp_path / "b.json",
-                          tmp_path / "a.json", [tmp_path / "samples-full.png"], {}, 60.0)
+                          tmp_path / "a.json", [tmp_path / "samples-full.png"], {}, 60.0,
+                          steps=(12, 0))
     text = report.read_text()
+    assert "Total wall time of this run: 1.0 min (all 12 steps ran)." in text
     assert "| table of bench |" in text and "| table of analyze asymmetry |" in text
     assert "## Quality: supernet" in text and "d4/bridge4" in text
     assert "![samples-full](samples-full.png)" in text
@@ -128,8 +131,10 @@ def test_report_has_the_front_and_the_asymmetry_after_training(tmp_path):
               "asymmetry-supernet": _front_json(tmp_path / "asym" / "front.json",
                                                 ["full", "d4@r6"])}
     report = write_report(tmp_path, "full", tmp_path, evals, tmp_path / "b.json",
-                          tmp_path / "a.json", [], {}, 60.0, fronts)
+                          tmp_path / "a.json", [], {}, 6.0, fronts, steps=(0, 40))
     text = report.read_text()
+    assert ("Wall time of this invocation: 0.1 min; it ran 0 steps and skipped 40 that an "
+            "earlier invocation had done, so it is not the pipeline's total") in text
     front_part = text.split("## Measured front of the supernet")[1].split("## ")[0]
     assert "seeds [0, 1, 2, 3, 4]" in front_part and "![front](front/front.png)" in front_part
     # rows sorted by latency: the cheaper d2+cfgstop4 first, with its interval
