@@ -370,6 +370,29 @@ def check_front_device(front: dict, device: str, threads: int, allow_other: bool
         "--allow-other-device to use them anyway.")
 
 
+def check_front_model(front: dict, var) -> None:
+    """A front measured on another architecture does not describe this model."""
+    meta = front["meta"]
+    if (meta.get("depth"), meta.get("num_scales")) != (var.depth, var.num_scales):
+        raise ValueError(
+            f"the front is of {meta['model']} (depth {meta.get('depth')}, "
+            f"{meta.get('num_scales')} scales), not of this model (depth {var.depth}, "
+            f"{var.num_scales} scales); give the front `variant tune` made for this model.")
+
+
+def check_front_settings(front: dict, settings: SamplingConfig) -> None:
+    """A front's qualities hold for the sampling settings it was measured with."""
+    measured = SamplingConfig(**{**front["meta"]["settings"], "seed": None})
+    differ = [f"{name} {getattr(settings, name)} (the front: {getattr(measured, name)})"
+              for name in ("cfg", "top_k", "top_p", "more_smooth", "dtype")
+              if getattr(settings, name) != getattr(measured, name)]
+    if differ:
+        raise ValueError("budgets pick from the measured front, whose quality holds for the "
+                         "settings it was measured with; this request has "
+                         + ", ".join(differ) + ". Set those, or give a plan instead of a "
+                         "budget.")
+
+
 def _fmt_cost(axis: str, value: float) -> str:
     if axis == "latency":
         return f"{value * 1000:.0f} ms per batch"

@@ -40,7 +40,12 @@ from ..models.plan import DepthPlan, default_subnet_depths, resolve_bridge
 from ..sampling.levers import Levers
 from ..sampling.sampler import generate
 from ..sampling.settings import SamplingConfig
-from ..tune import check_front_device, choose_from_front
+from ..tune import (
+    check_front_device,
+    check_front_model,
+    check_front_settings,
+    choose_from_front,
+)
 from ..units import fmt_bytes
 from .classes import class_names, labels_for, resolve_classes
 from .entries import Entry, budget_label, format_seconds, parse_entry
@@ -373,29 +378,6 @@ class Studio:
         if progress:
             progress(1.0, "done")
         return list(zip(grids, kv, runs))
-
-
-def check_front_model(front: dict, var) -> None:
-    """A front measured on another architecture does not describe this model."""
-    meta = front["meta"]
-    if (meta.get("depth"), meta.get("num_scales")) != (var.depth, var.num_scales):
-        raise ValueError(
-            f"the front is of {meta['model']} (depth {meta.get('depth')}, "
-            f"{meta.get('num_scales')} scales), not of this model (depth {var.depth}, "
-            f"{var.num_scales} scales); give the front `variant tune` made for this model.")
-
-
-def check_front_settings(front: dict, settings: SamplingConfig) -> None:
-    """A front's qualities hold for the sampling settings it was measured with."""
-    measured = SamplingConfig(**{**front["meta"]["settings"], "seed": None})
-    differ = [f"{name} {getattr(settings, name)} (the front: {getattr(measured, name)})"
-              for name in ("cfg", "top_k", "top_p", "more_smooth", "dtype")
-              if getattr(settings, name) != getattr(measured, name)]
-    if differ:
-        raise ValueError("budgets pick from the measured front, whose quality holds for the "
-                         "settings it was measured with; this request has "
-                         + ", ".join(differ) + ". Set those, or give a plan instead of a "
-                         "budget.")
 
 
 def request_from_form(classes, num_images, seed, cfg, top_k, top_p, dtype, repeats,
