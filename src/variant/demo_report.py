@@ -110,8 +110,10 @@ def plot_study(study: dict[str, list[Path]], path: str | Path, key: str = "fid")
             ax.errorbar([x["mean"]], [y["mean"]], xerr=xerr, yerr=yerr,
                         fmt=markers[i % len(markers)], capsize=3, markersize=7,
                         label=f"{ratio} ({x['n']} seeds)", linestyle="none")
-        ax.set_xlabel(f"{key} of the full network ({full})")
-        ax.set_ylabel(f"{key} of {sub}")
+        name = key.upper() if key == "fid" else key
+        ax.set_xlabel(f"{name} of the full network ({full}); lower is better" if key == "fid"
+                      else f"{name} of the full network ({full})")
+        ax.set_ylabel(f"{name} of {sub}")
         ax.set_title(f"full vs {sub}: mean and 95% interval over seeds", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
