@@ -22,7 +22,7 @@ LAYERS = [
      "variant.analysis"),
     # the top: the pipeline behind `variant demo`, the studio page, the commands
     ("variant.demo", "variant.demo_report", "variant.studio", "variant.tune",
-     "variant.front_plot", "variant.cli",
+     "variant.front", "variant.front_plot", "variant.cli",
      "variant.__main__", "variant"),
 ]
 

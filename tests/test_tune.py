@@ -19,19 +19,15 @@ import torch
 import variant.tune as tune
 from variant.cli.main import main
 from variant.efficiency.bench import device_name
-from variant.models.configuration import folder_name
-from variant.tune import (
+from variant.front import (
     FRONT_FORMAT,
-    TuneSettings,
     check_front_device,
     choose_from_front,
-    default_grid,
-    family,
     format_front,
-    interval,
     load_front,
-    mark_fronts,
 )
+from variant.models.configuration import folder_name
+from variant.tune import TuneSettings, default_grid, family, mark_fronts
 
 MIB = 2**20
 
@@ -111,37 +107,6 @@ def test_tune_settings_validation():
         TuneSettings(repeats=0)
 
 
-# ---------------------------------------------------------------------- intervals
-def test_interval_by_hand():
-    got = interval([1, 2, 3])
-    sd = 1.0  # sqrt(((1-2)^2 + 0 + (3-2)^2) / 2)
-    half = 4.303 * sd / math.sqrt(3)  # t(0.975, 2 degrees of freedom)
-    assert got["mean"] == pytest.approx(2.0)
-    assert got["low"] == pytest.approx(2 - half) and got["high"] == pytest.approx(2 + half)
-    assert got["n"] == 3 and got["per_seed"] == [1.0, 2.0, 3.0]
-    # two values: t = 12.706 (1 degree of freedom)
-    two = interval([10.0, 14.0])
-    half2 = 12.706 * math.sqrt(8) / math.sqrt(2)
-    assert two["low"] == pytest.approx(12 - half2) and two["high"] == pytest.approx(12 + half2)
-    # beyond 30 degrees of freedom: 1.96
-    many = interval(list(range(40)))
-    sd40 = math.sqrt(sum((v - 19.5) ** 2 for v in range(40)) / 39)
-    assert many["high"] - many["mean"] == pytest.approx(1.96 * sd40 / math.sqrt(40))
-
-
-def test_interval_one_value_and_missing_values():
-    one = interval([5.0])
-    assert one["mean"] == 5.0 and one["low"] is None and one["high"] is None and one["n"] == 1
-    skipped = interval([1.0, None, float("nan"), 3.0])
-    assert skipped["n"] == 2 and skipped["mean"] == pytest.approx(2.0)
-    assert skipped["per_seed"] == [1.0, 3.0]
-    assert skipped["high"] - skipped["mean"] == pytest.approx(12.706 * math.sqrt(2) / math.sqrt(2))
-    lone = interval([None, 4.0, float("nan")])
-    assert lone["n"] == 1 and lone["mean"] == 4.0 and lone["low"] is None
-    empty = interval([None, float("nan")])
-    assert empty["mean"] is None and empty["n"] == 0
-
-
 # ---------------------------------------------------------------------- fronts
 def _row(spec, fid, total_s, kv, memory, low=None, high=None):
     return {"spec": spec, "family": family(spec), "plan": spec.split("+")[0],
@@ -201,7 +166,8 @@ def _front(rows=None, threads=4, device="x86_64"):
             "meta": {"metric_key": "fid", "bench_batch": 8, "device_name": device,
                      "threads": threads, "model": "builtin", "metric": "metric-net",
                      "seeds": [0, 1, 2], "dtype": "fp32", "device": "cpu",
-                     "num_per_class": 20, "num_classes": 10}}
+                     "num_per_class": 20, "num_classes": 10, "depth": 8, "num_scales": 6,
+                     "settings": {"cfg": 1.5, "top_k": 900, "top_p": 0.96, "dtype": "fp32"}}}
 
 
 def test_choose_best_within_latency_and_neighbours():
@@ -298,6 +264,25 @@ def test_load_front_errors(tmp_path):
     good = tmp_path / "good.json"
     good.write_text(json.dumps(_front()))
     assert load_front(good)["rows"][0]["spec"] == "full"
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda f: f["meta"].pop("settings"), "'meta' lacks settings"),
+    (lambda f: f["meta"].pop("model"), "'meta' lacks model"),
+    (lambda f: f["meta"]["settings"].update(cfg_scale=2), "sampling settings cannot be read"),
+    (lambda f: f["rows"][1]["cost"].pop("kv_peak_bytes"), "row 1 (d4)'s cost lacks kv_peak_bytes"),
+    (lambda f: f["rows"][0]["quality"].pop("fid"), "row 0 (full) has no fid with mean, low"),
+    (lambda f: f["rows"][2].pop("spec"), "row 2 (no spec) has no spec"),
+    (lambda f: f["rows"][3].pop("on_front"), "row 3 (d2+cfgstop4) has no family or front"),
+])
+def test_an_incomplete_front_names_what_it_lacks(tmp_path, damage, words):
+    front = _front()
+    damage(front)
+    path = tmp_path / "front.json"
+    path.write_text(json.dumps(front))
+    with pytest.raises(ValueError, match="is not a complete `variant tune` front") as err:
+        load_front(path)
+    assert words in str(err.value) and "rerun it (it resumes)" in str(err.value)
 
 
 def test_format_front_sorted_by_latency():

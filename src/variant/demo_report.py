@@ -8,7 +8,7 @@ from pathlib import Path
 from .analysis.analyze import pyplot, save_figure
 from .analysis.stats import difference_interval, interval
 from .eval.evaluate import format_table as format_eval
-from .tune import format_front
+from .front import format_front
 
 
 def _rows(path: Path) -> list[dict]:
@@ -43,7 +43,7 @@ def study_values(study: dict[str, list[Path]], key: str):
 
 
 def mean_interval(values: list[float]) -> str:
-    """Mean with its 95% Student-t interval over seeds (`tune.interval`)."""
+    """Mean with its 95% Student-t interval over seeds (`analysis.stats.interval`)."""
     iv = interval(values)
     if iv["mean"] is None:
         return "—"

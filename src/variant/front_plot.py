@@ -17,6 +17,7 @@ from .tune import FAMILIES
 
 log = logging.getLogger(__name__)
 
+MARKER_SIZE = 7  # points
 STYLE = {"depth": ("tab:blue", "o"), "cfg-stop": ("tab:orange", "s"),
          "guide plan": ("tab:green", "^"), "autoguidance": ("tab:olive", "v"),
          "pruning": ("tab:red", "D"), "KV retention": ("tab:purple", "P"),
@@ -36,7 +37,7 @@ def place_labels(ax, points: Sequence[tuple[float, float, str]], fontsize: float
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     inside = ax.get_window_extent(renderer)
-    radius = fontsize * fig.dpi / 72 * 0.8  # half a marker, in pixels
+    radius = (MARKER_SIZE / 2 + 1) * fig.dpi / 72  # half a marker and a point, in pixels
     taken = []
     for x, y in ((p[0], p[1]) for p in points):
         px, py = ax.transData.transform((x, y))
@@ -117,7 +118,7 @@ def write_front_plot(front: dict, path: str | Path) -> Path | None:
                 xerr = [[x - r["cost"]["total_q1_s"] for x, r in zip(xs, mine)],
                         [r["cost"]["total_q3_s"] - x for x, r in zip(xs, mine)]]
             ax.errorbar(xs, ys, yerr=yerr, xerr=xerr, fmt=marker, color=color, label=fam,
-                        markersize=7, capsize=3, linestyle="none")
+                        markersize=MARKER_SIZE, capsize=3, linestyle="none")
             points += [(x, y, r["spec"]) for x, y, r in zip(xs, ys, mine)]
         on = sorted((r["cost"][cost_key] * scale, r["quality"][key]["mean"]) for r in rows
                     if r["on_front"].get(axis) and r["cost"].get(cost_key) is not None)

@@ -17,15 +17,15 @@ For every configuration (a plan spec with levers, models/configuration.py):
 
 `front.json` lists every configuration with its spec, family, quality (with interval), costs and
 whether it is on the front of quality against latency, KV bytes and peak memory (no other
-configuration is at most as costly with a better mean, one of the two strictly). `variant plan
---front front.json --max-latency ...` picks from it.
+configuration is at most as costly with a better mean, one of the two strictly). Reading, checking
+and choosing from it: front.py (`variant plan --front`, `variant studio --front`); its figure:
+front_plot.py.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import subprocess
 import sys
 import time
@@ -39,17 +39,16 @@ from .analysis.stats import interval
 from .atomic import write_text_atomic
 from .efficiency.bench import child_env, device_name
 from .eval.sample_folder import SamplingSpec, sample_to_folder
+from .front import COST_AXES, FRONT_FORMAT
 from .models.configuration import Configuration, folder_name, parse_configuration
 from .models.plan import default_bridge
 from .sampling.settings import SamplingConfig
 
 log = logging.getLogger(__name__)
 
-FRONT_FORMAT = "variant-front"
 FAMILIES = ("depth", "cfg-stop", "guide plan", "autoguidance", "pruning", "KV retention",
             "combination")
 _LEVER_FAMILY = {"cfg_stop": "cfg-stop", "prune": "pruning", "kv_keep": "KV retention"}
-COST_AXES = {"latency": "total_s", "kv": "kv_peak_bytes", "memory": "peak_memory_bytes"}
 
 
 def default_grid(depth: int, num_scales: int, subnets: Sequence[int]) -> list[str]:
@@ -259,141 +258,7 @@ class Tuner:
                 "metric_key": s.metric_key,
                 "interval": "95% Student-t over seeds (each seed: its own set of images)",
                 "settings": s.sampling.to_dict(), "depth": self.var.depth,
-                "num_scales": self.var.num_scales,
+                "num_scales": self.var.num_scales, "width": self.var.config.width,
+                "patch_nums": list(self.var.patch_nums),
                 "default_bridge": default_bridge(self.var.num_scales),
                 "date": time.strftime("%Y-%m-%d %H:%M")}
-
-
-def format_front(front: dict) -> str:
-    """Markdown: one row per configuration, front membership marked."""
-    key = front["meta"]["metric_key"]
-    lines = [f"| configuration | family | {key} (95% interval) | total s | KV | peak memory | "
-             "GFLOPs/img | front (latency / KV) |", "|---|---|---:|---:|---:|---:|---:|---|"]
-    for r in sorted(front["rows"], key=lambda r: r["cost"]["total_s"]):
-        q, c = r["quality"][key], r["cost"]
-        band = "" if q["low"] is None else f" ({q['low']:.2f}–{q['high']:.2f})"
-        mem = "—" if c["peak_memory_bytes"] is None else f"{c['peak_memory_bytes'] / 2**20:.0f} MiB"
-        marks = " / ".join("yes" if r["on_front"].get(a) else "—" for a in ("latency", "kv"))
-        lines.append(f"| {r['spec']} | {r['family']} | {q['mean']:.2f}{band} | "
-                     f"{c['total_s']:.3f} | {c['kv_peak_bytes'] / 2**20:.2f} MiB | {mem} | "
-                     f"{c['gflops_per_image']:.2f} | {marks} |")
-    return "\n".join(lines)
-
-
-def load_front(path: str | Path) -> dict:
-    """A `front.json` of `variant tune`; ValueError naming the problem otherwise."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"front file {path} not found; make one with `variant tune`.") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not JSON ({err}); give the front.json `variant tune` "
-                         "wrote.") from None
-    if not isinstance(data, dict) or data.get("format") != FRONT_FORMAT or not data.get("rows"):
-        raise ValueError(f"{path} is not a `variant tune` front (format {FRONT_FORMAT!r} with "
-                         "rows); give the front.json `variant tune` wrote.")
-    return data
-
-
-# ---------------------------------------------------------------------- choosing from a front
-@dataclass(frozen=True)
-class FrontChoice:
-    chosen: dict
-    cheaper: dict | None  # the best one that costs less on `axis` (within the other budgets)
-    better: dict | None  # the cheapest configuration with better quality (over the budget)
-    axis: str  # "latency", "kv" or "memory": the budget the neighbours are ordered by
-    limits: dict  # axis -> limit, as applied to the front's numbers
-
-
-def choose_from_front(front: dict, *, max_latency: float | None = None,
-                      max_kv: int | None = None, max_memory: int | None = None,
-                      batch: int | None = None) -> FrontChoice:
-    """The best-quality configuration within every given budget, and its neighbours.
-
-    `batch`: images per batch the budgets are meant for (default: the front's timing batch);
-    latency and KV bytes scale linearly from the front's batch, memory is compared as measured.
-    """
-    meta, rows = front["meta"], front["rows"]
-    key, bench_batch = meta["metric_key"], meta["bench_batch"]
-    scale = (batch or bench_batch) / bench_batch
-    limits = {a: v for a, v in (("latency", max_latency), ("kv", max_kv),
-                                ("memory", max_memory)) if v is not None}
-    if not limits:
-        raise ValueError("give at least one of --max-latency, --max-kv, --max-memory.")
-
-    def cost(r: dict, axis: str) -> float | None:
-        value = r["cost"].get(COST_AXES[axis])
-        return None if value is None else value * (scale if axis != "memory" else 1)
-
-    def fits(r: dict) -> bool:
-        return all(cost(r, a) is not None and cost(r, a) <= v for a, v in limits.items())
-
-    def quality(r: dict) -> float:
-        mean = r["quality"][key]["mean"]
-        return math.inf if mean is None else mean
-
-    axis = next(iter(limits))
-    usable = [r for r in rows if cost(r, axis) is not None and r["quality"][key]["mean"]
-              is not None]
-    if not usable:
-        raise ValueError(f"no configuration of the front has a measured {axis} and {key}; "
-                         "rerun `variant tune`.")
-    inside = [r for r in usable if fits(r)]
-    if not inside:
-        cheapest = min(usable, key=lambda r: cost(r, axis))
-        raise ValueError(
-            f"no configuration meets the budget; the cheapest is {cheapest['spec']} at "
-            f"{_fmt_cost(axis, cost(cheapest, axis))} ({key} {quality(cheapest):.2f}); raise "
-            f"the budget to at least that.")
-    chosen = min(inside, key=lambda r: (quality(r), cost(r, axis)))
-    others = {a: v for a, v in limits.items() if a != axis}
-    cheaper = [r for r in usable if cost(r, axis) < cost(chosen, axis)
-               and all(cost(r, a) is not None and cost(r, a) <= v for a, v in others.items())]
-    better = [r for r in usable if quality(r) < quality(chosen)]
-    return FrontChoice(
-        chosen,
-        min(cheaper, key=lambda r: (quality(r), cost(r, axis))) if cheaper else None,
-        min(better, key=lambda r: (cost(r, axis), quality(r))) if better else None,
-        axis, limits)
-
-
-def check_front_device(front: dict, device: str, threads: int, allow_other: bool) -> None:
-    """Latency measured elsewhere does not transfer: refuse unless `allow_other`."""
-    meta = front["meta"]
-    here = device_name(torch.device(device))
-    if allow_other or (meta["device_name"] == here and meta["threads"] == threads):
-        return
-    raise ValueError(
-        f"the front's latencies were measured on {meta['device_name']} with {meta['threads']} "
-        f"threads, not on this {here} with {threads}; rerun `variant tune` here, or pass "
-        "--allow-other-device to use them anyway.")
-
-
-def check_front_model(front: dict, var) -> None:
-    """A front measured on another architecture does not describe this model."""
-    meta = front["meta"]
-    if (meta.get("depth"), meta.get("num_scales")) != (var.depth, var.num_scales):
-        raise ValueError(
-            f"the front is of {meta['model']} (depth {meta.get('depth')}, "
-            f"{meta.get('num_scales')} scales), not of this model (depth {var.depth}, "
-            f"{var.num_scales} scales); give the front `variant tune` made for this model.")
-
-
-def check_front_settings(front: dict, settings: SamplingConfig) -> None:
-    """A front's qualities hold for the sampling settings it was measured with."""
-    measured = SamplingConfig(**{**front["meta"]["settings"], "seed": None})
-    differ = [f"{name} {getattr(settings, name)} (the front: {getattr(measured, name)})"
-              for name in ("cfg", "top_k", "top_p", "more_smooth", "dtype")
-              if getattr(settings, name) != getattr(measured, name)]
-    if differ:
-        raise ValueError("budgets pick from the measured front, whose quality holds for the "
-                         "settings it was measured with; this request has "
-                         + ", ".join(differ) + ". Set those, or give a plan instead of a "
-                         "budget.")
-
-
-def _fmt_cost(axis: str, value: float) -> str:
-    if axis == "latency":
-        return f"{value * 1000:.0f} ms per batch"
-    return f"{value / 2**20:.2f} MiB"

@@ -38,7 +38,8 @@ def test_a_kv_budget_runs_the_best_measured_configuration_within_it(model):
     assert chosen.name == "d4+cfgstop4" and chosen.levers is not None
     assert chosen.levers.cfg_stop == 4 and chosen.plan.name == "d4"
     assert chosen.how.startswith("KV ≤ 1.00 MiB → d4+cfgstop4 (measured on the front: fid 4.87 "
-                                 "(4.38–5.36) over 5 seeds")
+                                 "(4.38–5.36) over 5 seeds; ")
+    assert chosen.how.endswith("for 3 images, scaled from its batch of 16)")
     # the front's KV scales exactly with the batch, and the run keeps within the budget
     assert chosen.kv_peak_bytes == 5373952 * 3 // 16 <= 2**20
     assert "front" in studio.describe()
@@ -72,5 +73,10 @@ def test_a_budget_nothing_meets_names_the_cheapest(model):
 def test_a_front_of_another_model_is_refused(model):
     other = copy.deepcopy(FRONT)
     other["meta"]["depth"] = 16
-    with pytest.raises(ValueError, match="not of this model .*depth 8.*give the front"):
+    with pytest.raises(ValueError, match=r"another architecture \(builtin: depth 16 \(this "
+                                         r"model: 8\)\); give the front"):
         _studio(model, front=other)
+    wider = copy.deepcopy(FRONT)
+    wider["meta"]["width"] = 256  # fronts written since record the width and patch sizes
+    with pytest.raises(ValueError, match=r"width 256 \(this model: 128\)"):
+        _studio(model, front=wider)

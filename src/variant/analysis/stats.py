@@ -48,8 +48,8 @@ def difference_interval(a: Sequence[float], b: Sequence[float]) -> dict:
     if len(xa) < 2 or len(xb) < 2:
         return {"diff": diff, "low": None, "high": None, "df": None}
     va, vb = statistics.variance(xa) / len(xa), statistics.variance(xb) / len(xb)
-    if va + vb == 0:
-        return {"diff": diff, "low": diff, "high": diff, "df": None}
+    if va + vb == 0:  # no spread on either side: no interval, not a zero-width one
+        return {"diff": diff, "low": None, "high": None, "df": None}
     df = (va + vb) ** 2 / (va**2 / (len(xa) - 1) + vb**2 / (len(xb) - 1))
     half = t95(df) * math.sqrt(va + vb)
     return {"diff": diff, "low": diff - half, "high": diff + half, "df": df}

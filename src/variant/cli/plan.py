@@ -9,6 +9,7 @@ import shlex
 import torch
 
 from ..config import PATCH_NUMS_256, PATCH_NUMS_512, VARConfig
+from ..front import check_front_device, choose_from_front, load_front
 from ..models.configuration import Configuration, resolve_configurations
 from ..models.cost import CostModel
 from ..models.plan import (
@@ -20,7 +21,6 @@ from ..models.plan import (
 )
 from ..pretrained import read_var_config
 from ..sampling.settings import SamplingConfig, guided_rows
-from ..tune import check_front_device, choose_from_front, load_front
 from ..units import DTYPES, fmt_bytes
 from .budget import add_budget_args, budget_requested, run_budget
 from .common import add_lever_args, given_levers, levers_from_args

@@ -18,9 +18,9 @@ import threading
 import torch
 
 from ..efficiency.budget import load_profile
+from ..front import load_front
 from ..pretrained import read_model_config, resolve_source
 from ..studio.compare import ModelInfo, Studio, default_memory_budget
-from ..tune import load_front
 from ..units import fmt_bytes, parse_size
 from .common import add_model_args, load_from_args
 
@@ -98,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
     studio = Studio(var, vae, info, max_images=args.max_images, max_memory=budget,
                     profile=profile, front=front, allow_other_device=args.allow_other_device)
     print(f"VARiant Studio: {studio.describe()}; memory budget {fmt_bytes(budget)}", flush=True)
+    if front is not None and front["meta"]["model"] != args.model:
+        print(f"note: the front was measured on model {front['meta']['model']}, this studio serves "
+              f"{args.model}; budgets pick by that model's measurements.", flush=True)
     print("warming up (the full network once, timed for latency budgets)...", flush=True)
     studio.warm_up()
     server = app.serve(studio, args.host, args.port)

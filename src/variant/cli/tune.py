@@ -8,11 +8,12 @@ import logging
 import torch
 
 from ..eval.quality import build_metric
+from ..front import format_front
 from ..front_plot import write_front_plot
 from ..models.configuration import resolve_configurations
 from ..models.plan import default_subnet_depths
 from ..pretrained import read_model_config
-from ..tune import Tuner, TuneSettings, default_grid, format_front
+from ..tune import Tuner, TuneSettings, default_grid
 from .common import add_model_args, add_sampling_args, load_from_args, sampling_from_args
 
 log = logging.getLogger(__name__)

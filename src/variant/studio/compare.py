@@ -34,18 +34,18 @@ from ..efficiency.budget import (
     choose_plan,
     model_bytes,
 )
+from ..front import (
+    check_front_device,
+    check_front_model,
+    check_front_settings,
+    choose_from_front,
+)
 from ..models.configuration import Configuration
 from ..models.cost import CostModel
 from ..models.plan import DepthPlan, default_subnet_depths, resolve_bridge
 from ..sampling.levers import Levers
 from ..sampling.sampler import generate
 from ..sampling.settings import SamplingConfig
-from ..tune import (
-    check_front_device,
-    check_front_model,
-    check_front_settings,
-    choose_from_front,
-)
 from ..units import fmt_bytes
 from .classes import class_names, labels_for, resolve_classes
 from .entries import Entry, budget_label, format_seconds, parse_entry
@@ -293,11 +293,15 @@ class Studio:
         q, c = row["quality"][key], row["cost"]
         band = "" if q["low"] is None else f" ({q['low']:.2f}–{q['high']:.2f})"
         scale = num_images / meta["bench_batch"]
+        costs = [f"{format_seconds(c['total_s'] * scale)}" if c["total_s"] is not None else None,
+                 f"KV {fmt_bytes(round(c['kv_peak_bytes'] * scale))}"
+                 if c["kv_peak_bytes"] is not None else None]
+        costs = " and ".join(x for x in costs if x)
         return row["spec"], (
             f"{budget_label(budget)} → {row['spec']} (measured on the front: {key} "
-            f"{q['mean']:.2f}{band} over {len(meta['seeds'])} seeds, "
-            f"{format_seconds(c['total_s'] * scale)} and KV "
-            f"{fmt_bytes(round(c['kv_peak_bytes'] * scale))} for {num_images} images)")
+            f"{q['mean']:.2f}{band} over {len(meta['seeds'])} seeds"
+            + (f"; {costs} for {num_images} images, scaled from its batch of "
+               f"{meta['bench_batch']}" if costs else "") + ")")
 
     def check_memory(self, predictor: Predictor, plans: Sequence[DepthPlan]) -> None:
         if self.max_memory is None:

@@ -1,0 +1,201 @@
+"""A `variant tune` front (`front.json`): reading and checking it, and choosing from it.
+
+`load_front` validates what the planner, the studio and the figure read; `choose_from_front` picks
+the best measured configuration within budgets (`variant plan --front`, `variant studio --front`);
+`check_front_device`, `check_front_model` and `check_front_settings` refuse fronts whose numbers do
+not hold here (latency from another device, another architecture, other sampling settings).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .efficiency.bench import device_name
+from .sampling.settings import SamplingConfig
+
+FRONT_FORMAT = "variant-front"
+COST_AXES = {"latency": "total_s", "kv": "kv_peak_bytes", "memory": "peak_memory_bytes"}
+
+
+def format_front(front: dict) -> str:
+    """Markdown: one row per configuration, front membership marked."""
+    key = front["meta"]["metric_key"]
+    lines = [f"| configuration | family | {key} (95% interval) | total s | KV | peak memory | "
+             "GFLOPs/img | front (latency / KV) |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in sorted(front["rows"], key=lambda r: r["cost"]["total_s"]):
+        q, c = r["quality"][key], r["cost"]
+        band = "" if q["low"] is None else f" ({q['low']:.2f}–{q['high']:.2f})"
+        mem = "—" if c["peak_memory_bytes"] is None else f"{c['peak_memory_bytes'] / 2**20:.0f} MiB"
+        marks = " / ".join("yes" if r["on_front"].get(a) else "—" for a in ("latency", "kv"))
+        lines.append(f"| {r['spec']} | {r['family']} | {q['mean']:.2f}{band} | "
+                     f"{c['total_s']:.3f} | {c['kv_peak_bytes'] / 2**20:.2f} MiB | {mem} | "
+                     f"{c['gflops_per_image']:.2f} | {marks} |")
+    return "\n".join(lines)
+
+
+def load_front(path: str | Path) -> dict:
+    """A `front.json` of `variant tune`; ValueError naming the problem otherwise."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"front file {path} not found; make one with `variant tune`.") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not JSON ({err}); give the front.json `variant tune` "
+                         "wrote.") from None
+    if not isinstance(data, dict) or data.get("format") != FRONT_FORMAT or not data.get("rows"):
+        raise ValueError(f"{path} is not a `variant tune` front (format {FRONT_FORMAT!r} with "
+                         "rows); give the front.json `variant tune` wrote.")
+    problem = _front_problem(data)
+    if problem:
+        raise ValueError(f"{path} is not a complete `variant tune` front: {problem}; give the "
+                         "front.json `variant tune` wrote, or rerun it (it resumes).")
+    return data
+
+
+_META_KEYS = ("model", "device_name", "threads", "bench_batch", "seeds", "num_per_class",
+              "num_classes", "metric", "metric_key", "settings", "depth", "num_scales")
+_COST_KEYS = ("total_s", "total_q1_s", "total_q3_s", "kv_peak_bytes", "peak_memory_bytes",
+              "gflops_per_image")
+
+
+def _front_problem(data: dict) -> str | None:
+    """What a front's JSON lacks that the planner, the studio and the figure read, or None."""
+    meta = data.get("meta")
+    if not isinstance(meta, dict):
+        return "no 'meta'"
+    missing = [k for k in _META_KEYS if k not in meta]
+    if missing:
+        return f"'meta' lacks {', '.join(missing)}"
+    try:
+        SamplingConfig(**{**meta["settings"], "seed": None})
+    except (TypeError, ValueError) as err:
+        return f"its sampling settings cannot be read ({err})"
+    key = meta["metric_key"]
+    for i, row in enumerate(data["rows"]):
+        name = f"row {i} ({row.get('spec', 'no spec')})" if isinstance(row, dict) else f"row {i}"
+        if not isinstance(row, dict) or not isinstance(row.get("spec"), str):
+            return f"{name} has no spec"
+        quality, cost = row.get("quality", {}).get(key), row.get("cost")
+        if not isinstance(quality, dict) or not {"mean", "low", "high"} <= set(quality):
+            return f"{name} has no {key} with mean, low and high"
+        if not isinstance(cost, dict) or not set(_COST_KEYS) <= set(cost):
+            lacks = [k for k in _COST_KEYS if k not in (cost or {})]
+            return f"{name}'s cost lacks {', '.join(lacks)}"
+        if not isinstance(row.get("on_front"), dict) or "family" not in row:
+            return f"{name} has no family or front marks"
+    return None
+
+
+# ---------------------------------------------------------------------- choosing from a front
+@dataclass(frozen=True)
+class FrontChoice:
+    chosen: dict
+    cheaper: dict | None  # the best one that costs less on `axis` (within the other budgets)
+    better: dict | None  # the cheapest configuration with better quality (over the budget)
+    axis: str  # "latency", "kv" or "memory": the budget the neighbours are ordered by
+    limits: dict  # axis -> limit, as applied to the front's numbers
+
+
+def choose_from_front(front: dict, *, max_latency: float | None = None,
+                      max_kv: int | None = None, max_memory: int | None = None,
+                      batch: int | None = None) -> FrontChoice:
+    """The best-quality configuration within every given budget, and its neighbours.
+
+    `batch`: images per batch the budgets are meant for (default: the front's timing batch);
+    latency and KV bytes scale linearly from the front's batch, memory is compared as measured.
+    """
+    meta, rows = front["meta"], front["rows"]
+    key, bench_batch = meta["metric_key"], meta["bench_batch"]
+    scale = (batch or bench_batch) / bench_batch
+    limits = {a: v for a, v in (("latency", max_latency), ("kv", max_kv),
+                                ("memory", max_memory)) if v is not None}
+    if not limits:
+        raise ValueError("give at least one of --max-latency, --max-kv, --max-memory.")
+
+    def cost(r: dict, axis: str) -> float | None:
+        value = r["cost"].get(COST_AXES[axis])
+        return None if value is None else value * (scale if axis != "memory" else 1)
+
+    def fits(r: dict) -> bool:
+        return all(cost(r, a) is not None and cost(r, a) <= v for a, v in limits.items())
+
+    def quality(r: dict) -> float:
+        mean = r["quality"][key]["mean"]
+        return math.inf if mean is None else mean
+
+    axis = next(iter(limits))
+    usable = [r for r in rows if cost(r, axis) is not None and r["quality"][key]["mean"]
+              is not None]
+    if not usable:
+        raise ValueError(f"no configuration of the front has a measured {axis} and {key}; "
+                         "rerun `variant tune`.")
+    inside = [r for r in usable if fits(r)]
+    if not inside:
+        cheapest = min(usable, key=lambda r: cost(r, axis))
+        raise ValueError(
+            f"no configuration meets the budget; the cheapest is {cheapest['spec']} at "
+            f"{_fmt_cost(axis, cost(cheapest, axis))} ({key} {quality(cheapest):.2f}); raise "
+            f"the budget to at least that.")
+    chosen = min(inside, key=lambda r: (quality(r), cost(r, axis)))
+    others = {a: v for a, v in limits.items() if a != axis}
+    cheaper = [r for r in usable if cost(r, axis) < cost(chosen, axis)
+               and all(cost(r, a) is not None and cost(r, a) <= v for a, v in others.items())]
+    better = [r for r in usable if quality(r) < quality(chosen)]
+    return FrontChoice(
+        chosen,
+        min(cheaper, key=lambda r: (quality(r), cost(r, axis))) if cheaper else None,
+        min(better, key=lambda r: (cost(r, axis), quality(r))) if better else None,
+        axis, limits)
+
+
+def check_front_device(front: dict, device: str, threads: int, allow_other: bool) -> None:
+    """Latency measured elsewhere does not transfer: refuse unless `allow_other`."""
+    meta = front["meta"]
+    here = device_name(torch.device(device))
+    if allow_other or (meta["device_name"] == here and meta["threads"] == threads):
+        return
+    raise ValueError(
+        f"the front's latencies were measured on {meta['device_name']} with {meta['threads']} "
+        f"threads, not on this {here} with {threads}; rerun `variant tune` here, or pass "
+        "--allow-other-device to use them anyway.")
+
+
+def check_front_model(front: dict, var) -> None:
+    """A front measured on another architecture does not describe this model. (Fronts record
+    the architecture, not the weights: one of another model of the same shape passes.)"""
+    meta = front["meta"]
+    theirs = {"depth": meta["depth"], "scales": meta["num_scales"], "width": meta.get("width"),
+              "patch sizes": meta.get("patch_nums")}
+    ours = {"depth": var.depth, "scales": var.num_scales, "width": var.config.width,
+            "patch sizes": list(var.patch_nums)}
+    differ = [f"{k} {theirs[k]} (this model: {ours[k]})" for k in theirs
+              if theirs[k] is not None and theirs[k] != ours[k]]  # width, patch sizes: newer
+    if differ:
+        raise ValueError(f"the front is of another architecture ({meta['model']}: "
+                         f"{', '.join(differ)}); give the front `variant tune` made for this "
+                         "model.")
+
+
+def check_front_settings(front: dict, settings: SamplingConfig) -> None:
+    """A front's qualities hold for the sampling settings it was measured with."""
+    measured = SamplingConfig(**{**front["meta"]["settings"], "seed": None})
+    differ = [f"{name} {getattr(settings, name)} (the front: {getattr(measured, name)})"
+              for name in ("cfg", "top_k", "top_p", "more_smooth", "dtype")
+              if getattr(settings, name) != getattr(measured, name)]
+    if differ:
+        raise ValueError("budgets pick from the measured front, whose quality holds for the "
+                         "settings it was measured with; this request has "
+                         + ", ".join(differ) + ". Set those, or give a plan instead of a "
+                         "budget.")
+
+
+def _fmt_cost(axis: str, value: float) -> str:
+    if axis == "latency":
+        return f"{value * 1000:.0f} ms per batch"
+    return f"{value / 2**20:.2f} MiB"
