@@ -38,32 +38,29 @@ def place_labels(ax, points: Sequence[tuple[float, float, str]], fontsize: float
     renderer = fig.canvas.get_renderer()
     inside = ax.get_window_extent(renderer)
     radius = (MARKER_SIZE / 2 + 1) * fig.dpi / 72  # half a marker and a point, in pixels
-    taken = []
-    for x, y in ((p[0], p[1]) for p in points):
-        px, py = ax.transData.transform((x, y))
-        taken.append(_box(px - radius, py - radius, px + radius, py + radius))
+    pixels = ax.transData.transform([(p[0], p[1]) for p in points])
+    taken = [_box(px - radius, py - radius, px + radius, py + radius) for px, py in pixels]
+    # the most crowded points first (neighbours within 60 px, L1): the fewest free positions
+    crowd = [int((abs(pixels - q).sum(axis=1) < 60).sum()) for q in pixels]
+    candidates = [(*c, False) for c in _NEAR] + [(*c, True) for c in _FAR]
+
+    def put(x, y, text, dx, dy, ha, far):
+        label = ax.annotate(
+            text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha,
+            fontsize=fontsize, color="0.3",
+            arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5} if far else None)
+        return label, _text_box(label, renderer)
+
     labels = []
-    # the most crowded points first: they have the fewest free positions
-    order = sorted(range(len(points)), key=lambda i: -sum(
-        abs(ax.transData.transform(points[i][:2]) - ax.transData.transform(p[:2])).sum() < 60
-        for p in points))
-    for i in order:
+    for i in sorted(range(len(points)), key=lambda i: -crowd[i]):
         x, y, text = points[i]
-        for n, (dx, dy, ha) in enumerate(_NEAR + _FAR):
-            far = n >= len(_NEAR)
-            label = ax.annotate(
-                text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha,
-                fontsize=fontsize, color="0.3",
-                arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5} if far else None)
-            box = _text_box(label, renderer)
+        for candidate in candidates:
+            label, box = put(x, y, text, *candidate)
             if _contains(inside, box) and not any(box.overlaps(t) for t in taken):
                 break
             label.remove()
-        else:
-            dx, dy, ha = _NEAR[0]
-            label = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points",
-                                ha=ha, fontsize=fontsize, color="0.3")
-            box = _text_box(label, renderer)
+        else:  # fits nowhere: the nearest position
+            label, box = put(x, y, text, *candidates[0])
         taken.append(box)
         labels.append(label)
     return labels
