@@ -382,16 +382,23 @@ def test_tune_end_to_end_front(tuned):
         assert (out / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_tune_rerun_resumes_without_sampling_or_timing(tuned, monkeypatch, tmp_path):
-    out, front, _ = tuned
+def _copy_that_must_not_measure(out, tmp_path, monkeypatch, error):
+    """A copy of a finished tune folder, with sampling and timing raising `error`."""
     copy = tmp_path / "t"
     shutil.copytree(out, copy)
 
     def refuse(*args, **kwargs):
-        raise RuntimeError("resuming must not sample or time again")
+        raise error
 
     monkeypatch.setattr(tune, "sample_to_folder", refuse)
     monkeypatch.setattr(tune, "subprocess", SimpleNamespace(run=refuse))
+    return copy
+
+
+def test_tune_rerun_resumes_without_sampling_or_timing(tuned, monkeypatch, tmp_path):
+    out, front, _ = tuned
+    copy = _copy_that_must_not_measure(out, tmp_path, monkeypatch, RuntimeError(
+        "resuming must not sample or time again"))
     (copy / "front.json").unlink()
     code, stdout, stderr = _main_captured(_tune_args(copy))
     assert code == 0, stderr
@@ -402,14 +409,8 @@ def test_tune_rerun_resumes_without_sampling_or_timing(tuned, monkeypatch, tmp_p
 
 def test_tune_rerun_with_other_settings_does_not_mix_measurements(tuned, monkeypatch, tmp_path):
     out, _, _ = tuned
-    copy = tmp_path / "t"
-    shutil.copytree(out, copy)
-
-    def redo(*args, **kwargs):
-        raise AssertionError("a run with other settings must be refused before measuring")
-
-    monkeypatch.setattr(tune, "sample_to_folder", redo)
-    monkeypatch.setattr(tune, "subprocess", SimpleNamespace(run=redo))
+    copy = _copy_that_must_not_measure(out, tmp_path, monkeypatch, AssertionError(
+        "a run with other settings must be refused before measuring"))
     before = (copy / "front.json").read_text()
     code, _, stderr = _main_captured(_tune_args(copy, num_per_class="3", bench_batch="4"))
     assert code == 2

@@ -73,7 +73,7 @@ def _front_problem(data: dict) -> str | None:
     if missing:
         return f"'meta' lacks {', '.join(missing)}"
     try:
-        SamplingConfig(**{**meta["settings"], "seed": None})
+        front_settings(data)
     except (TypeError, ValueError) as err:
         return f"its sampling settings cannot be read ({err})"
     key = meta["metric_key"]
@@ -182,9 +182,14 @@ def check_front_model(front: dict, var) -> None:
                          "model.")
 
 
+def front_settings(front: dict) -> SamplingConfig:
+    """The sampling settings the front was measured with (no seed: each seed is a sample)."""
+    return SamplingConfig(**{**front["meta"]["settings"], "seed": None})
+
+
 def check_front_settings(front: dict, settings: SamplingConfig) -> None:
     """A front's qualities hold for the sampling settings it was measured with."""
-    measured = SamplingConfig(**{**front["meta"]["settings"], "seed": None})
+    measured = front_settings(front)
     differ = [f"{name} {getattr(settings, name)} (the front: {getattr(measured, name)})"
               for name in ("cfg", "top_k", "top_p", "more_smooth", "dtype")
               if getattr(settings, name) != getattr(measured, name)]

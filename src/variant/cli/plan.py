@@ -9,7 +9,7 @@ import shlex
 import torch
 
 from ..config import PATCH_NUMS_256, PATCH_NUMS_512, VARConfig
-from ..front import check_front_device, choose_from_front, load_front
+from ..front import check_front_device, choose_from_front, front_settings, load_front
 from ..models.configuration import Configuration, resolve_configurations
 from ..models.cost import CostModel
 from ..models.plan import (
@@ -134,9 +134,8 @@ def run_front(args: argparse.Namespace) -> int:
         print(f"{label}: {row['spec']} | {key} {q['mean']:.2f}{band} | "
               f"{c['total_s'] * scale * 1000:.0f} ms per batch | KV "
               f"{fmt_bytes(round(c['kv_peak_bytes'] * scale))}{mem}")
-    settings = SamplingConfig(**{**meta["settings"], "seed": None})
     print("\n" + shlex.join(["variant", "sample", "--model", meta["model"], "--plan",
-                             choice.chosen["spec"], *settings.cli_args()]))
+                             choice.chosen["spec"], *front_settings(front).cli_args()]))
     return 0
 
 
