@@ -93,6 +93,17 @@ def _front_problem(data: dict) -> str | None:
 
 
 # ---------------------------------------------------------------------- choosing from a front
+def row_cost(front: dict, row: dict, axis: str, batch: int | None = None) -> float | None:
+    """A configuration's measured cost on `axis` ("latency", "kv", "memory") for `batch` images
+    (default: the front's timing batch): latency and KV bytes scale linearly from the timing
+    batch (exact for KV, an approximation for latency), memory is as measured; None when not
+    measured."""
+    value = row["cost"].get(COST_AXES[axis])
+    if value is None or axis == "memory" or batch is None:
+        return value
+    return value * (batch / front["meta"]["bench_batch"])
+
+
 @dataclass(frozen=True)
 class FrontChoice:
     chosen: dict
@@ -110,17 +121,14 @@ def choose_from_front(front: dict, *, max_latency: float | None = None,
     `batch`: images per batch the budgets are meant for (default: the front's timing batch);
     latency and KV bytes scale linearly from the front's batch, memory is compared as measured.
     """
-    meta, rows = front["meta"], front["rows"]
-    key, bench_batch = meta["metric_key"], meta["bench_batch"]
-    scale = (batch or bench_batch) / bench_batch
+    key, rows = front["meta"]["metric_key"], front["rows"]
     limits = {a: v for a, v in (("latency", max_latency), ("kv", max_kv),
                                 ("memory", max_memory)) if v is not None}
     if not limits:
         raise ValueError("give at least one of --max-latency, --max-kv, --max-memory.")
 
     def cost(r: dict, axis: str) -> float | None:
-        value = r["cost"].get(COST_AXES[axis])
-        return None if value is None else value * (scale if axis != "memory" else 1)
+        return row_cost(front, r, axis, batch)
 
     def fits(r: dict) -> bool:
         return all(cost(r, a) is not None and cost(r, a) <= v for a, v in limits.items())

@@ -9,7 +9,13 @@ import shlex
 import torch
 
 from ..config import PATCH_NUMS_256, PATCH_NUMS_512, VARConfig
-from ..front import check_front_device, choose_from_front, front_settings, load_front
+from ..front import (
+    check_front_device,
+    choose_from_front,
+    front_settings,
+    load_front,
+    row_cost,
+)
 from ..models.configuration import Configuration, resolve_configurations
 from ..models.cost import CostModel
 from ..models.plan import (
@@ -127,13 +133,12 @@ def run_front(args: argparse.Namespace) -> int:
             continue
         q, c = row["quality"][key], row["cost"]
         band = "" if q["low"] is None else f" (95% {q['low']:.2f}–{q['high']:.2f})"
-        scale = args.batch / meta["bench_batch"]
         mem = ("" if c["peak_memory_bytes"] is None
                else f", peak memory {fmt_bytes(c['peak_memory_bytes'])} at batch "
                     f"{meta['bench_batch']}")
         print(f"{label}: {row['spec']} | {key} {q['mean']:.2f}{band} | "
-              f"{c['total_s'] * scale * 1000:.0f} ms per batch | KV "
-              f"{fmt_bytes(round(c['kv_peak_bytes'] * scale))}{mem}")
+              f"{row_cost(front, row, 'latency', args.batch) * 1000:.0f} ms per batch | KV "
+              f"{fmt_bytes(round(row_cost(front, row, 'kv', args.batch)))}{mem}")
     print("\n" + shlex.join(["variant", "sample", "--model", meta["model"], "--plan",
                              choice.chosen["spec"], *front_settings(front).cli_args()]))
     return 0

@@ -39,6 +39,7 @@ from ..front import (
     check_front_model,
     check_front_settings,
     choose_from_front,
+    row_cost,
 )
 from ..models.configuration import Configuration
 from ..models.cost import CostModel
@@ -290,13 +291,12 @@ class Studio:
             raise ValueError(f"budget {entry.text!r}: {err}") from None
         row, meta = choice.chosen, front["meta"]
         key = meta["metric_key"]
-        q, c = row["quality"][key], row["cost"]
+        q = row["quality"][key]
         band = "" if q["low"] is None else f" ({q['low']:.2f}–{q['high']:.2f})"
-        scale = num_images / meta["bench_batch"]
-        costs = [f"{format_seconds(c['total_s'] * scale)}" if c["total_s"] is not None else None,
-                 f"KV {fmt_bytes(round(c['kv_peak_bytes'] * scale))}"
-                 if c["kv_peak_bytes"] is not None else None]
-        costs = " and ".join(x for x in costs if x)
+        seconds, kv = (row_cost(front, row, axis, num_images) for axis in ("latency", "kv"))
+        costs = " and ".join(x for x in (
+            None if seconds is None else format_seconds(seconds),
+            None if kv is None else f"KV {fmt_bytes(round(kv))}") if x)
         return row["spec"], (
             f"{budget_label(budget)} → {row['spec']} (measured on the front: {key} "
             f"{q['mean']:.2f}{band} over {len(meta['seeds'])} seeds"
