@@ -93,7 +93,7 @@ def study_differences(study: dict[str, list[Path]], key: str,
 def plot_study(study: dict[str, list[Path]], path: str | Path, key: str = "fid") -> Path | None:
     """Per subnet, one panel: each schedule's full-network mean against its subnet mean, both
     with their 95% intervals over seeds; one marker per schedule, no lines between them."""
-    plt = pyplot()
+    plt = pyplot(path)
     if plt is None:
         return None
     plans, values = study_values(study, key)

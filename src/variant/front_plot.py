@@ -8,14 +8,11 @@ no marker (`place_labels`).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 from .analysis.analyze import pyplot, save_figure
 from .tune import FAMILIES
-
-log = logging.getLogger(__name__)
 
 MARKER_SIZE = 7  # points
 STYLE = {"depth": ("tab:blue", "o"), "cfg-stop": ("tab:orange", "s"),
@@ -87,9 +84,8 @@ def _contains(outer, box) -> bool:
 
 def write_front_plot(front: dict, path: str | Path) -> Path | None:
     """The two-panel figure of a `variant tune` front; None when matplotlib is missing."""
-    plt = pyplot()
+    plt = pyplot(path)
     if plt is None:
-        log.info("matplotlib is not installed (pip install 'variant[plot]'); skipping %s", path)
         return None
     meta, rows = front["meta"], front["rows"]
     key = meta["metric_key"]

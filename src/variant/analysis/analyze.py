@@ -196,14 +196,18 @@ def format_pareto(table: list[dict], key: str) -> str:
 
 
 # ------------------------------------------------------------------------------ plots
-def pyplot():
-    """matplotlib.pyplot on the Agg backend, or None when the 'plot' extra is not installed."""
+def pyplot(path=None):
+    """matplotlib.pyplot on the Agg backend, or None when the 'plot' extra is not installed
+    (then saying that the figure `path`, if given, is skipped)."""
     try:  # matplotlib is optional (the 'plot' extra): imported only when a plot is asked for
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        if path is not None:
+            log.info("matplotlib is not installed (pip install 'variant[plot]'); skipping %s",
+                     path)
         return None
     return plt
 
@@ -221,9 +225,8 @@ def save_figure(fig, plt, path, dpi: int = 120, layout: bool = True) -> Path:
 
 def plot_asymmetry(rows: list[dict], path: str | Path, key: str = "fid") -> Path | None:
     """Metric per range (full network as a line) beside the ranges' FLOP and latency shares."""
-    plt = pyplot()
+    plt = pyplot(path)
     if plt is None:
-        log.info("matplotlib is not installed (pip install 'variant[plot]'); skipping %s", path)
         return None
     ranged = rows[1:]
     x = list(range(len(ranged)))
@@ -256,9 +259,8 @@ def plot_asymmetry(rows: list[dict], path: str | Path, key: str = "fid") -> Path
 def plot_pareto(table: list[dict], path: str | Path, key: str = "fid") -> Path | None:
     """Full-network metric (x) against subnet metric (y): one marker series per subnet plan, the
     runs unjoined (they are unrelated); a solid line only through each plan's Pareto front."""
-    plt = pyplot()
+    plt = pyplot(path)
     if plt is None:
-        log.info("matplotlib is not installed (pip install 'variant[plot]'); skipping %s", path)
         return None
     plans = sorted({p for t in table for p in t["subnets"]}, key=_plan_order)
     fig, ax = plt.subplots(figsize=(6, 5))
