@@ -8,7 +8,6 @@ not hold here (latency from another device, another architecture, other sampling
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,8 @@ from pathlib import Path
 import torch
 
 from .efficiency.bench import device_name
+from .front_schema import front_field_problem
+from .jsonfile import read_json
 from .sampling.settings import SamplingConfig
 
 FRONT_FORMAT = "variant-front"
@@ -41,17 +42,12 @@ def format_front(front: dict) -> str:
 def load_front(path: str | Path) -> dict:
     """A `front.json` of `variant tune`; ValueError naming the problem otherwise."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"front file {path} not found; make one with `variant tune`.") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not JSON ({err}); give the front.json `variant tune` "
-                         "wrote.") from None
-    if not isinstance(data, dict) or data.get("format") != FRONT_FORMAT or not data.get("rows"):
+    data = read_json(path, "front file", hint="give the front.json `variant tune` wrote")
+    if not isinstance(data, dict) or data.get("format") != FRONT_FORMAT or not data.get("rows") \
+            or not isinstance(data["rows"], list):
         raise ValueError(f"{path} is not a `variant tune` front (format {FRONT_FORMAT!r} with "
                          "rows); give the front.json `variant tune` wrote.")
-    problem = _front_problem(data)
+    problem = _front_problem(data) or front_field_problem(data, front_settings(data))
     if problem:
         raise ValueError(f"{path} is not a complete `variant tune` front: {problem}; give the "
                          "front.json `variant tune` wrote, or rerun it (it resumes).")
@@ -73,6 +69,8 @@ def _front_problem(data: dict) -> str | None:
     if missing:
         return f"'meta' lacks {', '.join(missing)}"
     try:
+        if not isinstance(meta["settings"], dict):
+            raise TypeError(f"a mapping, not {meta['settings']!r}")
         front_settings(data)
     except (TypeError, ValueError) as err:
         return f"its sampling settings cannot be read ({err})"
@@ -81,7 +79,8 @@ def _front_problem(data: dict) -> str | None:
         name = f"row {i} ({row.get('spec', 'no spec')})" if isinstance(row, dict) else f"row {i}"
         if not isinstance(row, dict) or not isinstance(row.get("spec"), str):
             return f"{name} has no spec"
-        quality, cost = row.get("quality", {}).get(key), row.get("cost")
+        qualities, cost = row.get("quality"), row.get("cost")
+        quality = qualities.get(key) if isinstance(qualities, dict) else None
         if not isinstance(quality, dict) or not {"mean", "low", "high"} <= set(quality):
             return f"{name} has no {key} with mean, low and high"
         if not isinstance(cost, dict) or not set(_COST_KEYS) <= set(cost):

@@ -39,6 +39,7 @@ from ..models.plan import default_plan_specs
 from ..pretrained import read_var_config
 from ..sampling.settings import SamplingConfig
 from ..units import fmt_bytes
+from . import checks
 from .budget import model_info
 from .common import (
     add_model_args,
@@ -62,16 +63,21 @@ def register(sub) -> None:
                     "Prints a markdown table; --json, --plot and --profile write more.")
     add_model_args(p)
     add_plan_args(p, multiple=True)
-    p.add_argument("--batch", type=int, default=8, help="images per sampling call (default 8)")
+    p.add_argument("--batch", type=checks.count, default=8,
+                   help="images per sampling call (default 8)")
     add_sampling_args(p)
-    p.add_argument("--warmup", type=int, default=1, help="untimed runs per plan (default 1)")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per plan (default 3)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--warmup", type=checks.natural, default=1,
+                   help="untimed runs per plan (default 1)")
+    p.add_argument("--repeats", type=checks.count, default=3,
+                   help="timed runs per plan (default 3)")
+    p.add_argument("--threads", type=checks.count, default=None, help="torch CPU threads")
     p.add_argument("--isolate", choices=("auto", "yes", "no"), default="auto",
                    help="one fresh subprocess per plan (auto: yes on CPU, where peak RSS is "
                         "the memory measure; no on CUDA)")
-    p.add_argument("--json", dest="json_out", default=None, help="write the results as JSON")
-    p.add_argument("--plot", default=None, help="write a PNG chart (needs matplotlib)")
+    p.add_argument("--json", dest="json_out", type=checks.output_file(".json"), default=None,
+                   help="write the results as JSON")
+    p.add_argument("--plot", type=checks.output_file(".png"), default=None,
+                   help="write a PNG chart (needs matplotlib)")
     p.add_argument("--profile", default=None,
                    help="also time each scale of the full plan and write a latency profile "
                         "JSON for `variant plan --max-latency`")

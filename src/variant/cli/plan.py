@@ -28,6 +28,7 @@ from ..models.plan import (
 from ..pretrained import read_var_config
 from ..sampling.settings import SamplingConfig, guided_rows
 from ..units import DTYPES, fmt_bytes
+from . import checks
 from .budget import add_budget_args, budget_requested, run_budget
 from .common import add_lever_args, given_levers, levers_from_args
 
@@ -41,35 +42,39 @@ def register(sub) -> None:
     p.add_argument("--model", default=None,
                    help="read depth, width and scales from a model (directory, official .pth, Hub "
                         "id or 'builtin') instead of --depth/--resolution")
-    p.add_argument("--depth", type=int, default=30, help="total depth (default 30, VAR-d30)")
-    p.add_argument("--width", type=int, default=None, help="model width (default 64 x depth)")
+    p.add_argument("--depth", type=checks.count, default=30,
+                   help="total depth (default 30, VAR-d30)")
+    p.add_argument("--width", type=checks.count, default=None,
+                   help="model width (default 64 x depth)")
     p.add_argument("--resolution", type=int, choices=(256, 512), default=256,
                    help="official scale schedule (256: 10 scales, L=680; 512: L=2240)")
-    p.add_argument("--subnets", type=int, nargs="+", default=None,
+    p.add_argument("--subnets", type=checks.count, nargs="+", default=None,
                    help="subnet depths (default: the paper's 16 8 4 2, those below the depth)")
     p.add_argument("--plans", nargs="+", default=None,
                    help="configurations to cost instead of full + --subnets: plan specs, levers "
                         "allowed, e.g. --plans full d8 d8+cfgstop8+prune0.5@8 full+kv1,2 (the "
                         "first is the reference of the ratios)")
-    p.add_argument("--bridge", type=int, default=None,
+    p.add_argument("--bridge", type=checks.natural, default=None,
                    help="scales in the bridge zone (default: 6 of 10, the paper's N)")
-    p.add_argument("--batch", type=int, default=1, help="images per batch for KV bytes")
+    p.add_argument("--batch", type=checks.count, default=1, help="images per batch for KV bytes")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16",
                    help="compute dtype of the cache (default bf16)")
     p.add_argument("--no-cfg", action="store_true",
                    help="no classifier-free guidance (the batch is not doubled)")
     p.add_argument("--layers", action="store_true", help="print every scale's layer set")
     add_lever_args(p)
-    p.add_argument("--json", dest="json_out", default=None, help="also write the rows as JSON")
+    p.add_argument("--json", dest="json_out", type=checks.output_file(".json"), default=None,
+                   help="also write the rows as JSON")
     add_budget_args(p)
     f = p.add_argument_group(
         "measured front", "with --front, the budgets pick the best-quality configuration that "
                           "`variant tune` measured (latency and KV scaled from its batch to "
                           "--batch)")
-    f.add_argument("--front", default=None, help="front.json written by `variant tune`")
+    f.add_argument("--front", type=checks.input_file, default=None,
+                   help="front.json written by `variant tune`")
     f.add_argument("--allow-other-device", action="store_true",
                    help="use latencies measured on another device or thread count")
-    f.add_argument("--threads", type=int, default=None,
+    f.add_argument("--threads", type=checks.count, default=None,
                    help="CPU threads the model will run with (default: this process's)")
     p.set_defaults(func=run)
 

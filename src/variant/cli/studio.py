@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import ipaddress
 import logging
 import signal
+import sys
 import threading
 
 import torch
@@ -21,7 +23,8 @@ from ..efficiency.budget import load_profile
 from ..front import load_front
 from ..pretrained import read_model_config, resolve_source
 from ..studio.compare import ModelInfo, Studio, default_memory_budget
-from ..units import fmt_bytes, parse_size
+from ..units import fmt_bytes
+from . import checks
 from .common import add_model_args, load_from_args
 
 INSTALL_HINT = ('VARiant Studio needs the optional Gradio dependency: pip install -e ".[studio]" '
@@ -39,16 +42,16 @@ def register(sub) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 serves "
                         "the network, without authentication)")
-    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    p.add_argument("--max-images", type=int, default=16,
+    p.add_argument("--port", type=checks.port, default=7860, help="port (default 7860)")
+    p.add_argument("--max-images", type=checks.count, default=16,
                    help="most images per configuration a request may ask for (default 16)")
-    p.add_argument("--max-memory", type=_size, default=None,
+    p.add_argument("--max-memory", type=checks.size, default=None,
                    help="refuse requests whose predicted peak memory exceeds this, e.g. 8GiB "
                         "(default: the GPU's memory, or on CPU the memory available at start)")
-    p.add_argument("--profile", default=None,
+    p.add_argument("--profile", type=checks.input_file, default=None,
                    help="latency profile from `variant bench --profile` for 'best under ...' "
                         "budgets (default: measured on this machine when first needed)")
-    p.add_argument("--front", default=None,
+    p.add_argument("--front", type=checks.input_file, default=None,
                    help="a `variant tune` front.json of this model: budget entries then pick its "
                         "best measured configuration (levers included) instead of the deepest "
                         "plan predicted to fit, e.g. docs/reproduction/front/front.json")
@@ -57,11 +60,12 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _size(text: str) -> int:
+def is_loopback(host: str) -> bool:
+    """Whether `host` binds this machine only ('localhost', 127.x.x.x, ::1)."""
     try:
-        return parse_size(text)
-    except ValueError as err:  # argparse shows this message, not just "invalid value"
-        raise argparse.ArgumentTypeError(str(err)) from None
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
 
 
 def import_app():
@@ -103,6 +107,10 @@ def run(args: argparse.Namespace) -> int:
               f"{args.model}; budgets pick by that model's measurements.", flush=True)
     print("warming up (the full network once, timed for latency budgets)...", flush=True)
     studio.warm_up()
+    if not is_loopback(args.host):
+        print(f"warning: --host {args.host} serves the studio to every machine that can reach "
+              "this one, without authentication; use --host 127.0.0.1 for this machine only.",
+              file=sys.stderr, flush=True)
     server = app.serve(studio, args.host, args.port)
     print(f"serving at {server.url} (Ctrl+C stops)", flush=True)
     signal.signal(signal.SIGTERM, _exit)  # `kill` stops it as cleanly as Ctrl+C

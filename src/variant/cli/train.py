@@ -18,6 +18,7 @@ from ..training.checkpoint import CONFIG_FILE
 from ..training.config import TRAIN_PRESETS, TrainConfig, train_preset
 from ..training.parallel import init_distributed, shutdown
 from ..training.trainer import NonFiniteLossError, Trainer
+from . import checks
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ def _add_field(group, f: dataclasses.Field) -> None:
         group.add_argument(flag, dest=f.name, type=_tuple_of(item), default=None,
                            metavar="A,B,...", help=help_text)
     else:
-        group.add_argument(flag, dest=f.name, type=type(default), default=None, help=help_text)
+        group.add_argument(flag, dest=f.name, type=checks.scalar(type(default)), default=None,
+                           help=help_text)
 
 
 def _tuple_of(item: type):

@@ -29,10 +29,10 @@ from .plan import DepthPlan
 EXAMPLE = "d8+cfgstop8+prune0.5@8"
 _HELP = ("levers are cfgstopK, guide=PLAN, autoguide=PLAN, pruneKEEP@SCALE and kvFIRST,RECENT "
          f"(scales 0-based), joined to a plan by '+', e.g. {EXAMPLE} or full+autoguide=d2")
-_CFG_STOP = re.compile(r"^cfgstop(\d+)$", re.IGNORECASE)
+_CFG_STOP = re.compile(r"^cfgstop(\d{1,9})$", re.IGNORECASE)
 _GUIDE = re.compile(r"^(auto)?guide=(.+)$", re.IGNORECASE)
 _PRUNE = re.compile(r"^prune(.+)$", re.IGNORECASE)
-_KV = re.compile(r"^kv(?:keep)?(\d+\s*,\s*\d+)$", re.IGNORECASE)
+_KV = re.compile(r"^kv(?:keep)?(\d{1,9}\s*,\s*\d{1,9})$", re.IGNORECASE)
 
 
 def parse_configuration(spec: str) -> tuple[str, dict]:
@@ -92,10 +92,10 @@ class Configuration:
         for key, value in given.items():
             flag = getattr(settings, key)
             if key == "guide_plan":
-                value = DepthPlan.from_spec(value, depth, K, bridge)
+                value = _guide_plan(value, depth, K, bridge, f"of configuration {spec!r}")
                 if flag is not None:
-                    flag = flag if isinstance(flag, DepthPlan) else DepthPlan.from_spec(
-                        flag, depth, K, bridge)
+                    flag = flag if isinstance(flag, DepthPlan) else _guide_plan(
+                        flag, depth, K, bridge, "of --guide-plan (settings.guide_plan)")
             if key == "guide_class" and "guide_plan" not in given:
                 continue
             default = getattr(SamplingConfig(), key)
@@ -106,8 +106,8 @@ class Configuration:
             merged[key] = value
         settings = settings.replace(**merged)
         if isinstance(settings.guide_plan, str):
-            settings = settings.replace(
-                guide_plan=DepthPlan.from_spec(settings.guide_plan, depth, K, bridge))
+            settings = settings.replace(guide_plan=_guide_plan(
+                settings.guide_plan, depth, K, bridge, "of --guide-plan (settings.guide_plan)"))
         try:
             levers = settings.levers(plan, patch_nums, lambda p: p)
         except ValueError as err:
@@ -136,6 +136,16 @@ def folder_name(name: str) -> str:
     if name and all(ch.isalnum() or ch in "@.,=+-_" for ch in name):
         return name
     return "custom-" + hashlib.sha1(name.encode()).hexdigest()[:10]
+
+
+def _guide_plan(spec: str, depth: int, num_scales: int, bridge: int | None,
+                where: str) -> DepthPlan:
+    """The guiding rows' plan; an error says that the guide plan is at fault, and whose."""
+    try:
+        return DepthPlan.from_spec(spec, depth, num_scales, bridge)
+    except ValueError as err:
+        raise ValueError(f"the guide plan {spec!r} {where} is not a plan of this model: "
+                         f"{err}") from None
 
 
 def _show(value) -> str:

@@ -45,8 +45,9 @@ if TYPE_CHECKING:
     from ..models.plan import DepthPlan
 
 GUIDE_CLASSES = ("null", "same")
-_PRUNE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)\s*@\s*(\d+)\s*$", re.IGNORECASE)
-_KV_KEEP = re.compile(r"^\s*(\d+)\s*,\s*(\d+)\s*$")
+_PRUNE = re.compile(r"^\s*([0-9]{0,30}\.?[0-9]{1,30}(?:e-?[0-9]{1,3})?)\s*@\s*(\d{1,9})\s*$",
+                    re.IGNORECASE)
+_KV_KEEP = re.compile(r"^\s*(\d{1,9})\s*,\s*(\d{1,9})\s*$")
 
 
 def parse_prune(value: Any) -> tuple[float, int] | None:

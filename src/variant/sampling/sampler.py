@@ -322,9 +322,9 @@ def predict_kv_peak_bytes(patch_nums: tuple[int, ...], depth: int, kv_layout: tu
     batch = rows // 2 if levers is not None and levers.guided else rows
     if levers is None:  # one group of all rows (guided or not, the layout is the same)
         cache = LeanKVCache(plan, patch_nums, depth, rows, *kv_layout, dtype, "meta")
-        groups = [RowGroup(torch.zeros(rows, dtype=torch.long), plan, cache)]
-    else:
-        labels = torch.zeros(batch, dtype=torch.long)
+        groups = [RowGroup(torch.zeros(rows, dtype=torch.long, device="meta"), plan, cache)]
+    else:  # labels on the meta device too: a dry run allocates nothing that grows with rows
+        labels = torch.zeros(batch, dtype=torch.long, device="meta")
         groups = row_groups(model, labels, plan, levers.guided, levers, dtype, "meta")
     sides = [p * p for p in patch_nums]
 

@@ -1,0 +1,30 @@
+"""Refuse a sampling run predicted not to fit in memory, before it allocates anything.
+
+The prediction is the budget planner's (`efficiency.budget.Predictor`: weights, KV cache,
+activations); the limit is what this process may use (`studio.compare.default_memory_budget`:
+the GPU's memory, or on CPU the memory available now plus what the process holds).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..efficiency.budget import Predictor, Workload
+from ..units import fmt_bytes
+
+
+def check_fits_memory(var, vae, plan, settings, batch: int, device: str, flag: str) -> None:
+    """ValueError naming `flag` (the batch's flag) if one call of `batch` images is predicted
+    to need more memory than there is; nothing when the system does not say what is free."""
+    from ..studio.compare import default_memory_budget  # studio imports cli.sample: no cycle
+
+    limit = default_memory_budget(torch.device(device))
+    if limit is None:
+        return
+    workload = Workload(batch=batch, dtype=settings.dtype, use_cfg=settings.use_cfg,
+                        device=str(device))
+    predicted = Predictor(var.config, vae.config, workload).predict(plan).memory_bytes
+    if predicted > limit:
+        raise ValueError(
+            f"{flag} {batch} is predicted to need {fmt_bytes(predicted)} of memory on {device}, "
+            f"more than the {fmt_bytes(limit)} available; lower {flag}.")
