@@ -56,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep interpreter shutdown quiet
         return 0
     except OSError as err:  # a file the argument checks could not foresee (a full disk, a race)
-        where = f" {err.filename!r}" if err.filename else ""
-        print(f"variant {args.command}: error: cannot use{where}: {err.strerror or err}",
-              file=sys.stderr)
+        message = (f"{err.strerror}: {err.filename}" if err.strerror and err.filename
+                   else str(err))
+        print(f"variant {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"variant {args.command}: interrupted", file=sys.stderr)
