@@ -84,7 +84,7 @@ def _front_problem(data: dict) -> str | None:
         if not isinstance(quality, dict) or not {"mean", "low", "high"} <= set(quality):
             return f"{name} has no {key} with mean, low and high"
         if not isinstance(cost, dict) or not set(_COST_KEYS) <= set(cost):
-            lacks = [k for k in _COST_KEYS if k not in (cost or {})]
+            lacks = [k for k in _COST_KEYS if k not in (cost if isinstance(cost, dict) else {})]
             return f"{name}'s cost lacks {', '.join(lacks)}"
         if not isinstance(row.get("on_front"), dict) or "family" not in row:
             return f"{name} has no family or front marks"

@@ -11,6 +11,9 @@ from __future__ import annotations
 from .jsonfile import check_number
 
 _META_INTS = ("threads", "bench_batch", "num_per_class", "num_classes", "depth", "num_scales")
+# Far beyond any VAR (depth 30, 10 scales at 256 px, 13 at 512), and small enough that the spec
+# checks, which build each row's plan, stay instant: a depth of 10**20 would never finish.
+_META_MAX = {"depth": 1024, "num_scales": 64}
 _META_STRS = ("model", "device_name", "metric", "metric_key")
 _COST_NUMBERS = ("total_s", "total_q1_s", "total_q3_s", "kv_peak_bytes", "peak_memory_bytes",
                  "gflops_per_image")
@@ -24,6 +27,8 @@ def _meta_problem(meta: dict) -> str | None:
         problem = check_number(meta[key], f"meta.{key}", integer=True, positive=True)
         if problem:
             return problem
+        if meta[key] > _META_MAX.get(key, meta[key]):
+            return f"meta.{key} {meta[key]} is beyond any model (at most {_META_MAX[key]})"
     seeds = meta["seeds"]
     if not isinstance(seeds, list) or not seeds or any(
             check_number(s, "seed", integer=True) for s in seeds):
