@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -248,7 +249,9 @@ def expand(argv: list[str], work: Path, outside: Path) -> list[str]:
 
 
 def snapshot(*roots: Path, recursive: bool = True) -> dict[str, tuple[int, int]]:
-    """path -> (mtime_ns, size) of every entry under `roots` (or directly in them)."""
+    """path -> (mtime_ns, size) of every file under `roots` (or directly in them), and (0, 0)
+    for each folder (a folder's time changes whenever anyone, e.g. another test run in /tmp,
+    adds a file to it; what a command writes shows as a file)."""
     out = {}
     for root in roots:
         if not root.exists():
@@ -261,5 +264,5 @@ def snapshot(*roots: Path, recursive: bool = True) -> dict[str, tuple[int, int]]
                     st = os.lstat(path)
                 except OSError:
                     continue
-                out[path] = (st.st_mtime_ns, st.st_size)
+                out[path] = (0, 0) if stat.S_ISDIR(st.st_mode) else (st.st_mtime_ns, st.st_size)
     return out
