@@ -2,7 +2,7 @@
 
 import torch
 
-from variant.models.plan import DepthPlan
+from variant.sampling.plan import DepthPlan
 from variant.models.var import VAR
 from variant.sampling.kv_cache import LeanKVCache
 from variant.sampling.sampler import RowGroup, scale_loop

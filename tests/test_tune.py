@@ -26,7 +26,7 @@ from variant.front import (
     format_front,
     load_front,
 )
-from variant.models.configuration import folder_name
+from variant.sampling.configuration import folder_name
 from variant.tune import TuneSettings, default_grid, family, mark_fronts
 
 MIB = 2**20

@@ -4,7 +4,7 @@
     front = tuner.run()             # resumable: finished parts are read back, not redone
     write_front_plot(front, "runs/tune/front.png")   # front_plot.py
 
-For every configuration (a plan spec with levers, models/configuration.py):
+For every configuration (a plan spec with levers, sampling/configuration.py):
 - quality: `num_per_class` images of each class per seed, sampled into
   `{out}/configs/{slug}/seed{s}/` (resumable image by image, eval.sample_folder) and scored by the
   metric (the built-in one for the built-in data, FID/IS against a reference otherwise); every
@@ -40,8 +40,8 @@ from .atomic import write_text_atomic
 from .efficiency.bench import child_env, device_name
 from .eval.sample_folder import SamplingSpec, sample_to_folder
 from .front import COST_AXES, FRONT_FORMAT
-from .models.configuration import Configuration, folder_name, parse_configuration
-from .models.plan import default_bridge
+from .sampling.configuration import Configuration, folder_name, parse_configuration
+from .sampling.plan import default_bridge
 from .sampling.settings import SamplingConfig
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from variant.efficiency.budget import (
     load_profile,
     model_bytes,
 )
-from variant.models.plan import DepthPlan
+from variant.sampling.plan import DepthPlan
 from variant.pretrained import random_model
 from variant.units import parse_duration, parse_size
 

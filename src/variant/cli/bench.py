@@ -34,8 +34,8 @@ from ..efficiency.bench import (
     save_json,
 )
 from ..efficiency.budget import Predictor, Workload
-from ..models.configuration import Configuration, resolve_configurations
-from ..models.plan import default_plan_specs
+from ..sampling.configuration import Configuration, resolve_configurations
+from ..sampling.plan import default_plan_specs
 from ..pretrained import read_var_config
 from ..sampling.settings import SamplingConfig
 from ..units import fmt_bytes

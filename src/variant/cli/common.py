@@ -6,8 +6,8 @@ import argparse
 
 import torch
 
-from ..models.configuration import Configuration
-from ..models.plan import DepthPlan
+from ..sampling.configuration import Configuration
+from ..sampling.plan import DepthPlan
 from ..pretrained import BUILTIN, load_model
 from ..sampling.levers import GUIDE_CLASSES
 from ..sampling.settings import SamplingConfig

@@ -16,9 +16,9 @@ from ..front import (
     load_front,
     row_cost,
 )
-from ..models.configuration import Configuration, resolve_configurations
+from ..sampling.configuration import Configuration, resolve_configurations
 from ..models.cost import CostModel
-from ..models.plan import (
+from ..sampling.plan import (
     DepthPlan,
     default_subnet_depths,
     equidistant_layers,

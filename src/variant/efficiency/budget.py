@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..models.cost import CostModel
-from ..models.plan import DepthPlan, paper_family, resolve_bridge
+from ..sampling.plan import DepthPlan, paper_family, resolve_bridge
 from ..models.var import VAR
 from ..models.vqvae import VQVAE
 from ..sampling.attention import MAX_SCORE_BYTES

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.configuration import Configuration, folder_name
+from ..sampling.configuration import Configuration, folder_name
 from ..models.cost import CostModel
-from ..models.plan import DepthPlan
+from ..sampling.plan import DepthPlan
 from .npz import check_image_batch, create_npz_from_sample_folder
 from .sample_folder import (
     SamplingSpec,
@@ -43,7 +43,7 @@ def plan_slug(plan: DepthPlan) -> str:
 
 def _slug(name: str, plan: DepthPlan) -> str:
     """A plain plan's folder keeps `plan_slug` (folders of earlier runs resume); a plan with
-    levers is named by `models.configuration.folder_name`."""
+    levers is named by `sampling.configuration.folder_name`."""
     return plan_slug(plan) if name == plan.name else folder_name(name)
 
 

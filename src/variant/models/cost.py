@@ -34,7 +34,7 @@ from ..config import VARConfig
 from ..sampling.levers import Levers
 from ..sampling.sampler import predict_kv_peak_bytes
 from ..units import dtype_bytes, dtype_name, parse_dtype
-from .plan import DepthPlan
+from ..sampling.plan import DepthPlan
 
 
 class CostModel:

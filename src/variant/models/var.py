@@ -23,7 +23,7 @@ from ..sampling.kv_cache import LeanKVCache
 from ..sampling.sampler import GenerationResult, generate
 from ..sampling.settings import SamplingConfig
 from .layers import AdaLNBeforeHead, AdaLNSelfAttn, SharedAdaLin
-from .plan import DepthPlan
+from ..sampling.plan import DepthPlan
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ import torch
 from .attention import Attendable, RowSplit
 
 if TYPE_CHECKING:
-    from ..models.plan import DepthPlan
+    from .plan import DepthPlan
 
 
 class _LayerSlot:

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
-    from ..models.plan import DepthPlan
+    from .plan import DepthPlan
 
 GUIDE_CLASSES = ("null", "same")
 _PRUNE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)\s*@\s*(\d+)\s*$", re.IGNORECASE)
@@ -197,7 +197,7 @@ class Levers:
             if s < scale_index and self.visible(s, scale_index))
 
     def spec_parts(self) -> list[str]:
-        """The lever parts of a configuration spec (models.configuration), in canonical order."""
+        """The lever parts of a configuration spec (sampling.configuration), in canonical order."""
         parts = []
         if self.cfg_stop < self.num_scales:
             parts.append(f"cfgstop{self.cfg_stop}")

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 
 if TYPE_CHECKING:  # typing only: the engine does not depend on any model family at run time
-    from ..models.plan import DepthPlan
+    from .plan import DepthPlan
     from .kv_cache import LeanKVCache
 
 

@@ -39,7 +39,7 @@ from .protocol import ScaleModel
 from .settings import SamplingConfig
 
 if TYPE_CHECKING:
-    from ..models.plan import DepthPlan
+    from .plan import DepthPlan
 
 # Called as trace(event, scale_index) at "scale" (a scale starts), "layers" (its layers are
 # done) and "decode" (the decoder starts, scale_index -1): the benchmark's per-scale timers.

@@ -41,9 +41,9 @@ from ..front import (
     choose_from_front,
     row_cost,
 )
-from ..models.configuration import Configuration
+from ..sampling.configuration import Configuration
 from ..models.cost import CostModel
-from ..models.plan import DepthPlan, default_subnet_depths, resolve_bridge
+from ..sampling.plan import DepthPlan, default_subnet_depths, resolve_bridge
 from ..sampling.levers import Levers
 from ..sampling.sampler import generate
 from ..sampling.settings import SamplingConfig

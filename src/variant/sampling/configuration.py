@@ -1,6 +1,6 @@
 """Sampling configurations: a depth plan plus inference levers, named by one spec string.
 
-    d8                        a plan spec (models/plan.py)
+    d8                        a plan spec (sampling/plan.py)
     d8+cfgstop8               guidance off from scale 8 on (0-based: the last two of 10 scales)
     full+guide=d2             classifier-free guidance whose unconditional rows run d2
     full+autoguide=d2         guided by d2 with the image's own class (autoguidance)
@@ -22,8 +22,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..sampling.levers import Levers, parse_kv_keep, parse_prune
-from ..sampling.settings import SamplingConfig
+from .levers import Levers, parse_kv_keep, parse_prune
+from .settings import SamplingConfig
 from .plan import DepthPlan
 
 EXAMPLE = "d8+cfgstop8+prune0.5@8"

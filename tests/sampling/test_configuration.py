@@ -1,4 +1,4 @@
-"""Configuration specs (a plan plus levers, models/configuration.py): parsing, canonical names,
+"""Configuration specs (a plan plus levers, sampling/configuration.py): parsing, canonical names,
 errors; the cost model under levers against hand counts; `variant sample` running them."""
 
 import itertools
@@ -10,7 +10,7 @@ import pytest
 from variant import DepthPlan, VARConfig, load_model
 from variant.cli.main import main
 from variant.config import PATCH_NUMS_256
-from variant.models.configuration import EXAMPLE, Configuration, parse_configuration
+from variant.sampling.configuration import EXAMPLE, Configuration, parse_configuration
 from variant.models.cost import CostModel
 from variant.sampling.levers import Levers
 from variant.sampling.settings import SamplingConfig
