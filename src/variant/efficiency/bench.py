@@ -31,8 +31,8 @@ import torch
 
 from ..atomic import write_text_atomic
 from ..models.cost import CostModel
-from ..sampling.plan import DepthPlan
 from ..sampling.levers import Levers
+from ..sampling.plan import DepthPlan
 from ..sampling.sampler import generate
 from ..sampling.settings import SamplingConfig
 from ..units import fmt_bytes

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..sampling.configuration import Configuration, folder_name
 from ..models.cost import CostModel
+from ..sampling.configuration import Configuration, folder_name
 from ..sampling.plan import DepthPlan
 from .npz import check_image_batch, create_npz_from_sample_folder
 from .sample_folder import (
@@ -53,7 +53,8 @@ def _runs(var, items, spec: SamplingSpec) -> list[tuple[DepthPlan, SamplingSpec,
     for item in items:
         if isinstance(item, Configuration):
             own = dataclasses.replace(spec, settings=item.settings.replace(seed=None))
-            plan, name, levers = var.resolve_plan(item.plan), item.name, item.levers
+            plan, name = item.plan, item.name
+            levers = None if item.levers.is_neutral else item.levers
         else:
             plan = var.resolve_plan(item)
             own, name, levers = spec, plan.name, None
