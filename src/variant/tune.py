@@ -47,7 +47,9 @@ from .sampling.settings import SamplingConfig
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("depth", *(f for lever in LEVERS.values() for f in lever.families), "combination")
+def families() -> tuple[str, ...]:
+    """Every family name a front may show: depth plans, each declared lever's, combinations."""
+    return ("depth", *(f for lever in LEVERS.values() for f in lever.families), "combination")
 
 
 def default_grid(depth: int, num_scales: int, subnets: Sequence[int]) -> list[str]:

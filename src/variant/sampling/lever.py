@@ -19,8 +19,9 @@ commands get), the tune grid and its families, and the work the cost and latency
 - `normalise(value, context)`: check against the model and plan; the neutral value when the setting
   changes nothing there (so neutral settings run exactly the plain sampler);
 - the hooks by which it changes the work: `groups` (which rows run which scales under which
-  plan), `tokens` (positions of a scale that run the layers), `visible` (which earlier scales a
-  scale attends to; a lever with this hook makes the sampler use the chunked cache).
+  plan), `tokens` (positions of a scale that run the layers: the sampler runs the pivotal ones
+  and restores the rest, sampling/levers.py), `visible` (which earlier scales a scale attends
+  to: the sampler then uses the chunked cache). A hook a lever does not override changes nothing.
 """
 
 from __future__ import annotations
@@ -77,7 +78,6 @@ class Lever:
     help: str = ""
     example: str = ""  # a spec example of this lever on a plan, e.g. 'd8+cfgstop8'
     families: tuple[str, ...] = ()
-    restricts_context: bool = False  # overrides `visible`: the chunked cache is needed
     guides: bool = False  # changes the guiding rows: needs guidance on (cfg > 0)
 
     # ------------------------------------------------------------------ values
@@ -134,6 +134,10 @@ class Lever:
 
     def visible(self, value: Any, source: int, scale_index: int) -> bool:
         return True
+
+    def overrides(self, hook: str) -> bool:
+        """Whether this lever has its own `hook` ('groups', 'tokens', 'visible')."""
+        return getattr(type(self), hook) is not getattr(Lever, hook)
 
 
 LEVERS: dict[str, Lever] = {}

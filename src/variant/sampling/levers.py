@@ -250,7 +250,7 @@ class KVKeep(Lever):
     spec = re.compile(r"^kv(?:keep)?(\d+\s*,\s*\d+)$", re.IGNORECASE)
     help = ("each scale attends to the first FIRST scales, the RECENT scales before it and "
             "itself; the rest of the cache is freed; e.g. --kv-keep 1,2")
-    example, families, restricts_context = "d8+kv1,2", ("KV retention",), True
+    example, families = "d8+kv1,2", ("KV retention",)
     _TEXT = re.compile(r"^\s*(\d+)\s*,\s*(\d+)\s*$")
 
     def read(self, value):
@@ -357,7 +357,12 @@ class Levers:
     @property
     def restricts_context(self) -> bool:
         """Whether a lever limits the scales a scale attends to (the chunked cache is needed)."""
-        return any(LEVERS[n].restricts_context for n, _ in self.values)
+        return any(LEVERS[n].overrides("visible") for n, _ in self.values)
+
+    @property
+    def thins_tokens(self) -> bool:
+        """Whether a lever runs fewer positions than a scale has (pivotal positions run)."""
+        return any(LEVERS[n].overrides("tokens") for n, _ in self.values)
 
     def rows(self, group: Group, batch: int) -> int:
         return batch * group.rows_per_image

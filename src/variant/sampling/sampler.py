@@ -186,7 +186,7 @@ def scale_loop(model: ScaleModel, groups: Sequence[RowGroup], policy: TokenPolic
     only the pivotal positions run the layers (sampling/levers.py).
     """
     K = model.num_scales
-    prune = levers.get("prune")
+    thin = levers.thins_tokens
     for group in groups:
         group.x, group.ctx = model.start(group.rows)
     joint = {}  # the context of groups run together, by their positions in `groups`
@@ -208,7 +208,7 @@ def scale_loop(model: ScaleModel, groups: Sequence[RowGroup], policy: TokenPolic
             if pivots is not None:
                 h_prev = torch.cat([g.h_prev for g in batch]) if len(batch) > 1 else batch[0].h_prev
                 h_RlD = restore_positions(h_RlD, pivots, h_prev, model.patch_nums[k])
-            if prune is not None:
+            if thin:
                 for g, h in zip(batch, h_RlD.split([g.rows.numel() for g in batch])):
                     g.h_prev = h
             logits.append(model.logits(h_RlD, ctx))
@@ -227,6 +227,8 @@ def scale_loop(model: ScaleModel, groups: Sequence[RowGroup], policy: TokenPolic
 
 
 def _pivots(levers: Levers, scale_index: int, x_BlC: torch.Tensor):
+    if not levers.thins_tokens:
+        return None
     n = levers.tokens_run(scale_index, x_BlC.shape[1])
     return None if n == x_BlC.shape[1] else pivotal_positions(x_BlC, n)
 
