@@ -18,7 +18,7 @@ from ..front import (
 )
 from ..models.cost import CostModel
 from ..pretrained import read_var_config
-from ..sampling.configuration import Configuration, resolve_configurations
+from ..sampling.configuration import EXAMPLE, Configuration, resolve_configurations
 from ..sampling.plan import (
     DepthPlan,
     default_subnet_depths,
@@ -49,7 +49,7 @@ def register(sub) -> None:
                    help="subnet depths (default: the paper's 16 8 4 2, those below the depth)")
     p.add_argument("--plans", nargs="+", default=None,
                    help="configurations to cost instead of full + --subnets: plan specs, levers "
-                        "allowed, e.g. --plans full d8 d8+cfgstop8+prune0.5@8 full+kv1,2 (the "
+                        f"allowed, e.g. --plans full d8 {EXAMPLE} (the "
                         "first is the reference of the ratios)")
     p.add_argument("--bridge", type=int, default=None,
                    help="scales in the bridge zone (default: 6 of 10, the paper's N)")

@@ -33,7 +33,7 @@ class SamplingConfig:
     - `seed`: seeds the per-call generator; None uses torch's global RNG.
 
     Every declared inference lever (sampling/levers.py) is a keyword too, read as an attribute
-    (`SamplingConfig(cfg_stop=8).cfg_stop`); off by default. `lever_values` holds the ones set
+    (`SamplingConfig(**{name: value}).name`); off by default. `lever_values` holds the ones set
     to something other than their neutral value, in declaration order.
     """
 
