@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..cli.sample import make_grid, to_uint8
 from ..efficiency.bench import BenchSettings, current_rss_bytes, profile_scales
 from ..efficiency.budget import (
     Predictor,
@@ -41,6 +40,7 @@ from ..front import (
     choose_from_front,
     row_cost,
 )
+from ..images import make_grid, to_uint8
 from ..models.cost import CostModel
 from ..sampling.configuration import Configuration
 from ..sampling.levers import Levers
