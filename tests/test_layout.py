@@ -21,8 +21,7 @@ LAYERS = [
     ("variant.training", "variant.tokenizer", "variant.eval", "variant.efficiency",
      "variant.analysis"),
     # the pipeline behind `variant demo`, the studio page, measured fronts
-    ("variant.demo", "variant.demo_report", "variant.studio", "variant.tune",
-     "variant.front", "variant.front_plot"),
+    ("variant.demo", "variant.studio", "variant.front"),
     # the top: the commands (nothing below names them) and the package's public face
     ("variant.cli", "variant.__main__", "variant"),
 ]
