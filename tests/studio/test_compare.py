@@ -114,7 +114,8 @@ def test_a_latency_budget_measures_one_profile_per_workload(studio, monkeypatch)
         o = comparison.outcomes[0]
         assert o.plan.name == "d4"
         assert o.how.startswith("latency ≤ 450 ms → d4 (predicted latency 400 ms, KV ")
-    with pytest.raises(ValueError, match=r"no plan fits: even d2@bridge0 needs latency 0\.12 s "
+    with pytest.raises(ValueError, match=r"nothing fits the budget: even the cheapest, "
+                                         r"d2@bridge0, needs latency 0\.12 s "
                                          r"> 0\.10 s; raise the budget or lower the batch"):
         fresh.compare(Request(num_images=1, configurations=("best under 100 ms",)))
     assert calls == [1]  # measured once for this workload, then reused

@@ -30,16 +30,11 @@ from ..efficiency.budget import (
     Workload,
     candidate_plans,
     check_profile,
-    choose_plan,
     model_bytes,
+    predicted_options,
 )
-from ..front import (
-    check_front_device,
-    check_front_model,
-    check_front_settings,
-    choose_from_front,
-    row_cost,
-)
+from ..efficiency.choice import choose
+from ..front import check_front_device, check_front_model, check_front_settings, front_options
 from ..images import make_grid, to_uint8
 from ..models.cost import CostModel
 from ..sampling.configuration import Configuration
@@ -263,7 +258,7 @@ class Studio:
         candidates = candidate_plans(self.var.depth, self.var.num_scales, meta.get("bridge"),
                                      meta.get("subnet_depths"))
         try:
-            chosen, _ = choose_plan(predictor, entry.budget, candidates)
+            chosen = choose(entry.budget, predicted_options(predictor, candidates)).chosen.source
         except ValueError as err:
             raise ValueError(f"budget {entry.text!r}: {err}") from None
         predicted = [f"KV {fmt_bytes(chosen.kv_bytes)}", f"memory {fmt_bytes(chosen.memory_bytes)}"]
@@ -285,16 +280,14 @@ class Studio:
                 raise ValueError(f"budget {entry.text!r}: {err} A KV budget (e.g. KV under "
                                  "1 MiB) holds on any device.") from None
         try:
-            choice = choose_from_front(front, max_latency=budget.max_latency,
-                                       max_kv=budget.max_kv, max_memory=budget.max_memory,
-                                       batch=num_images)
+            chosen = choose(budget, front_options(front, num_images)).chosen
         except ValueError as err:
             raise ValueError(f"budget {entry.text!r}: {err}") from None
-        row, meta = choice.chosen, front["meta"]
+        row, meta = chosen.source, front["meta"]
         key = meta["metric_key"]
         q = row["quality"][key]
         band = "" if q["low"] is None else f" ({q['low']:.2f}–{q['high']:.2f})"
-        seconds, kv = (row_cost(front, row, axis, num_images) for axis in ("latency", "kv"))
+        seconds, kv = chosen.costs["latency"], chosen.costs["kv"]
         costs = " and ".join(x for x in (
             None if seconds is None else format_seconds(seconds),
             None if kv is None else f"KV {fmt_bytes(round(kv))}") if x)

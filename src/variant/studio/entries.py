@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..efficiency.budget import Budget
+from ..efficiency.choice import Budget
 from ..sampling.configuration import parse_configuration
 from ..sampling.plan import DepthPlan
 from ..units import fmt_bytes, parse_duration, parse_size
