@@ -13,6 +13,7 @@ from variant.efficiency.budget import (
 from variant.efficiency.choice import Budget, choose
 from variant.pretrained import random_model
 from variant.sampling.plan import DepthPlan
+from variant.sampling.settings import SamplingConfig
 from variant.units import parse_duration, parse_size
 
 TINY = model_preset("tiny")  # D=4, width 64, scales (1, 2, 4), default bridge 2
@@ -20,7 +21,8 @@ KIB = 1024  # one token-layer at batch 1 with CFG in fp32: 2 rows x 64 x 4 B x (
 
 
 def _predictor(batch=1, dtype="fp32", profile=None):
-    return Predictor(TINY.var, TINY.vae, Workload(batch=batch, dtype=dtype), profile)
+    workload = Workload(batch=batch, sampling=SamplingConfig(dtype=dtype))
+    return Predictor(TINY.var, TINY.vae, workload, profile)
 
 
 def _choose(budget, predictor=None):

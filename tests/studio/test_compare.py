@@ -10,6 +10,7 @@ from PIL import Image
 from variant.cli.main import main as variant_main
 from variant.efficiency.bench import PROFILE_FORMAT
 from variant.models.cost import CostModel
+from variant.sampling.settings import SamplingConfig
 from variant.studio import Request, Studio
 from variant.studio import compare as compare_module
 from variant.studio.compare import describe_error, request_from_form
@@ -20,7 +21,8 @@ from variant.units import parse_size
 @pytest.fixture(scope="module")
 def full_vs_d2(studio):
     progress = []
-    comparison = studio.compare(Request(classes=("disc", 2), num_images=3, seed=5,
+    comparison = studio.compare(Request(classes=("disc", 2), num_images=3,
+                                        sampling=SamplingConfig(seed=5),
                                         configurations=("full", "", "d2")),
                                 progress=lambda f, message: progress.append((f, message)))
     return comparison, progress
@@ -77,7 +79,8 @@ def _info():
 
 
 def test_timed_runs_take_turns_and_keep_the_images(studio, full_vs_d2):
-    again = studio.compare(Request(classes=(0, 2), num_images=3, seed=5, repeats=2,
+    again = studio.compare(Request(classes=(0, 2), num_images=3, sampling=SamplingConfig(seed=5),
+                                   repeats=2,
                                    configurations=("full", "d2")))
     assert [len(o.runs) for o in again.outcomes] == [2, 2]
     for o, first in zip(again.outcomes, full_vs_d2[0].outcomes):
@@ -141,14 +144,17 @@ def test_a_request_beyond_the_memory_budget_is_refused(studio):
     ({"repeats": 9}, r"timed runs must be 1\.\.5"),
 ])
 def test_bad_requests_name_the_problem(studio, changes, words):
-    with pytest.raises(ValueError, match=words):
+    with pytest.raises(ValueError, match=words):  # settings are checked as the request is made
+        sampling = {k: changes.pop(k) for k in ("top_p", "dtype") if k in changes}
+        changes["sampling"] = SamplingConfig(seed=0, **sampling)
         studio.compare(Request(**{"configurations": ("full",), **changes}))
 
 
 def test_form_values_become_a_request():
     r = request_from_form([0, "ring"], 4.0, "3", 1.5, 900.0, 0.96, "bf16", 2, "full", "d2", None,
                           "")
-    assert (r.classes, r.num_images, r.seed, r.top_k, r.repeats) == ((0, "ring"), 4, 3, 900, 2)
+    assert (r.classes, r.num_images, r.sampling.seed, r.sampling.top_k, r.repeats) == (
+        (0, "ring"), 4, 3, 900, 2)
     assert r.configurations == ("full", "d2", "", "")
     with pytest.raises(ValueError, match="seed must be a number, got 'abc'"):
         request_from_form([], 4, "abc", 1.5, 900, 0.96, "fp32", 1)

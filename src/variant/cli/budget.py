@@ -74,8 +74,9 @@ def run_budget(args, read_config) -> int:
     K, depth = var_config.num_scales, var_config.depth
     bridge = args.bridge if args.bridge is not None else meta.get("bridge")  # None: default
     subnets = args.subnets or meta.get("subnet_depths")
-    workload = Workload(batch=args.batch, dtype=args.dtype, use_cfg=not args.no_cfg,
-                        device=args.device)
+    sampling = SamplingConfig(dtype=args.dtype)  # the official settings, guidance as asked
+    workload = Workload(batch=args.batch, device=args.device,
+                        sampling=sampling.replace(cfg=0.0) if args.no_cfg else sampling)
     budget = budget_from_args(args)
     profile = load_profile(args.profile) if args.profile else None
     if budget.max_latency is not None and profile is None:
@@ -131,7 +132,5 @@ def _print_decision(args, cfg, workload, budget, chosen, rejected, subnets, prof
         print(f"  the next deeper plan, {rejected[-1].plan.name}, needs "
               f"{', '.join(rejected[-1].over(budget))}")
     model = args.model or "MODEL"
-    settings = SamplingConfig(dtype=workload.dtype)  # the official settings, guidance as asked
-    settings = settings if workload.use_cfg else settings.replace(cfg=0.0)
     print(f"\nconfirm with: variant bench --model {model} --plans {plan.name} --batch "
-          f"{workload.batch} {' '.join(settings.cli_args())} --device {workload.device}")
+          f"{workload.batch} {' '.join(workload.sampling.cli_args())} --device {workload.device}")

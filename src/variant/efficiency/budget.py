@@ -34,29 +34,36 @@ from ..models.vqvae import VQVAE
 from ..sampling.attention import MAX_SCORE_BYTES
 from ..sampling.levers import Levers
 from ..sampling.plan import DepthPlan, paper_family, resolve_bridge
-from ..sampling.settings import guided_rows
+from ..sampling.settings import SamplingConfig
 from ..sampling.work import steps
-from ..units import DTYPES, dtype_bytes
+from ..units import dtype_bytes
 from .bench import PROFILE_FORMAT
 from .choice import Budget, Option
 
 
 @dataclass(frozen=True, kw_only=True)
 class Workload:
+    """One sampling call to plan for: its batch, sampling settings and device."""
+
     batch: int = 1
-    dtype: str = "fp32"
-    use_cfg: bool = True
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.batch < 1:
-            raise ValueError(f"--batch must be >= 1, got {self.batch}.")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}.")
+            raise ValueError(f"a workload needs a batch of at least 1 image, got {self.batch}.")
+
+    @property
+    def dtype(self) -> str:
+        return self.sampling.dtype
+
+    @property
+    def use_cfg(self) -> bool:
+        return self.sampling.use_cfg
 
     @property
     def rows(self) -> int:
-        return guided_rows(self.batch, self.use_cfg)
+        return self.sampling.rows(self.batch)
 
     @property
     def element_size(self) -> int:

@@ -70,17 +70,13 @@ class Request:
 
     classes: tuple = ()
     num_images: int = 4
-    seed: int = 0
-    cfg: float = SamplingConfig.cfg
-    top_k: int = SamplingConfig.top_k
-    top_p: float = SamplingConfig.top_p
-    dtype: str = SamplingConfig.dtype
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(seed=0))
     configurations: tuple[str, ...] = ("full",)
     repeats: int = 1  # timed runs per configuration
 
-    def settings(self) -> SamplingConfig:
-        return SamplingConfig(cfg=float(self.cfg), top_k=int(self.top_k), top_p=float(self.top_p),
-                              dtype=self.dtype, seed=int(self.seed))
+    def __post_init__(self) -> None:
+        if self.sampling.seed is None:
+            raise ValueError("a studio request needs a seed (its images are reproducible).")
 
 
 @dataclass
@@ -164,12 +160,12 @@ class Studio:
         full network): the first request then times no one-off setup, and a latency budget at
         the default settings needs no extra measurement."""
         request = self.default_request()
-        settings = request.settings()
+        settings = request.sampling
         with self._lock:
             self._measure_profile(self._workload(settings, request.num_images), settings, None)
 
     def _workload(self, settings: SamplingConfig, num_images: int) -> Workload:
-        return Workload(batch=num_images, dtype=settings.dtype, use_cfg=settings.use_cfg,
+        return Workload(batch=num_images, sampling=settings,
                         device=self.device.type)
 
     def suggestions(self) -> list[str]:
@@ -181,7 +177,7 @@ class Studio:
         plans = ["full", *[DepthPlan.paper(self.var.depth, d, bridge, self.var.num_scales).name
                            for d in sorted(depths, reverse=True)]]
         request = self.default_request()
-        settings = request.settings()
+        settings = request.sampling
         workload = self._workload(settings, request.num_images)
         predictor = Predictor(self.var.config, self.vae.config, workload,
                               self._latency_profile(workload, settings, None, measure=False))
@@ -203,7 +199,7 @@ class Studio:
                              "studio's --max-images sets the limit).")
         if not 1 <= request.repeats <= MAX_REPEATS:
             raise ValueError(f"timed runs must be 1..{MAX_REPEATS}, got {request.repeats}.")
-        settings = request.settings()
+        settings = request.sampling
         texts = [t for t in (str(c).strip() for c in request.configurations) if t]
         if not texts:
             raise ValueError("choose at least one configuration, e.g. 'full' and 'd2'.")
@@ -212,7 +208,7 @@ class Studio:
                              f"{len(texts)}.")
         entries = [parse_entry(t, self.var.depth, self.var.num_scales) for t in texts]
         classes = resolve_classes(request.classes, self.class_names)
-        labels = labels_for(classes, n, self.var.num_classes, int(request.seed))
+        labels = labels_for(classes, n, self.var.num_classes, request.sampling.seed)
         return labels, settings, entries
 
     def predictor(self, settings: SamplingConfig, num_images: int,
@@ -381,10 +377,11 @@ class Studio:
 def request_from_form(classes, num_images, seed, cfg, top_k, top_p, dtype, repeats,
                       *configurations) -> Request:
     """A `Request` from the page's fields (numbers may come as floats or strings)."""
+    sampling = SamplingConfig(seed=_whole(seed, "seed"), cfg=_number(cfg, "cfg"),
+                              top_k=_whole(top_k, "top-k"), top_p=_number(top_p, "top-p"),
+                              dtype=str(dtype))
     return Request(classes=tuple(classes or ()), num_images=_whole(num_images, "number of images"),
-                   seed=_whole(seed, "seed"), cfg=_number(cfg, "cfg"),
-                   top_k=_whole(top_k, "top-k"), top_p=_number(top_p, "top-p"),
-                   dtype=str(dtype), repeats=_whole(repeats, "timed runs"),
+                   sampling=sampling, repeats=_whole(repeats, "timed runs"),
                    configurations=tuple(str(c or "") for c in configurations))
 
 
