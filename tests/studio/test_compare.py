@@ -12,9 +12,9 @@ from variant.efficiency.bench import PROFILE_FORMAT
 from variant.models.cost import CostModel
 from variant.sampling.settings import SamplingConfig
 from variant.studio import Request, Studio
-from variant.studio import compare as compare_module
-from variant.studio.compare import describe_error, request_from_form
+from variant.studio import budgets as budgets_module
 from variant.studio.report import commands_text, write_downloads
+from variant.studio.request import describe_error, request_from_form
 from variant.units import parse_size
 
 
@@ -107,7 +107,7 @@ def _flat_profile(var, vae, bench):
 
 def test_a_latency_budget_measures_one_profile_per_workload(studio, monkeypatch):
     calls = []
-    monkeypatch.setattr(compare_module, "profile_scales",
+    monkeypatch.setattr(budgets_module, "profile_scales",
                         lambda *a, **k: calls.append(a[2].batch) or _flat_profile(*a))
     fresh = Studio(studio.var, studio.vae, studio.info, max_images=8)
     # full: 6 scales x 8 layers x 10 ms = 480 ms; the built-in model was trained with subnets

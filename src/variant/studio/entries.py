@@ -9,7 +9,7 @@ An entry is either
   unless the clause names the KV cache (`KV`, `cache`). The budget planner
   (`efficiency.budget`) resolves it to the deepest plan predicted to fit; a studio given a
   measured front (`variant studio --front front.json`, from `variant tune`) resolves it to the
-  front's best measured configuration within it instead (studio.compare.Studio.from_front).
+  front's best measured configuration within it instead (studio.budgets.Budgets.from_front).
 """
 
 from __future__ import annotations
