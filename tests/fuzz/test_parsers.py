@@ -19,9 +19,10 @@ from hypothesis import HealthCheck, event, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from variant.cli import checks  # noqa: E402
-from variant.front import choose_from_front, load_front, row_cost  # noqa: E402
-from variant.models.configuration import Configuration  # noqa: E402
-from variant.models.plan import DepthPlan, parse_spec  # noqa: E402
+from variant.efficiency.choice import Budget, choose  # noqa: E402
+from variant.front import front_options, load_front, row_cost  # noqa: E402
+from variant.sampling.configuration import Configuration  # noqa: E402
+from variant.sampling.plan import DepthPlan, parse_spec  # noqa: E402
 from variant.sampling.settings import SamplingConfig  # noqa: E402
 from variant.units import parse_duration, parse_size  # noqa: E402
 
@@ -161,12 +162,13 @@ def test_damaged_front_loads_and_is_usable_or_is_refused_naming_the_file(
         for axis in ("latency", "kv", "memory"):
             cost = row_cost(loaded, row, axis, batch=3)
             assert cost is None or (math.isfinite(cost) and cost >= 0)
+    options = front_options(loaded, batch=3)
     try:
-        choice = choose_from_front(loaded, max_kv=2**40)
-    except ValueError as err:  # e.g. no row has a measured KV and quality
+        choice = choose(Budget(max_kv=2**40), options)
+    except ValueError as err:  # e.g. no row has a measured KV
         assert str(err)
         return
-    assert choice.chosen in loaded["rows"]
+    assert choice.chosen in options
 
 
 # ------------------------------------------------------------------------------- budgets

@@ -37,8 +37,9 @@ from ..efficiency.budget import Workload, check_profile, load_profile
 from ..eval.evaluate import evaluate_plans
 from ..eval.quality import build_metric
 from ..eval.sample_folder import SamplingSpec
-from ..models.plan import default_plan_specs
 from ..pretrained import is_generated_source
+from ..sampling.plan import default_plan_specs
+from ..sampling.settings import SamplingConfig
 from . import checks
 from .common import (
     add_model_args,
@@ -148,7 +149,8 @@ def run_asymmetry(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.latency_profile:
         profile = load_profile(args.latency_profile)
-        check_profile(profile, cfg, Workload(dtype=args.dtype, device=args.device))
+        check_profile(profile, cfg, Workload(sampling=SamplingConfig(dtype=args.dtype),
+                                             device=args.device))
     else:
         settings = BenchSettings(batch=min(args.batch_size, 8),
                                  sampling=sampling_from_args(args))

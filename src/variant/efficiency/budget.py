@@ -8,9 +8,9 @@ Predictions come from the accounting, not from running the model:
   released before decoding), + on CPU the resident size of the Python/torch runtime;
 - latency: a profile measured by `variant bench --profile` on this machine (per scale: seconds
   per layer and the non-block overhead; decoder seconds), scaled linearly to the batch. Under
-  inference levers a layer step runs fewer rows (cfg_stop, a guide plan), fewer tokens (prune)
-  or a shorter context (kv_keep); its time is the profile's for that scale times the ratio of a
-  roofline-style step model `a + b * rows * n + c * rows * n * m` (a: reading the layer's
+  inference levers a layer step runs fewer rows, fewer tokens or a shorter context; every layer
+  step of the work (sampling/work.py) takes the profile's time for its scale times the ratio of
+  a roofline-style step model `a + b * rows * n + c * rows * n * m` (a: reading the layer's
   weights, b: the per-token work, c: attention over m tokens), fitted to the profile's own
   per-scale times (`StepModel`). Row groups that run the same layers share one weight read, as
   the sampler batches them.
@@ -21,6 +21,7 @@ Predictions come from the accounting, not from running the model:
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,47 +29,41 @@ import numpy as np
 import torch
 
 from ..models.cost import CostModel
-from ..models.plan import DepthPlan, paper_family, resolve_bridge
 from ..models.var import VAR
 from ..models.vqvae import VQVAE
 from ..sampling.attention import MAX_SCORE_BYTES
-from ..sampling.levers import Levers, run_together
-from ..sampling.settings import guided_rows
-from ..units import DTYPES, dtype_bytes, fmt_bytes
+from ..sampling.levers import Levers
+from ..sampling.plan import DepthPlan, paper_family, resolve_bridge
+from ..sampling.settings import SamplingConfig
+from ..sampling.work import steps
+from ..units import dtype_bytes
 from .bench import PROFILE_FORMAT
-
-
-@dataclass(frozen=True, kw_only=True)
-class Budget:
-    max_kv: int | None = None  # bytes
-    max_memory: int | None = None  # bytes
-    max_latency: float | None = None  # seconds per batch
-
-    def __post_init__(self) -> None:
-        if self.max_kv is None and self.max_memory is None and self.max_latency is None:
-            raise ValueError("give at least one of --max-kv, --max-memory, --max-latency.")
-        for name in ("max_kv", "max_memory", "max_latency"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}.")
+from .choice import Budget, Option
 
 
 @dataclass(frozen=True, kw_only=True)
 class Workload:
+    """One sampling call to plan for: its batch, sampling settings and device."""
+
     batch: int = 1
-    dtype: str = "fp32"
-    use_cfg: bool = True
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.batch < 1:
-            raise ValueError(f"--batch must be >= 1, got {self.batch}.")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}.")
+            raise ValueError(f"a workload needs a batch of at least 1 image, got {self.batch}.")
+
+    @property
+    def dtype(self) -> str:
+        return self.sampling.dtype
+
+    @property
+    def use_cfg(self) -> bool:
+        return self.sampling.use_cfg
 
     @property
     def rows(self) -> int:
-        return guided_rows(self.batch, self.use_cfg)
+        return self.sampling.rows(self.batch)
 
     @property
     def element_size(self) -> int:
@@ -86,16 +81,13 @@ class Prediction:
     latency_s: float | None
     parts: dict = field(default_factory=dict)  # memory breakdown, bytes
 
+    @property
+    def costs(self) -> dict[str, float | None]:
+        return {"latency": self.latency_s, "kv": self.kv_bytes, "memory": self.memory_bytes}
+
     def over(self, budget: Budget) -> list[str]:
         """The limits this plan exceeds, as readable phrases."""
-        out = []
-        if budget.max_kv is not None and self.kv_bytes > budget.max_kv:
-            out.append(f"KV {fmt_bytes(self.kv_bytes)} > {fmt_bytes(budget.max_kv)}")
-        if budget.max_memory is not None and self.memory_bytes > budget.max_memory:
-            out.append(f"memory {fmt_bytes(self.memory_bytes)} > {fmt_bytes(budget.max_memory)}")
-        if budget.max_latency is not None and self.latency_s > budget.max_latency:
-            out.append(f"latency {self.latency_s:.2f} s > {budget.max_latency:.2f} s")
-        return out
+        return budget.over(self.costs)
 
 
 def model_bytes(var_config, vae_config) -> int:
@@ -177,13 +169,11 @@ class Predictor:
 
 def transformer_seconds(profile: dict, plan: DepthPlan, levers: Levers | None,
                         patch_nums) -> float:
-    """Predicted transformer seconds of `plan` (and `levers`) at the profile's batch: per scale
-    the measured overhead plus its layers x the measured seconds per layer; under levers each
-    layer step scaled by the `StepModel` fitted to the profile."""
-    if levers is None:
-        return sum(s["overhead_seconds"] + len(layers) * s["seconds_per_layer"]
-                   for s, layers in zip(profile["scales"], plan.layer_sets))
-    return StepModel.fit(profile).transformer_seconds(profile, plan, levers, patch_nums)
+    """Predicted transformer seconds of `plan` (and `levers`; None: none set) at the profile's
+    batch: per scale the measured overhead, plus every layer step of the work scaled by the
+    `StepModel` fitted to the profile."""
+    levers = levers or Levers.neutral(plan, len(patch_nums))
+    return StepModel.fit(profile).transformer_seconds(profile, levers, patch_nums)
 
 
 @dataclass(frozen=True)
@@ -218,19 +208,21 @@ class StepModel:
                 best = (err, full)
         return cls(*map(float, best[1]))
 
-    def transformer_seconds(self, profile: dict, plan: DepthPlan, levers: Levers,
-                            patch_nums) -> float:
-        """The transformer time of `plan` under `levers` at the profile's batch: per scale its
-        overhead, plus for every layer step the profile's seconds per layer at that scale scaled
-        by this model's ratio (rows, tokens and context of the step vs the full plan's)."""
+    def transformer_seconds(self, profile: dict, levers: Levers, patch_nums) -> float:
+        """The transformer time of the work of `levers` (sampling/work.py) at the profile's
+        batch: per scale its overhead, plus for every layer step the profile's seconds per layer
+        at that scale scaled by this model's ratio (rows, tokens and context of the step vs the
+        full plan's)."""
         rows_full = profile["rows"]
-        if levers.guided and not profile["settings"].get("cfg"):
+        if levers.guided and not levers.is_neutral and not profile["settings"].get("cfg"):
             raise ValueError("the latency profile was measured without guidance (cfg 0) but these "
                              "levers guide; measure a profile with guidance (variant bench "
                              "--profile with the default --cfg).")
         batch = rows_full // 2 if levers.guided else rows_full
-        sizes, full_sizes = levers.sizes(patch_nums), [p * p for p in patch_nums]
-        branches = levers.branches(plan)
+        full_sizes = [p * p for p in patch_nums]
+        work = {}
+        for step in steps(levers, patch_nums, batch):
+            work.setdefault(step.scale_index, []).append(step)
         total = 0.0
         for k, scale in enumerate(profile["scales"]):
             total += scale["overhead_seconds"]
@@ -238,14 +230,12 @@ class StepModel:
             if reference <= 0:
                 continue
             per_layer = scale["seconds_per_layer"] / reference
-            n = sizes[k]
-            for group in run_together(branches, k):
-                for layer in group[0].plan.layers_at(k):
-                    step = self.a
-                    for b in group:
-                        m = levers.context_tokens(b.plan, sizes, layer, k)
-                        step += self.b * batch * n + self.c * batch * n * m
-                    total += per_layer * step
+            for step in work.get(k, ()):
+                cost = self.a
+                for part in step.parts:
+                    cost += (self.b * part.rows * part.tokens
+                             + self.c * part.rows * part.tokens * part.context)
+                total += per_layer * cost
         return total
 
 
@@ -302,22 +292,6 @@ def candidate_plans(depth: int, num_scales: int, bridge: int | None = None, subn
     return plans
 
 
-def choose_plan(predictor: Predictor, budget: Budget, candidates: list[DepthPlan]):
-    """(the first candidate that fits, predictions of the candidates before it).
-
-    Raises ValueError naming what the least demanding candidate needs when nothing fits.
-    """
-    if budget.max_latency is not None and predictor.profile is None:
-        raise ValueError("--max-latency needs a latency profile of this machine: run "
-                         "`variant bench --model ... --profile profile.json` and pass "
-                         "--profile profile.json.")
-    rejected = []
-    for plan in candidates:
-        pred = predictor.predict(plan)
-        if not pred.over(budget):
-            return pred, rejected
-        rejected.append(pred)
-    last = rejected[-1]
-    raise ValueError(f"no plan fits: even {last.plan.name} needs "
-                     f"{', '.join(last.over(budget))}; raise the budget or lower the batch "
-                     f"(now {predictor.workload.batch}).")
+def predicted_options(predictor: Predictor, candidates: Sequence[DepthPlan]) -> list[Option]:
+    """The candidates (most capable first) with their predicted costs, for `choice.choose`."""
+    return [Option(p.plan.name, p.costs, None, p) for p in map(predictor.predict, candidates)]

@@ -8,7 +8,7 @@ the field named, not found later as a traceback or a "-62 ms" on screen.
 
 from __future__ import annotations
 
-from .jsonfile import check_number
+from ..jsonfile import check_number
 
 _META_INTS = ("threads", "bench_batch", "num_per_class", "num_classes", "depth", "num_scales")
 # Far beyond any VAR (depth 30, 10 scales at 256 px, 13 at 512), and small enough that the spec
@@ -61,7 +61,7 @@ def _row_problem(row: dict, name: str, key: str) -> str | None:
 
 def _spec_problem(spec: str, name: str, meta: dict, settings) -> str | None:
     """The spec must be a configuration the front's model can run (it is printed as a command)."""
-    from .models.configuration import Configuration  # models import sampling, which imports us
+    from ..sampling.configuration import Configuration  # sampling imports front: no cycle
 
     patch_nums = meta.get("patch_nums") or list(range(1, meta["num_scales"] + 1))
     try:
