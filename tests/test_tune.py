@@ -424,6 +424,36 @@ def test_tune_rerun_with_other_settings_does_not_mix_measurements(tuned, monkeyp
     assert (copy / "front.json").read_text() == before  # nothing of the old run is lost
 
 
+def _replace_list(argv, flag, values):
+    """`argv` with the values after `flag` (up to the next flag) replaced by `values`."""
+    i = argv.index(flag) + 1
+    j = next((k for k in range(i, len(argv)) if argv[k].startswith("--")), len(argv))
+    return argv[:i] + values + argv[j:]
+
+
+def test_tune_rerun_with_a_smaller_grid_keeps_the_front(tuned, monkeypatch, tmp_path):
+    """Issue 18: a rerun with fewer specs must not shrink a finished front."""
+    out, front, _ = tuned
+    copy = _copy_that_must_not_measure(out, tmp_path, monkeypatch, AssertionError(
+        "the kept configurations are finished: nothing to measure"))
+    code, stdout, stderr = _main_captured(_replace_list(_tune_args(copy), "--specs", ["full"]))
+    assert code == 0, stderr
+    again = json.loads((copy / "front.json").read_text())
+    assert again["rows"] == front["rows"]
+    assert "also holds d2+cfgstop4; kept in the front" in stdout
+
+
+def test_tune_rerun_with_fewer_seeds_is_refused(tuned, monkeypatch, tmp_path):
+    out, _, _ = tuned
+    copy = _copy_that_must_not_measure(out, tmp_path, monkeypatch, AssertionError(
+        "a front over fewer seeds must be refused before measuring"))
+    before = (copy / "front.json").read_text()
+    code, _, stderr = _main_captured(_replace_list(_tune_args(copy), "--seeds", ["0"]))
+    assert code == 2
+    assert "seeds [0, 1]" in stderr and "lacks 1" in stderr and "--seeds 0 1" in stderr
+    assert (copy / "front.json").read_text() == before
+
+
 def test_tune_with_two_images_per_seed(tmp_path):
     out = tmp_path / "t"
     threads = torch.get_num_threads()
