@@ -12,7 +12,7 @@ from ..config import PATCH_NUMS_256, PATCH_NUMS_512, VARConfig
 from ..efficiency.choice import choose
 from ..front import check_front_device, front_options, front_settings, load_front
 from ..models.cost import CostModel
-from ..pretrained import read_var_config
+from ..pretrained import BUILTIN, read_var_config
 from ..sampling.configuration import EXAMPLE, Configuration, resolve_configurations
 from ..sampling.plan import (
     DepthPlan,
@@ -36,12 +36,13 @@ def register(sub) -> None:
                     "each plan, with ratios vs the full network and vs the official VAR sampler.")
     p.add_argument("--model", default=None,
                    help="read depth, width and scales from a model (directory, official .pth, Hub "
-                        "id or 'builtin') instead of --depth/--resolution")
-    p.add_argument("--depth", type=checks.count, default=30,
-                   help="total depth (default 30, VAR-d30)")
+                        "id or 'builtin') instead of --depth/--resolution (default: without "
+                        "those either, the built-in model that `variant sample` runs)")
+    p.add_argument("--depth", type=checks.count, default=None,
+                   help="total depth of an official-shaped model (default 30, VAR-d30)")
     p.add_argument("--width", type=checks.count, default=None,
                    help="model width (default 64 x depth)")
-    p.add_argument("--resolution", type=int, choices=(256, 512), default=256,
+    p.add_argument("--resolution", type=int, choices=(256, 512), default=None,
                    help="official scale schedule (256: 10 scales, L=680; 512: L=2240)")
     p.add_argument("--subnets", type=checks.count, nargs="+", default=None,
                    help="subnet depths (default: the paper's 16 8 4 2, those below the depth)")
@@ -52,8 +53,9 @@ def register(sub) -> None:
     p.add_argument("--bridge", type=checks.natural, default=None,
                    help="scales in the bridge zone (default: 6 of 10, the paper's N)")
     p.add_argument("--batch", type=checks.count, default=1, help="images per batch for KV bytes")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16",
-                   help="compute dtype of the cache (default bf16)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                   help="compute dtype of the cache (default bf16; for the default built-in "
+                        f"model {SamplingConfig().dtype}, as `variant sample` runs it)")
     p.add_argument("--no-cfg", action="store_true",
                    help="no classifier-free guidance (the batch is not doubled)")
     p.add_argument("--layers", action="store_true", help="print every scale's layer set")
@@ -72,6 +74,21 @@ def register(sub) -> None:
     f.add_argument("--threads", type=checks.count, default=None,
                    help="CPU threads the model will run with (default: this process's)")
     p.set_defaults(func=run)
+
+
+def _model_or_shape(args) -> None:
+    """--model, or --depth/--width/--resolution for an official shape; neither: the built-in
+    model at the dtype `variant sample` runs it with (what `variant sample` alone samples)."""
+    shape = [flag for flag, value in (("--depth", args.depth), ("--width", args.width),
+                                      ("--resolution", args.resolution)) if value is not None]
+    if args.model is not None and shape:
+        raise ValueError(f"--model reads the depth, width and scales from the model; drop "
+                         f"{', '.join(shape)}.")
+    if args.model is None and not shape:
+        args.model = BUILTIN
+        args.dtype = args.dtype or SamplingConfig().dtype
+    args.depth, args.resolution = args.depth or 30, args.resolution or 256
+    args.dtype = args.dtype or "bf16"
 
 
 def _config(args) -> VARConfig:
@@ -174,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--front picks among the configurations `variant tune` measured; "
                              f"drop --plans and the lever flags ({', '.join(levers) or 'none'}).")
         return run_front(args)
+    _model_or_shape(args)
     if budget_requested(args):
         if args.plans or levers:
             raise ValueError("the budget planner chooses depth plans by predicted cost; for "
@@ -190,7 +208,8 @@ def run(args: argparse.Namespace) -> int:
     configs = resolve_configurations(specs, depth, cfg.patch_nums, settings, bridge)
     plans = [c.plan for c in configs]
     rows = plan_rows(cfg, configs, args.batch, args.dtype, not args.no_cfg)
-    print(f"VAR depth {depth}, width {cfg.width}, {K} scales {cfg.patch_nums} (L={cfg.seq_len}), "
+    print(("" if args.model is None else f"model {args.model}: ")
+          + f"VAR depth {depth}, width {cfg.width}, {K} scales {cfg.patch_nums} (L={cfg.seq_len}), "
           f"bridge N={bridge}; batch {args.batch} x{1 if args.no_cfg else 2} rows "
           f"({'no CFG' if args.no_cfg else 'CFG doubles the batch'}), KV in {args.dtype}\n")
     print(f"| plan | token-layers | vs {rows[0]['plan']} | GFLOPs/img | speed-up bound | peak KV | "
