@@ -47,6 +47,9 @@ def _front_variants() -> dict[str, object]:
         "front_seeds_str.json": damaged(lambda f: f["meta"].update(seeds="0 1 2")),
         "front_nometa.json": damaged(lambda f: f.pop("meta")),
         "front_list.json": [1, 2, 3],
+        "front_d30.json": damaged(lambda f: f["meta"].update(depth=30, num_scales=10)),
+        "front_otherweights.json": damaged(lambda f: f["meta"].update(weights_sha256="0" * 64)),
+        "front_badhash.json": damaged(lambda f: f["meta"].update(weights_sha256="xyz")),
     }
 
 
@@ -112,6 +115,23 @@ def cases() -> list[tuple[list[str], str]]:
         ([*P, "--json", ""], "--json"),
         ([*P, "--json", "{W}/adir"], "--json"),
         ([*P, "--json", "{W}/rows.csv"], "--json"),
+        # -- printed advice that is false (flags that do not apply, fronts of other models)
+        (["plan", "--front", "{W}/front.json", "--max-kv", "1MiB", "--dtype", "bf16"], "--dtype"),
+        (["plan", "--front", "{W}/front.json", "--max-kv", "1MiB", "--no-cfg"], "--no-cfg"),
+        (["plan", "--front", "{W}/front.json", "--max-kv", "1MiB", "--depth", "30"], "--depth"),
+        (["plan", "--front", "{W}/front.json", "--max-kv", "1MiB", "--json", "{X}/r.json"],
+         "--json"),
+        (["plan", "--front", "{W}/front.json", "--max-kv", "1MiB", "--model", "random:tiny"],
+         "another architecture"),
+        (["plan", "--front", "{W}/front.json", "--max-kv", "1MiB", "--allow-other-model"],
+         "--model"),
+        (["plan", "--front", "{W}/front_d30.json", "--max-kv", "1MiB", "--model", "builtin"],
+         "another architecture"),
+        (["plan", "--front", "{W}/front_otherweights.json", "--max-kv", "1MiB", "--model",
+          "builtin"], "--allow-other-model"),
+        (["plan", "--front", "{W}/front_badhash.json", "--max-kv", "1MiB"], "weights_sha256"),
+        (["plan", "--model", "builtin", "--depth", "8"], "--depth"),
+        (["studio", "--allow-other-model"], "--front"),
         # -- work done, then a traceback (numbers, devices, files checked first) ---------
         ([*S, "--cfg", "nan"], "--cfg"),
         ([*S, "--cfg", "inf"], "--cfg"),

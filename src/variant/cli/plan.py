@@ -10,9 +10,16 @@ import torch
 
 from ..config import PATCH_NUMS_256, PATCH_NUMS_512, VARConfig
 from ..efficiency.choice import choose
-from ..front import check_front_device, front_options, front_settings, load_front
+from ..front import (
+    check_front_device,
+    check_front_model,
+    check_front_weights,
+    front_options,
+    front_settings,
+    load_front,
+)
 from ..models.cost import CostModel
-from ..pretrained import BUILTIN, read_var_config
+from ..pretrained import BUILTIN, load_model, read_var_config
 from ..sampling.configuration import EXAMPLE, Configuration, resolve_configurations
 from ..sampling.plan import (
     DepthPlan,
@@ -69,6 +76,8 @@ def register(sub) -> None:
                           "--batch)")
     f.add_argument("--front", type=checks.input_file, default=None,
                    help="front.json written by `variant tune`")
+    f.add_argument("--allow-other-model", action="store_true",
+                   help="with --model: use a front measured on other weights")
     f.add_argument("--allow-other-device", action="store_true",
                    help="use latencies measured on another device or thread count")
     f.add_argument("--threads", type=checks.count, default=None,
@@ -131,7 +140,9 @@ def plan_rows(cfg: VARConfig, configs: list[Configuration], batch: int, dtype: s
 
 def run_front(args: argparse.Namespace) -> int:
     """`variant plan --front front.json --max-...`: the best measured configuration."""
+    _refuse_unused_with_front(args)
     front = load_front(args.front)
+    note = _check_front_against_model(front, args)
     if args.max_latency is not None:
         check_front_device(front, args.device, args.threads or torch.get_num_threads(),
                            args.allow_other_device)
@@ -155,11 +166,47 @@ def run_front(args: argparse.Namespace) -> int:
                else f", peak memory {fmt_bytes(c['peak_memory_bytes'])} at batch "
                     f"{meta['bench_batch']}")
         print(f"{label}: {row['spec']} | {key} {q['mean']:.2f}{band} | "
-              f"{costs['latency'] * 1000:.0f} ms per batch | KV "
-              f"{fmt_bytes(round(costs['kv']))}{mem}")
-    print("\n" + shlex.join(["variant", "sample", "--model", meta["model"], "--plan",
-                             choice.chosen.spec, *front_settings(front).cli_args()]))
+              f"{_ms(costs['latency'])} per batch | KV {fmt_bytes(costs['kv'])}{mem}")
+    if note:
+        print(note)
+    # every setting the numbers above hold for: model, configuration, sampling settings, batch
+    print("\n" + shlex.join(["variant", "sample", "--model", args.model or meta["model"],
+                             "--plan", choice.chosen.spec, *front_settings(front).cli_args(),
+                             "--num", str(args.batch), "--batch-size", str(args.batch),
+                             "--device", args.device]))
     return 0
+
+
+# flags of the plan table and the budget planner that a front's measurements do not take
+_NOT_WITH_FRONT = (("--depth", "depth"), ("--width", "width"), ("--resolution", "resolution"),
+                   ("--subnets", "subnets"), ("--bridge", "bridge"), ("--dtype", "dtype"),
+                   ("--no-cfg", "no_cfg"), ("--layers", "layers"), ("--json", "json_out"),
+                   ("--profile", "profile"))
+
+
+def _refuse_unused_with_front(args: argparse.Namespace) -> None:
+    given = [flag for flag, dest in _NOT_WITH_FRONT if getattr(args, dest) not in (None, False)]
+    if given:
+        raise ValueError(f"--front picks from what `variant tune` measured, at the model, dtype "
+                         f"and guidance of the front; {', '.join(given)} do not apply: drop "
+                         "them (or give a budget without --front).")
+    if args.allow_other_model and args.model is None:
+        raise ValueError("--allow-other-model applies to the model given by --model; give "
+                         "--model too.")
+
+
+def _check_front_against_model(front: dict, args: argparse.Namespace) -> str | None:
+    """With --model: the front must be of that model's architecture and weights; a note when
+    it cannot be told (or --allow-other-model). Without: the front's own model is used."""
+    if args.model is None:
+        return None
+    var, vae = load_model(args.model, device="cpu")
+    check_front_model(front, var)
+    return check_front_weights(front, var, vae, args.allow_other_model)
+
+
+def _ms(seconds: float | None) -> str:
+    return "latency not measured" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
 def _print_layers(plan: DepthPlan, pn) -> None:

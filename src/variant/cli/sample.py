@@ -71,10 +71,7 @@ def check_writable(path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    num = len(args.labels) if args.labels else args.num
-    if num <= 0 or args.batch_size <= 0:
-        raise ValueError(f"the number of images and --batch-size must be positive, got {num} and "
-                         f"{args.batch_size}.")
+    num = len(args.labels) if args.labels else args.num  # both >= 1: checks.count
     out = Path(args.out)
     for target in filter(None, (out, args.npz and Path(args.npz),
                                 args.json_out and Path(args.json_out),

@@ -20,7 +20,7 @@ import threading
 import torch
 
 from ..efficiency.budget import load_profile
-from ..front import load_front
+from ..front import check_front_weights, load_front
 from ..pretrained import read_model_config, resolve_source
 from ..studio.compare import Studio
 from ..studio.request import ModelInfo, default_memory_budget
@@ -56,6 +56,8 @@ def register(sub) -> None:
                    help="a `variant tune` front.json of this model: budget entries then pick its "
                         "best measured configuration (levers included) instead of the deepest "
                         "plan predicted to fit, e.g. docs/reproduction/front/front.json")
+    p.add_argument("--allow-other-model", action="store_true",
+                   help="with --front: use a front measured on other weights than --model's")
     p.add_argument("--allow-other-device", action="store_true",
                    help="with --front: use latencies measured on another device or thread count")
     p.set_defaults(func=run)
@@ -87,8 +89,6 @@ def model_meta(source: str, revision: str | None) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.max_images < 1:
-        raise ValueError(f"--max-images must be >= 1, got {args.max_images}.")
     app = import_app()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's startup self-checks
     if args.allow_other_device and args.front is None:
@@ -96,7 +96,11 @@ def run(args: argparse.Namespace) -> int:
                          "front.json too.")
     profile = load_profile(args.profile) if args.profile else None
     front = load_front(args.front) if args.front else None
+    if args.allow_other_model and front is None:
+        raise ValueError("--allow-other-model applies to a front; give --front front.json too.")
     var, vae = load_from_args(args)
+    note = None if front is None else check_front_weights(front, var, vae,
+                                                          args.allow_other_model)
     info = ModelInfo(source=args.model, vae=args.vae, revision=args.revision,
                      meta=model_meta(args.model, args.revision))
     budget = args.max_memory or default_memory_budget(torch.device(args.device))
@@ -106,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
     if front is not None and front["meta"]["model"] != args.model:
         print(f"note: the front was measured on model {front['meta']['model']}, this studio serves "
               f"{args.model}; budgets pick by that model's measurements.", flush=True)
+    if note:
+        print(note, flush=True)
     print("warming up (the full network once, timed for latency budgets)...", flush=True)
     studio.warm_up()
     if not is_loopback(args.host):

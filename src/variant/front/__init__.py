@@ -3,8 +3,9 @@
 `load_front` validates what the planner, the studio and the figure read; `front_options` gives its
 configurations with their measured costs to the one chooser (`efficiency.choice.choose`: `variant
 plan --front`, `variant studio --front`);
-`check_front_device`, `check_front_model` and `check_front_settings` refuse fronts whose numbers do
-not hold here (latency from another device, another architecture, other sampling settings).
+`check_front_device`, `check_front_model`, `check_front_weights` and `check_front_settings` refuse
+fronts whose numbers do not hold here (latency from another device, another architecture or
+weights, other sampling settings).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ..efficiency.bench import device_name
 from ..efficiency.choice import Option
 from ..jsonfile import read_json
 from ..sampling.settings import SamplingConfig
+from ..weights import weights_sha256
 from .schema import front_field_problem
 
 FRONT_FORMAT = "variant-front"
@@ -138,6 +140,29 @@ def check_front_model(front: dict, var) -> None:
         raise ValueError(f"the front is of another architecture ({meta['model']}: "
                          f"{', '.join(differ)}); give the front `variant tune` made for this "
                          "model.")
+
+
+def check_front_weights(front: dict, var, vae, allow_other: bool) -> str | None:
+    """A front holds for the weights it was measured on: refuse one of other weights unless
+    `allow_other` (--allow-other-model). Fronts written before weights were recorded pass, and
+    the returned note says that they could not be checked (None when nothing needs saying)."""
+    meta = front["meta"]
+    recorded = meta.get("weights_sha256")
+    if recorded is None:
+        return (f"note: the front (of {meta['model']}) predates weights fingerprints, so only "
+                "its architecture could be checked against this model; rerun `variant tune` "
+                "to record them.")
+    ours = weights_sha256(var, vae)
+    if recorded == ours:
+        return None
+    if allow_other:
+        return (f"note: the front was measured on other weights ({meta['model']}, sha256 "
+                f"{recorded[:12]}…; this model: {ours[:12]}…); its qualities and costs are "
+                "used as they are (--allow-other-model).")
+    raise ValueError(f"the front was measured on other weights ({meta['model']}, sha256 "
+                     f"{recorded[:12]}…) than this model's ({ours[:12]}…); its qualities do not "
+                     "hold here. Give the front `variant tune` made for this model, or pass "
+                     "--allow-other-model to use it anyway.")
 
 
 def front_settings(front: dict) -> SamplingConfig:

@@ -38,6 +38,10 @@ def _meta_problem(meta: dict) -> str | None:
                                optional=True)
         if problem:
             return problem
+    digest = meta.get("weights_sha256")
+    if digest is not None and not (isinstance(digest, str) and len(digest) == 64
+                                   and all(c in "0123456789abcdef" for c in digest)):
+        return f"meta.weights_sha256 must be 64 lowercase hex digits, got {digest!r}"
     pn = meta.get("patch_nums")
     if pn is not None and (not isinstance(pn, list) or len(pn) != meta["num_scales"] or any(
             check_number(p, "p", integer=True, positive=True) for p in pn)):

@@ -44,6 +44,7 @@ from ..sampling.configuration import Configuration, folder_name, parse_configura
 from ..sampling.lever import LEVERS
 from ..sampling.plan import default_bridge
 from ..sampling.settings import SamplingConfig
+from ..weights import weights_sha256
 from . import COST_AXES, FRONT_FORMAT
 
 log = logging.getLogger(__name__)
@@ -261,4 +262,5 @@ class Tuner:
                 "num_scales": self.var.num_scales, "width": self.var.config.width,
                 "patch_nums": list(self.var.patch_nums),
                 "default_bridge": default_bridge(self.var.num_scales),
+                "weights_sha256": weights_sha256(self.var, self.vae),
                 "date": time.strftime("%Y-%m-%d %H:%M")}
