@@ -27,15 +27,15 @@ def read_json(path: str | Path, what: str = "JSON file", *, hint: str = "",
     path = Path(path)
     fix = f"; {hint}" if hint else ""
     try:
+        mode = os.stat(path).st_mode  # before open(): a FIFO would block it
+        if stat.S_ISDIR(mode):
+            raise ValueError(f"{what} {path} is a folder, not a file{fix}.")
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"{what} {path} is not a regular file{fix}.")
         with open(path, "rb") as f:
-            mode = os.fstat(f.fileno()).st_mode
-            if not stat.S_ISREG(mode):
-                raise ValueError(f"{what} {path} is not a regular file{fix}.")
             raw = f.read(max_bytes + 1)
     except FileNotFoundError:
         raise ValueError(f"{what} {path} not found{fix}.") from None
-    except IsADirectoryError:
-        raise ValueError(f"{what} {path} is a folder, not a file{fix}.") from None
     except PermissionError:
         raise ValueError(f"no permission to read {what} {path}.") from None
     except OSError as err:
