@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import sys
 from pathlib import Path
 
+from ..jsonfile import read_json
 from ..training.checkpoint import CONFIG_FILE
 from ..training.config import TRAIN_PRESETS, TrainConfig, train_preset
 from ..training.parallel import init_distributed, shutdown
@@ -77,7 +77,8 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     if saved is None or not saved.is_file():
         raise ValueError(f"choose a --preset ({', '.join(sorted(TRAIN_PRESETS))}) for a new run, "
                          "or pass the --out-dir of an existing run to resume it.")
-    return TrainConfig.from_dict(json.loads(saved.read_text())).replace(**overrides)
+    saved_config = read_json(saved, "saved run config", hint="fix it or start a new --out-dir")
+    return TrainConfig.from_dict(saved_config).replace(**overrides)
 
 
 def run(args: argparse.Namespace) -> int:
