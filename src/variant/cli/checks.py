@@ -9,6 +9,7 @@ check here names its flag without knowing it. One home per kind of input:
     size, duration                           '16GiB', '500ms' (units.parse_size/parse_duration)
     device                                   a torch device that exists here
     port                                     0..65535
+    is_loopback(host)                        whether a server address is this machine only
     output_file(*suffixes), output_dir       paths a command will write: not empty, the right
                                              kind, the right extension, a writable place
     input_file                               a regular file to read (not a folder or a device)
@@ -19,6 +20,7 @@ Output paths are only checked here, never created: a refused command leaves no t
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import math
 import os
 from collections.abc import Callable
@@ -207,3 +209,11 @@ def scalar(kind: type) -> Callable[[str], object]:
     """The checked argparse type of a config field's Python type: int and float are finite and
     bounded in length (their ranges are the config's own `__post_init__` checks)."""
     return {int: int_in(), float: float_in()}.get(kind, kind)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` binds this machine only ('localhost', 127.x.x.x, ::1)."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import ipaddress
 import logging
 import signal
 import sys
@@ -63,14 +62,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def is_loopback(host: str) -> bool:
-    """Whether `host` binds this machine only ('localhost', 127.x.x.x, ::1)."""
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name: it may resolve to any interface
-        return False
-
-
 def import_app():
     """The Gradio layer, or a ValueError naming the install command when Gradio is missing."""
     try:
@@ -114,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         print(note, flush=True)
     print("warming up (the full network once, timed for latency budgets)...", flush=True)
     studio.warm_up()
-    if not is_loopback(args.host):
+    if not checks.is_loopback(args.host):
         print(f"warning: --host {args.host} serves the studio to every machine that can reach "
               "this one, without authentication; use --host 127.0.0.1 for this machine only.",
               file=sys.stderr, flush=True)
