@@ -66,6 +66,21 @@ def prepare(work: Path) -> None:
     (work / "empty.json").write_text("")
     (work / "adir").mkdir()
     (work / "afile").write_text("a file, not a folder\n")
+    profile = {"format": "variant-latency-profile", "version": 1,
+               "model": {"depth": 30, "width": 1920, "patch_nums": [1, 2, 3, 4, 5, 6, 8, 10, 13,
+                                                                   16]},
+               "device": "cpu", "settings": {"dtype": "bf16", "batch": 1, "cfg": 1.5}, "rows": 2,
+               "scales": [{"seconds_per_layer": 0.01, "overhead_seconds": 0.0}] * 10,
+               "decoder_seconds": 0.5}
+    for name, change in (("profile_noscales", lambda p: p.pop("scales")),
+                         ("profile_strdecoder", lambda p: p.update(decoder_seconds="slow")),
+                         ("profile_negrows", lambda p: p.update(rows=-2)),
+                         ("profile_fewscales", lambda p: p.update(scales=p["scales"][:3])),
+                         ("profile_nomodel", lambda p: p.update(model=[30]))):
+        damaged = json.loads(json.dumps(profile))
+        change(damaged)
+        (work / f"{name}.json").write_text(json.dumps(damaged))
+    (work / "profile_list.json").write_text("[1, 2]")
     model = work / "model_eight"  # a model directory whose config.json has "depth": "eight"
     model.mkdir()
     config = json.loads((REPO / "src/variant/assets/builtin/config.json").read_text())
@@ -76,9 +91,9 @@ def prepare(work: Path) -> None:
     (badjson / "config.json").write_text("{\"format\": ")
 
 
-def cases() -> list[tuple[list[str], str]]:
+def _writes() -> list[tuple[list[str], str]]:
+    """Writes where it should not: outputs checked before any work."""
     return [
-        # -- writes where it should not (outputs checked before any work) ----------------
         ([*S, "--out", ""], "--out"),
         ([*S, "--out", "   "], "--out"),
         ([*S, "--out", "{W}/adir"], "--out"),
@@ -115,7 +130,12 @@ def cases() -> list[tuple[list[str], str]]:
         ([*P, "--json", ""], "--json"),
         ([*P, "--json", "{W}/adir"], "--json"),
         ([*P, "--json", "{W}/rows.csv"], "--json"),
-        # -- printed advice that is false (flags that do not apply, fronts of other models)
+    ]
+
+
+def _false_advice() -> list[tuple[list[str], str]]:
+    """Printed advice that is false: flags that do not apply, fronts of other models."""
+    return [
         (["plan", "--front", "{W}/front.json", "--max-kv", "1MiB", "--dtype", "bf16"], "--dtype"),
         (["plan", "--front", "{W}/front.json", "--max-kv", "1MiB", "--no-cfg"], "--no-cfg"),
         (["plan", "--front", "{W}/front.json", "--max-kv", "1MiB", "--depth", "30"], "--depth"),
@@ -132,7 +152,12 @@ def cases() -> list[tuple[list[str], str]]:
         (["plan", "--front", "{W}/front_badhash.json", "--max-kv", "1MiB"], "weights_sha256"),
         (["plan", "--model", "builtin", "--depth", "8"], "--depth"),
         (["studio", "--allow-other-model"], "--front"),
-        # -- work done, then a traceback (numbers, devices, files checked first) ---------
+    ]
+
+
+def _numbers_devices_models() -> list[tuple[list[str], str]]:
+    """Work done, then a traceback: numbers, devices and models checked first."""
+    return [
         ([*S, "--cfg", "nan"], "--cfg"),
         ([*S, "--cfg", "inf"], "--cfg"),
         ([*S, "--cfg", "-1"], "--cfg"),
@@ -144,6 +169,7 @@ def cases() -> list[tuple[list[str], str]]:
         ([*S, "--device", ""], "--device"),
         ([*S, "--device", "cuda:99"], "--device"),
         ([*S, "--batch-size", "0"], "--batch-size"),
+        ([*S, "--num", "100000000", "--batch-size", "100000000"], "--batch-size"),
         ([*S, "--num", "-1"], "--num"),
         ([*S, "--labels", "-1"], "--labels"),
         ([*S, "--labels", "99"], "--labels"),
@@ -160,6 +186,12 @@ def cases() -> list[tuple[list[str], str]]:
         ([*S, "--guide-plan", "d99"], "guide plan"),
         ([*S, "--guide-class", "foo"], "--guide-class"),
         ([*S, "--dtype", "fp8"], "--dtype"),
+    ]
+
+
+def _damaged_files() -> list[tuple[list[str], str]]:
+    """Work done, then a traceback: damaged models, fronts and profiles."""
+    return [
         ([*S, "--model", "{W}/model_eight"], "config.json"),
         ([*S, "--model", "{W}/model_badjson"], "config.json"),
         ([*S, "--model", "{W}/adir"], "adir"),
@@ -200,6 +232,12 @@ def cases() -> list[tuple[list[str], str]]:
         (["plan", "--front", "{W}/nope.json", "--max-kv", "1GiB"], "--front"),
         (["plan", "--front", "/dev/zero", "--max-kv", "1GiB"], "--front"),
         (["plan", "--front", "", "--max-kv", "1GiB"], "--front"),
+    ]
+
+
+def _budgets_and_commands() -> list[tuple[list[str], str]]:
+    """Work done, then a traceback: budgets and the other commands' numbers."""
+    return [
         ([*P, "--batch", "0"], "--batch"),
         ([*P, "--batch", "-3"], "--batch"),
         ([*P, "--batch", "9" * 5000], "--batch"),
@@ -208,6 +246,10 @@ def cases() -> list[tuple[list[str], str]]:
         ([*P, "--subnets", "0"], "--subnets"),
         ([*P, "--threads", "0"], "--threads"),
         ([*P, "--profile", "{W}/adir", "--max-latency", "2s"], "--profile"),
+        *[(["plan", "--depth", "30", "--max-latency", "2s", "--profile", f"{{W}}/{name}.json"],
+           f"{name}.json") for name in ("profile_noscales", "profile_strdecoder",
+                                        "profile_negrows", "profile_fewscales", "profile_nomodel",
+                                        "profile_list")],
         ([*P, "--max-kv", "0"], "--max-kv"),
         ([*P, "--max-kv", "-1GiB"], "--max-kv"),
         ([*P, "--max-kv", "1e999"], "--max-kv"),
@@ -234,7 +276,12 @@ def cases() -> list[tuple[list[str], str]]:
         ([*T, "--repeats", "0"], "--repeats"),
         ([*T, "--warmup", "-1"], "--warmup"),
         ([*T, "--num-classes", "999", "--reference-count", "4"], "--num-classes"),
-        # -- silent coercion -----------------------------------------------------------
+    ]
+
+
+def _coercion() -> list[tuple[list[str], str]]:
+    """Silent coercion."""
+    return [
         ([*P, "--plans", "[[0,7.9]]"], "7.9"),
         ([*P, "--plans", '[["07"]]'], '"07"'),
         ([*P, "--plans", "[[true,7]]"], "true"),
@@ -243,7 +290,12 @@ def cases() -> list[tuple[list[str], str]]:
         ([*P, "--plans", "[1,2]"], "[1,2]"),
         ([*P, "--plans", "[[0,1],"], "[[0,1],"),
         ([*S, "--plan", "[[0, 1.0]]"], "1.0"),
-        # -- messages that name the wrong thing ------------------------------------------
+    ]
+
+
+def _wrong_names() -> list[tuple[list[str], str]]:
+    """Messages that name the wrong thing."""
+    return [
         ([*P, "--max-latency", "abc"], "--max-latency"),
         ([*P, "--max-kv", "16 gigs"], "--max-kv"),
         ([*S, "--nrow", "-3"], "--nrow"),
@@ -263,6 +315,12 @@ def cases() -> list[tuple[list[str], str]]:
         ([*P, "--plans", "+cfgstop3"], "no plan"),
         ([*P, "--bridge", "99"], "bridge"),
     ]
+
+
+def cases() -> list[tuple[list[str], str]]:
+    """The whole corpus, by the issue's classes."""
+    return [*_writes(), *_false_advice(), *_numbers_devices_models(), *_damaged_files(),
+            *_budgets_and_commands(), *_coercion(), *_wrong_names()]
 
 
 def expand(argv: list[str], work: Path, outside: Path) -> list[str]:

@@ -27,7 +27,7 @@ from variant.sampling.settings import SamplingConfig  # noqa: E402
 from variant.units import parse_duration, parse_size  # noqa: E402
 
 FRONT = Path(__file__).resolve().parents[2] / "docs" / "reproduction" / "front" / "front.json"
-FAST = settings(max_examples=150, deadline=None,
+FAST = settings(max_examples=150, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 DEPTH, PATCH_NUMS = 8, (1, 2, 3, 4, 6, 8)  # the built-in model's shape
 K = len(PATCH_NUMS)
@@ -221,3 +221,50 @@ def test_number_arguments_are_in_range_or_refused(text):
             assert str(err)
             continue
         assert ok(value)
+
+
+# ------------------------------------------------------------------------------- configs
+@pytest.mark.parametrize("name", sorted(__import__("variant.config").config.MODEL_PRESETS))
+def test_every_preset_config_round_trips_through_json(name):
+    """The typed reading of config.json keeps every config the package writes loadable."""
+    from variant.config import config_from_dict, config_to_dict, model_preset
+
+    preset = model_preset(name)
+    for config in (preset.var, preset.vae):
+        written = json.loads(json.dumps(config_to_dict(config)))
+        assert config_from_dict(type(config), written) == config
+
+
+@FAST
+@given(field=st.sampled_from(["depth", "embed_dim", "num_classes", "cond_drop_rate",
+                              "attn_backend", "patch_nums", "shared_aln"]),
+       value=JSON_VALUES | st.floats() | st.integers())
+def test_a_config_field_of_any_json_value_builds_or_is_refused(field, value):
+    from variant.config import VARConfig, config_from_dict, config_to_dict
+
+    data = {**config_to_dict(VARConfig(depth=4, embed_dim=64, num_heads=4)), field: value}
+    try:
+        config = config_from_dict(VARConfig, data)
+    except ValueError as err:
+        event("refused")
+        assert str(err)
+        return
+    event("built")
+    assert config_from_dict(VARConfig, json.loads(json.dumps(config_to_dict(config)))) == config
+
+
+def test_the_committed_latency_profiles_pass_their_check():
+    from variant.efficiency.profile_schema import profile_problem
+
+    repo = Path(__file__).resolve().parents[2]
+    study = json.loads((repo / "docs" / "reproduction" / "asymmetry.json").read_text())
+    profiles = [v for v in _values(study) if isinstance(v, dict)
+                and v.get("format") == "variant-latency-profile"]
+    assert profiles and all(profile_problem(p) is None for p in profiles)
+
+
+def _values(value):
+    yield value
+    for inner in (value.values() if isinstance(value, dict) else
+                  value if isinstance(value, list) else ()):
+        yield from _values(inner)

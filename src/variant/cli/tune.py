@@ -78,13 +78,12 @@ def grid_specs(args, var, meta: dict) -> list[str]:
     return default_grid(var.depth, var.num_scales, subnets) + list(args.extra)
 
 
-def kept_specs(out: str, configs, seeds) -> list[str]:
-    """The configurations of a front already in `out` that this grid lacks: a rerun adds them
-    back, so a front is never shrunk by a smaller grid; a front over seeds this run lacks is
-    refused (its qualities would silently be re-averaged over fewer images)."""
+def earlier_front(out: str, seeds) -> dict | None:
+    """The front a finished run left in `out` (checked before any work), or None; one over
+    seeds this run lacks is refused (its qualities would be re-averaged over fewer images)."""
     path = Path(out) / "front.json"
     if not path.is_file():
-        return []
+        return None
     front = load_front(path)
     old_seeds = front["meta"]["seeds"]
     lacking = [s for s in old_seeds if s not in seeds]
@@ -94,24 +93,31 @@ def kept_specs(out: str, configs, seeds) -> list[str]:
             f"{' '.join(map(str, seeds))} lacks {' '.join(map(str, lacking))}, so the rerun "
             f"would replace it with one over fewer images. Pass --seeds "
             f"{' '.join(map(str, sorted(set(old_seeds) | set(seeds))))}, or another --out.")
+    return front
+
+
+def kept_specs(front: dict | None, configs) -> list[str]:
+    """The configurations of an earlier front that this grid lacks: a rerun adds them back,
+    so a front is never shrunk by a smaller grid."""
     names = {c.name for c in configs}
-    kept = [r["spec"] for r in front["rows"] if r["spec"] not in names]
+    kept = [r["spec"] for r in (front or {"rows": []})["rows"] if r["spec"] not in names]
     if kept:
-        print(f"note: {path} also holds {', '.join(kept)}; kept in the front (their finished "
-              "parts are reused).", flush=True)
+        print(f"note: the front in --out also holds {', '.join(kept)}; kept in the front (their "
+              "finished parts are reused).", flush=True)
     return kept
 
 
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
+    earlier = earlier_front(args.out, args.seeds)
     meta = read_model_config(args.model, revision=args.revision)[2]
     var, vae = load_from_args(args)
     bridge = args.bridge if args.bridge is not None else meta.get("bridge")
     specs = grid_specs(args, var, meta)
     sampling = sampling_from_args(args, seed=None)
     configs = resolve_configurations(specs, var.depth, var.patch_nums, sampling, bridge)
-    configs += resolve_configurations(kept_specs(args.out, configs, args.seeds), var.depth,
+    configs += resolve_configurations(kept_specs(earlier, configs), var.depth,
                                       var.patch_nums, sampling, bridge)
     if args.show_grid:
         for config in configs:
