@@ -14,10 +14,10 @@ import variant
 from variant import DepthPlan
 from variant.models.cost import CostModel
 from variant.pretrained import random_model
-from variant.sampling import attention, kv_cache, sampler
+from variant.sampling import attention
 from variant.sampling.attention import Attendable, multi_part_attention
 from variant.sampling.configuration import Configuration
-from variant.sampling.kv_cache import ChunkKVCache, LeanKVCache, RowGroupsCache
+from variant.sampling.kv_cache import ChunkKVCache, LeanKVCache
 from variant.sampling.lever import LEVERS
 from variant.sampling.levers import (
     Levers,
@@ -201,161 +201,6 @@ def test_kv_peak_matches_the_cost_model_over_random_combinations(builtin):
     assert kinds >= {"cfgstop", "guide", "autoguide", "prune", "kv"}, kinds
 
 
-# ------------------------------------------------------------------ independent census
-class Census:
-    """Sums the bytes of the distinct storages the caches of one call hold, at every cache
-    callback and at every buffer growth, without reading any meter."""
-
-    def __init__(self):
-        self.groups = []
-        self.peak = 0
-        self.samples = 0
-        # Inside one pass over several row groups (RowGroupsCache) the groups attend at the same
-        # time: what an earlier group reads stays alive while the later ones store theirs.
-        self.pass_tensors: list = []
-        self.pass_bytes = 0
-
-    def held(self, extra=()) -> int:
-        storages = {}
-        tensors = list(extra) + self.pass_tensors
-        for group in self.groups:
-            cache = group.cache
-            if isinstance(cache, LeanKVCache):
-                tensors += [t for slot in cache.slots for t in (slot.k, slot.v) if t is not None]
-            else:
-                tensors += [t for entries in cache.entries for kv in entries.values()
-                            for t in kv]
-        for t in tensors:
-            storage = t.untyped_storage()
-            storages[storage.data_ptr()] = storage.nbytes()
-        return sum(storages.values())
-
-    def record(self, extra_bytes=0, extra=()) -> None:
-        self.samples += 1
-        self.peak = max(self.peak, self.held(extra) + extra_bytes + self.pass_bytes)
-
-    def after_group(self, read: list, unstored: int) -> None:
-        """In a pass: the buffers this group read and its unstored new keys/values stay alive."""
-        if self.in_pass:
-            self.pass_tensors += read
-            self.pass_bytes += unstored
-
-    in_pass = False
-
-    def mine(self, cache) -> bool:
-        return any(group.cache is cache for group in self.groups)
-
-    def plan_of(self, cache) -> DepthPlan:
-        return next(group.plan for group in self.groups if group.cache is cache)
-
-
-def new_bytes(cache, k_new) -> int:
-    """Keys and values of one scale, in the cache's dtype."""
-    return 2 * k_new.numel() * torch.empty((), dtype=cache.dtype).element_size()
-
-
-@pytest.fixture
-def census(monkeypatch):
-    c = Census()
-    original_groups = sampler.row_groups
-    lean_store = LeanKVCache._store_and_read
-    chunk_store = ChunkKVCache._store_and_read
-    rows_callback = RowGroupsCache.callback
-
-    def row_groups(*args, **kwargs):
-        c.groups = []
-        groups = original_groups(*args, **kwargs)
-        c.groups = groups
-        return groups
-
-    def lean(self, slot, scale_index, k_new, v_new):
-        if not c.mine(self):
-            return lean_store(self, slot, scale_index, k_new, v_new)
-        layer = self.slots.index(slot)
-        plan = c.plan_of(self)
-        stored = any(layer in plan.layer_sets[j] for j in range(scale_index + 1,
-                                                                 plan.num_scales))
-        unstored = 0 if stored else new_bytes(self, k_new)
-        c.record(unstored)
-        before = [t for t in (slot.k, slot.v) if t is not None]
-        out = lean_store(self, slot, scale_index, k_new, v_new)
-        c.record()
-        # what the returned read refers to: the released buffer at the layer's last use, else
-        # the buffer now in the slot (after a growth the smaller one is gone)
-        read = before if scale_index == slot.last else [slot.k, slot.v]
-        c.after_group(read, unstored)
-        return out
-
-    def chunk(self, layer, k, k_new, v_new):
-        if not c.mine(self):
-            return chunk_store(self, layer, k, k_new, v_new)
-        c.record(new_bytes(self, k_new))  # the new keys/values, stored or only attended to
-        before = [t for kv in self.entries[layer].values() for t in kv]
-        out = chunk_store(self, layer, k, k_new, v_new)
-        c.record()
-        c.after_group(before, 0 if k in self.entries[layer] else new_bytes(self, k_new))
-        return out
-
-    def together(self, layer, scale_index):
-        inner = rows_callback(self, layer, scale_index)
-
-        def store_and_read(k_BAlE, v_BAlE):
-            c.in_pass = True
-            try:
-                return inner(k_BAlE, v_BAlE)
-            finally:
-                c.in_pass, c.pass_tensors, c.pass_bytes = False, [], 0
-
-        return store_and_read
-
-    class TorchWithGrowthProbe:
-        """`torch` for kv_cache.py: the second buffer of a growth (empty_like) is recorded
-        while the smaller buffer it replaces is still held."""
-
-        def __getattr__(self, name):
-            return getattr(torch, name)
-
-        @staticmethod
-        def empty_like(t, *args, **kwargs):
-            v = torch.empty_like(t, *args, **kwargs)
-            if t.device.type != "meta":
-                c.record(extra=(t, v))
-            return v
-
-    monkeypatch.setattr(sampler, "row_groups", row_groups)
-    monkeypatch.setattr(LeanKVCache, "_store_and_read", lean)
-    monkeypatch.setattr(ChunkKVCache, "_store_and_read", chunk)
-    monkeypatch.setattr(RowGroupsCache, "callback", together)
-    monkeypatch.setattr(kv_cache, "torch", TorchWithGrowthProbe())
-    return c
-
-
-@pytest.mark.parametrize("spec, levers", [
-    ("full", {}),
-    ("d2", {}),  # the subnet layers grow their buffers after the bridge
-    ("full", dict(cfg_stop=3)),
-    ("full", dict(guide_plan="d2")),
-    ("d2", dict(guide_plan="full", guide_class="same")),
-    ("full", dict(prune=(0.5, 3))),
-    # pruned late scales write few tokens: the peak is a growth (the bridge buffer and the full
-    # buffer that replaces it, both held while the kept tokens are copied)
-    ("d4", dict(prune=(0.25, 4))),
-    ("d2", dict(prune=(0.25, 5), cfg=0.0)),
-    ("d4", dict(kv_keep=(1, 1))),
-    ("full", dict(cfg_stop=4, guide_plan="d2", prune=(0.5, 3), kv_keep=(1, 2))),
-    ("d2", dict(cfg_stop=5, guide_plan="d4", guide_class="same", prune=(0.25, 2),
-                kv_keep=(0, 2), dtype="bf16")),
-])
-def test_census_of_held_storages_equals_the_reported_peak(builtin, census, spec, levers):
-    var = builtin
-    result = run(var, B=2, plan=spec, **levers)
-    assert (result.levers.is_neutral) == (not levers)
-    assert census.samples > 0 and census.peak > 0
-    assert census.peak == result.kv_peak_bytes
-    assert census.held() == 0  # everything released after the run
-    assert all(group.cache.live_bytes == 0 for group in census.groups)
-
-
 # ------------------------------------------------------------------ hand-computed peaks
 def test_hand_computed_peaks_on_the_tiny_shape(tiny):
     """random:tiny, width 64, scales 1, 4 and 16 tokens; one token-layer of keys and values of
@@ -386,41 +231,6 @@ def test_hand_computed_peaks_on_the_tiny_shape(tiny):
     assert run(var, B=1, cfg_stop=2).kv_peak_bytes == 36 * row
     # prune=(0.25, 2), cfg 0, B = 1: scale 2 runs 4 of its 16 positions: 20 + 4 = 24.
     assert run(var, B=1, cfg=0.0, prune=(0.25, 2)).kv_peak_bytes == 24 * row
-
-
-# ------------------------------------------------------------------ cfg_stop frees the guiding rows
-@pytest.mark.parametrize("cfg_stop", [3, 5])
-def test_cfg_stop_frees_the_guiding_rows(builtin, census, cfg_stop):
-    var = builtin
-    K = var.num_scales
-    held = {}  # scale -> bytes the guiding rows' cache holds when the scale starts
-
-    def trace(event, k):
-        if event == "scale":
-            guide = census.groups[1].cache
-            held[k] = sum(2 * s.k.nbytes for s in guide.slots if s.k is not None)
-
-    settings = SamplingConfig(seed=3, cfg_stop=cfg_stop)
-    result = generate(var, 2, LABELS[2], settings=settings, trace=trace)
-    groups = census.groups
-    assert result.levers.get("cfg_stop") == cfg_stop
-    assert [g.rows.tolist() for g in groups] == [[1, 7], [var.num_classes] * 2]
-    assert groups[1].plan.num_scales == cfg_stop  # the guiding plan is truncated
-    assert sorted(held) == list(range(K))
-    assert all(held[k] > 0 for k in range(cfg_stop))  # it held keys before cfg_stop...
-    assert all(held[k] == 0 for k in range(cfg_stop, K))  # ...and nothing from cfg_stop on
-    assert groups[0].cache.meter is groups[1].cache.meter
-    assert groups[0].cache.live_bytes == 0 and census.peak == result.kv_peak_bytes
-    plain = run(var, B=2)
-    # By hand, in token-layers of one row (128 channels x 2 x 4 B = 1024 B), full plan, B = 2:
-    # plain: 4 rows x (layer 0 at the last scale: 66 kept + 64 new; layers 1-7: 66) = 4 x 592.
-    # The conditional rows preallocate 8 x 66 = 528; the guiding rows 8 x (tokens of scales
-    # 0..cfg_stop-2). cfg_stop=3: guiding peak at scale 2: 528 + 8 x 5 + 9 = 577 < 592, the
-    # conditional rows' own peak at scale 5 -> 2 x 592, half the plain peak. cfg_stop=5: at
-    # scale 4 the guiding layer 0 attends to its 30 kept and 36 new tokens: 528 + 8 x 30 + 36.
-    assert plain.kv_peak_bytes == 4 * 592 * 1024
-    assert result.kv_peak_bytes == 2 * {3: 592, 5: 528 + 8 * 30 + 36}[cfg_stop] * 1024
-    assert result.kv_peak_bytes < plain.kv_peak_bytes
 
 
 # ------------------------------------------------------------------ pruning
@@ -483,24 +293,6 @@ def test_restore_positions_by_hand():
     full = torch.arange(2 * 16 * 2, dtype=torch.float32).reshape(2, 16, 2)
     taken = gather_positions(full, idx)
     assert torch.equal(taken[1], full[1, [0, 7, 15]])
-
-
-def test_pruning_runs_the_kept_positions_and_sizes_the_caches(builtin, census, monkeypatch):
-    var = builtin
-    seen = []
-    run_layers = type(var).run_layers
-
-    def spy(self, scale_index, x_RlD, ctx, layers, cache):
-        seen.append((scale_index, x_RlD.shape[0], x_RlD.shape[1]))
-        return run_layers(self, scale_index, x_RlD, ctx, layers, cache)
-
-    monkeypatch.setattr(type(var), "run_layers", spy)
-    result = run(var, B=2, prune=(0.5, 4))
-    # scales 4 and 5 (36 and 64 positions) run 18 and 32; every position still gets a token
-    assert sorted({(k, n) for k, _, n in seen}) == [(0, 1), (1, 4), (2, 9), (3, 16), (4, 18),
-                                                   (5, 32)]
-    assert [i.shape for i in result.indices] == [(2, p * p) for p in var.patch_nums]
-    assert [group.cache.sizes for group in census.groups] == [[1, 4, 9, 16, 18, 32]] * 2
 
 
 def test_a_cache_with_default_sizes_refuses_a_pruned_scale():
