@@ -22,7 +22,6 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-import variant
 from variant.sampling.kv_cache import RowGroupsCache
 from variant.sampling.sampler import generate
 from variant.sampling.settings import SamplingConfig
@@ -141,12 +140,6 @@ class CensusModel:
         watched = (Pass(cache, self._census) if isinstance(cache, RowGroupsCache)
                    else Watched(cache, self._census))
         return self._var.run_layers(scale_index, x_RlD, ctx, layers, watched)
-
-
-@pytest.fixture(scope="module")
-def builtin():
-    var, _ = variant.load_model("builtin")
-    return var
 
 
 @pytest.mark.parametrize("spec, levers", [
