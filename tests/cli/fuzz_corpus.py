@@ -81,6 +81,11 @@ def prepare(work: Path) -> None:
         change(damaged)
         (work / f"{name}.json").write_text(json.dumps(damaged))
     (work / "profile_list.json").write_text("[1, 2]")
+    for name, file, text in (("tune_corrupt", "tune.json", "{bad"),
+                             ("tune_badfront", "front.json", "[]"),
+                             ("tune_nanfront", "front.json", '{"format": NaN}')):
+        (work / name).mkdir()
+        (work / name / file).write_text(text)
     model = work / "model_eight"  # a model directory whose config.json has "depth": "eight"
     model.mkdir()
     config = json.loads((REPO / "src/variant/assets/builtin/config.json").read_text())
@@ -271,6 +276,9 @@ def _budgets_and_commands() -> list[tuple[list[str], str]]:
         (["tokenize", "--data", "procedural", "--out", "{X}/t", "--device", "gpu"], "--device"),
         (["demo", "--jobs", "0", "--out", "{X}/d"], "--jobs"),
         ([*T, "--seeds", "-1"], "--seeds"),
+        (["tune", "--model", "random:tiny", "--out", "{W}/tune_corrupt"], "tune.json"),
+        (["tune", "--model", "random:tiny", "--out", "{W}/tune_badfront"], "front.json"),
+        (["tune", "--model", "random:tiny", "--out", "{W}/tune_nanfront"], "front.json"),
         ([*T, "--num-per-class", "0"], "--num-per-class"),
         ([*T, "--bench-batch", "0"], "--bench-batch"),
         ([*T, "--repeats", "0"], "--repeats"),

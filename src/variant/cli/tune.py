@@ -11,7 +11,8 @@ import torch
 from ..eval.quality import build_metric
 from ..front import format_front, load_front
 from ..front.plot import write_front_plot
-from ..front.tune import Tuner, TuneSettings, default_grid
+from ..front.tune import PART_HINT, Tuner, TuneSettings, default_grid
+from ..jsonfile import read_json
 from ..pretrained import read_model_config
 from ..sampling.configuration import resolve_configurations
 from ..sampling.plan import default_subnet_depths
@@ -81,6 +82,8 @@ def grid_specs(args, var, meta: dict) -> list[str]:
 def earlier_front(out: str, seeds) -> dict | None:
     """The front a finished run left in `out` (checked before any work), or None; one over
     seeds this run lacks is refused (its qualities would be re-averaged over fewer images)."""
+    if (Path(out) / "tune.json").is_file():  # the settings record, compared after loading
+        read_json(Path(out) / "tune.json", "tune settings", hint=PART_HINT)
     path = Path(out) / "front.json"
     if not path.is_file():
         return None
