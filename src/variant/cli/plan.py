@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 
 import torch
 
 from ..config import PATCH_NUMS_256, PATCH_NUMS_512, VARConfig
+from ..efficiency.bench import save_json
 from ..efficiency.choice import choose
 from ..front import (
     check_front_device,
@@ -281,8 +281,7 @@ def run(args: argparse.Namespace) -> int:
         for plan in plans:
             _print_layers(plan, cfg.patch_nums)
     if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump({"config": {"depth": depth, "width": cfg.width, "patch_nums": cfg.patch_nums,
-                                  "bridge": bridge, "batch": args.batch, "dtype": args.dtype,
-                                  "cfg": not args.no_cfg}, "rows": rows}, f, indent=2)
+        save_json(args.json_out, {"config": {  # atomic: a failure leaves no half-written file
+            "depth": depth, "width": cfg.width, "patch_nums": cfg.patch_nums, "bridge": bridge,
+            "batch": args.batch, "dtype": args.dtype, "cfg": not args.no_cfg}, "rows": rows})
     return 0
