@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -91,6 +92,11 @@ def prepare(work: Path) -> None:
     config = json.loads((REPO / "src/variant/assets/builtin/config.json").read_text())
     config["var"]["depth"] = "eight"
     (model / "config.json").write_text(json.dumps(config))
+    shallow = work / "model_depth4"  # config.json says depth 4, the weights have 8 layers
+    shutil.copytree(REPO / "src/variant/assets/builtin", shallow)
+    config = json.loads((shallow / "config.json").read_text())
+    config["var"]["depth"] = 4
+    (shallow / "config.json").write_text(json.dumps(config))
     badjson = work / "model_badjson"
     badjson.mkdir()
     (badjson / "config.json").write_text("{\"format\": ")
@@ -199,6 +205,7 @@ def _damaged_files() -> list[tuple[list[str], str]]:
     return [
         ([*S, "--model", "{W}/model_eight"], "config.json"),
         ([*S, "--model", "{W}/model_badjson"], "config.json"),
+        ([*S, "--model", "{W}/model_depth4"], "config.json disagrees with its weights"),
         ([*S, "--model", "{W}/adir"], "adir"),
         (["tune", "--model", "random:tiny", "--threads", "-1", "--out", "{X}/t"], "--threads"),
         (["bench", "--model", "random:tiny", "--threads", "0"], "--threads"),
