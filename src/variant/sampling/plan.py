@@ -165,10 +165,6 @@ def parse_spec(spec: str) -> PlanSpec:
     return PlanSpec("paper", int(depth), None if bridge is None else int(bridge))
 
 
-def _is_index(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _layer_index(value, scale_index: int) -> int:
     """An integer layer index (numpy and torch integers too); 7.9, '7' and True are refused."""
     try:
@@ -176,8 +172,9 @@ def _layer_index(value, scale_index: int) -> int:
             raise TypeError
         return operator.index(value)
     except TypeError:
-        raise ValueError(f"scale {scale_index}: {value!r} is not a layer index (whole numbers "
-                         "only).") from None
+        shown = json.dumps(value) if isinstance(value, (str, float, bool)) else repr(value)
+        raise ValueError(f"scale {scale_index} lists {shown}, which is not a layer index (whole "
+                         "numbers only).") from None
 
 
 def _json_layer_sets(spec: str, text: str) -> tuple[tuple[int, ...], ...]:
@@ -190,12 +187,10 @@ def _json_layer_sets(spec: str, text: str) -> tuple[tuple[int, ...], ...]:
         raise ValueError(f"cannot read plan {spec!r} as JSON: {example}.") from None
     if not isinstance(sets, list) or not all(isinstance(s, list) for s in sets):
         raise ValueError(f"plan {spec!r} is not a list of lists: {example}.")
-    for k, s in enumerate(sets):
-        bad = [i for i in s if not _is_index(i)]
-        if bad:
-            raise ValueError(f"plan {spec!r}: scale {k} lists {json.dumps(bad[0])}, which is "
-                             f"not a layer index (whole numbers only); {example}.")
-    return tuple(tuple(s) for s in sets)
+    try:
+        return tuple(tuple(_layer_index(i, k) for i in s) for k, s in enumerate(sets))
+    except ValueError as err:
+        raise ValueError(f"plan {spec!r}: {str(err).rstrip('.')}; {example}.") from None
 
 
 @dataclass(frozen=True, eq=True)
