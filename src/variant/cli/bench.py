@@ -48,6 +48,7 @@ from .common import (
     load_from_args,
     sampling_from_args,
 )
+from .fits import refuse_over_memory
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
     if args.profile and not any(is_full):
         raise ValueError("--profile times the full plan: add 'full' to --plans.")
     predictor = _predictor(args, var_config)
+    refuse_over_memory(predictor, [c.plan for c in configs], args.device, "--batch")
     rows, profile = [], None
     for config, full in zip(configs, is_full):
         plan, own = config.plan, _with(settings, config)

@@ -33,6 +33,7 @@ from .common import (
     resolve_configuration,
     sampling_from_args,
 )
+from .fits import check_fits_memory
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
     spec = SamplingSpec(num_per_class=args.num_per_class, num_classes=num_classes,
                         batch_size=args.batch_size, seed=args.seed,
                         settings=sampling)
+    for config in plans:  # calls are cut per class: at most min(batch, images per class)
+        check_fits_memory(var, vae, config.plan, config.settings,
+                          min(args.batch_size, args.num_per_class), args.device, "--batch-size")
     metric = None
     if rank == 0 and args.metric != "none":
         metric = build_metric(

@@ -18,9 +18,14 @@ from ..units import fmt_bytes
 def check_fits_memory(var, vae, plan, settings, batch: int, device: str, flag: str) -> None:
     """ValueError naming `flag` (the batch's flag) if one call of `batch` images is predicted
     to need more memory than there is; nothing when the system does not say what is free."""
-    limit = default_memory_budget(torch.device(device))
     workload = Workload(batch=batch, sampling=settings, device=str(device))
     runtime = runtime_bytes(device, model_bytes(var.config, vae.config))
     predictor = Predictor(var.config, vae.config, workload, runtime_bytes=runtime)
-    check_fits(predictor, [plan], limit,
+    refuse_over_memory(predictor, [plan], device, flag)
+
+
+def refuse_over_memory(predictor: Predictor, plans, device: str, flag: str) -> None:
+    """ValueError naming `flag` if the costliest of `plans` is predicted not to fit here."""
+    limit = default_memory_budget(torch.device(device))
+    check_fits(predictor, plans, limit,
                f"the {fmt_bytes(limit or 0)} available on {device}; lower {flag}.")
