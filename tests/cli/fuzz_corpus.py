@@ -279,6 +279,8 @@ def _budgets_and_commands() -> list[tuple[list[str], str]]:
         (["train-metric", "--out", "{X}/m", "--noise-std", "inf"], "--noise-std"),
         (["train-metric", "--out", "{X}/m", "--epochs", "0"], "--epochs"),
         (["train", "--out-dir", "{X}/r", "--lr", "nan"], "--lr"),
+        (["train", "--out-dir", "{X}/r", "--betas", "0.9,nan"], "--betas"),
+        (["train", "--out-dir", "{X}/r", "--subnet-depths", "2,x"], "--subnet-depths"),
         (["train", "--out-dir", "{X}/r", "--max-steps", "1" * 4400], "--max-steps"),
         (["tokenize", "--data", "procedural", "--out", "{X}/t", "--shard-size", "0"],
          "--shard-size"),

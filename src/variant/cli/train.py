@@ -59,12 +59,14 @@ def _add_field(group, f: dataclasses.Field) -> None:
 
 
 def _tuple_of(item: type):
+    one = checks.scalar(item)  # finite, of bounded length
+
     def parse(text: str) -> tuple:
         try:
-            return tuple(item(x) for x in text.replace(" ", "").split(",") if x)
-        except ValueError as err:
+            return tuple(one(x) for x in text.replace(" ", "").split(",") if x)
+        except (ValueError, argparse.ArgumentTypeError) as err:
             raise argparse.ArgumentTypeError(f"expected comma-separated {item.__name__} values, "
-                                             f"got {text!r}") from err
+                                             f"got {text!r} ({err})") from None
     return parse
 
 
