@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import logging
 import math
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..atomic import atomic_file, write_text_atomic
+from ..atomic import write_bytes_atomic, write_text_atomic
 from ..eval.npz import write_npz
 from ..models.cost import CostModel
 from ..sampling.sampler import generate
@@ -83,9 +84,15 @@ def check_writable(path: Path) -> None:
                               "--out location.") from err
 
 
+def png_bytes(array_HW3: np.ndarray) -> bytes:
+    """The PNG file of one uint8 image, exactly as `save_png` writes it."""
+    buffer = io.BytesIO()
+    Image.fromarray(array_HW3).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def save_png(array_HW3: np.ndarray, path: Path) -> None:
-    with atomic_file(path) as tmp:
-        Image.fromarray(array_HW3).save(tmp, format="PNG")
+    write_bytes_atomic(path, png_bytes(array_HW3))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,8 +118,11 @@ def run(args: argparse.Namespace) -> int:
     images, indices, kv_peak, t_tr, t_dec = [], [], 0, 0.0, 0.0
     for i, start in enumerate(range(0, num, args.batch_size)):
         chunk = labels[start:start + args.batch_size]
+        per_image = config.settings.rng == "per-image"  # streams of (--seed, image index)
         res = generate(var, len(chunk), torch.tensor(chunk), plan=plan, progress=True,
-                       settings=config.settings.replace(seed=args.seed + i))
+                       settings=config.settings.replace(seed=args.seed + i),
+                       image_keys=[(args.seed, start + j) for j in range(len(chunk))]
+                       if per_image else None)
         images.append(to_uint8(res.images))
         indices.append(res.indices)
         kv_peak = max(kv_peak, res.kv_peak_bytes)

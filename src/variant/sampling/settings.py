@@ -15,6 +15,8 @@ import torch
 from ..units import dtype_name, parse_dtype
 from .levers import Levers, check_guide_class, parse_kv_keep, parse_prune
 
+RNG_STREAMS = ("batch", "per-image")  # the first is the default (the official stream)
+
 
 def guided_rows(batch: int, cfg: float | bool) -> int:
     """Rows of one transformer pass: the batch, doubled when classifier-free guidance is on."""
@@ -30,6 +32,9 @@ class SamplingConfig:
     - `more_smooth`: the official Gumbel-softmax smoothing of the next-scale input (visual only).
     - `dtype`: compute dtype, `'fp32' | 'bf16' | 'fp16'` (a `torch.dtype` is accepted too).
     - `seed`: seeds the per-call generator; None uses torch's global RNG.
+    - `rng`: 'batch' (the official stream: one generator for the whole call) or 'per-image'
+      (image i of a call draws from its own generator, derived from (seed, i), so its tokens do
+      not depend on the other images of the call; `variant serve` uses it).
 
     The inference levers (sampling/levers.py; all off by default, scales 0-based):
     - `cfg_stop`: first scale sampled from the conditional logits only (None: never).
@@ -49,9 +54,12 @@ class SamplingConfig:
     guide_class: str = "null"
     prune: tuple[float, int] | None = None
     kv_keep: tuple[int, int] | None = None
+    rng: str = "batch"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype", dtype_name(self.dtype))
+        if self.rng not in RNG_STREAMS:
+            raise ValueError(f"rng must be one of {', '.join(RNG_STREAMS)}, got {self.rng!r}.")
         if self.top_k < 0 or not 0.0 <= self.top_p <= 1.0 or self.cfg < 0:
             raise ValueError(f"need top_k >= 0, 0 <= top_p <= 1 and cfg >= 0; got top_k="
                              f"{self.top_k}, top_p={self.top_p}, cfg={self.cfg}.")
@@ -107,6 +115,8 @@ class SamplingConfig:
         for key in ("prune", "kv_keep"):
             if key in out:
                 out[key] = list(out[key])
+        if out["rng"] == RNG_STREAMS[0]:  # records written before per-image streams compare equal
+            del out["rng"]
         return out
 
     def cli_args(self) -> list[str]:
@@ -127,6 +137,8 @@ class SamplingConfig:
             args += ["--prune", f"{self.prune[0]!r}@{self.prune[1]}"]
         if self.kv_keep is not None:
             args += ["--kv-keep", f"{self.kv_keep[0]},{self.kv_keep[1]}"]
+        if self.rng != RNG_STREAMS[0]:
+            args += ["--rng", self.rng]
         return args
 
 
