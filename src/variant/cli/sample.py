@@ -45,6 +45,9 @@ def register(sub) -> None:
                    help="number of images when --labels is not given")
     add_sampling_args(p)
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's); CPU results can differ in the last "
+                        "bits with the thread count, so commands that must repeat bytes set it")
     p.add_argument("--out", default="samples.png", help="grid PNG path (default samples.png)")
     p.add_argument("--nrow", type=int, default=None, help="images per grid row")
     p.add_argument("--save-each", default=None, help="folder for one PNG per image")
@@ -84,6 +87,11 @@ def check_writable(path: Path) -> None:
                               "--out location.") from err
 
 
+def image_name(index: int, label: int) -> str:
+    """The --save-each file name of image `index` (class `label`)."""
+    return f"{index:06d}_class{label}.png"
+
+
 def png_bytes(array_HW3: np.ndarray) -> bytes:
     """The PNG file of one uint8 image, exactly as `save_png` writes it."""
     buffer = io.BytesIO()
@@ -105,6 +113,10 @@ def run(args: argparse.Namespace) -> int:
                                 args.json_out and Path(args.json_out),
                                 args.save_each and Path(args.save_each) / "x.png")):
         check_writable(target)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}.")
+        torch.set_num_threads(args.threads)
     var, vae = load_from_args(args)
     config = resolve_configuration(args.plan, var.config, args.bridge, sampling_from_args(args))
     plan = config.plan
@@ -132,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     if args.save_each:
         folder = Path(args.save_each)
         for j, img in enumerate(arr):
-            save_png(img, folder / f"{j:06d}_class{labels[j]}.png")
+            save_png(img, folder / image_name(j, labels[j]))
     if args.npz:
         write_npz(args.npz, [arr], len(arr), arr.shape[1:], labels=np.asarray(labels))
     report = run_report(var, config, labels, args.batch_size, indices, kv_peak, t_tr, t_dec)

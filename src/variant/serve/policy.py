@@ -1,0 +1,120 @@
+"""Predicted run times, corrected online, and `auto`'s choice of configuration.
+
+A request of n images under configuration c is predicted to take `prior(c, n) * ratio(c)`:
+`prior` is the front's measured time scaled to n images (`front.row_cost`), `ratio` the
+exponential moving average of observed / prior over c's runs on this server (before c's first
+run: the same average over every configuration, so a front measured with other threads or on
+a busier machine is corrected as soon as anything has run). A configuration the front lacks is
+predicted from its own observed seconds per image, or before its first run from the slowest
+per-image prediction of the front.
+
+`auto` (`AutoPolicy.choose`) takes the best-quality configuration of the front such that, if
+every queued `auto` request ran under it, every queued request would finish within
+`margin x SLO` of its arrival; when none does, the fastest. `admit` refuses a new `auto`
+request (429, Retry-After) when even the fastest configuration cannot finish it within the SLO.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..front import row_cost
+
+SMOOTHING = 0.3  # weight of the newest observation in the moving averages
+MARGIN = 0.8  # plan for 80% of the SLO: predictions err, and arrivals come in bursts
+
+
+class TimeModel:
+    """Seconds a configuration takes for n images (module docstring)."""
+
+    def __init__(self, front: dict | None):
+        self.front = front
+        self.rows = {r["spec"]: r for r in front["rows"]} if front else {}
+        self.ratios: dict[str, float] = {}  # observed / prior, per configuration
+        self.ratio_all: float | None = None
+        self.per_image: dict[str, float] = {}  # observed seconds per image (no prior)
+
+    def prior(self, spec: str, n: int) -> float | None:
+        row = self.rows.get(spec)
+        return None if row is None else row_cost(self.front, row, "latency", n)
+
+    def predict(self, spec: str, n: int) -> float:
+        prior = self.prior(spec, n)
+        if prior is not None:
+            return prior * self.ratios.get(spec, self.ratio_all or 1.0)
+        if spec in self.per_image:
+            return self.per_image[spec] * n
+        known = [self.predict(s, 1) for s in self.rows] + list(self.per_image.values())
+        return (max(known) if known else 0.0) * n
+
+    def observe(self, spec: str, n: int, seconds: float) -> None:
+        prior = self.prior(spec, n)
+        if prior is None:
+            self.per_image[spec] = _average(self.per_image.get(spec), seconds / n)
+        elif prior > 0:
+            ratio = seconds / prior
+            self.ratios[spec] = _average(self.ratios.get(spec), ratio)
+            self.ratio_all = _average(self.ratio_all, ratio)
+
+
+def _average(old: float | None, new: float) -> float:
+    return new if old is None else (1 - SMOOTHING) * old + SMOOTHING * new
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A queued request as the policy sees it: arrival time, images, fixed spec (None: auto)."""
+
+    arrival: float
+    images: int
+    spec: str | None
+
+
+class AutoPolicy:
+    """`auto` over a front's configurations under an SLO (module docstring)."""
+
+    def __init__(self, front: dict, times: TimeModel, slo: float, *, max_batch: int,
+                 margin: float = MARGIN):
+        if slo <= 0:
+            raise ValueError(f"--slo must be positive, got {slo}.")
+        key = front["meta"]["metric_key"]
+        usable = [r for r in front["rows"] if r["quality"][key]["mean"] is not None]
+        if not usable:
+            raise ValueError(f"no configuration of the front has a measured {key}; rerun "
+                             "`variant tune`.")
+        # best quality first (lower is better, as `choose_from_front` reads the front)
+        self.ranked = [r["spec"] for r in sorted(usable, key=lambda r: r["quality"][key]["mean"])]
+        self.times, self.slo, self.margin, self.max_batch = times, slo, margin, max_batch
+
+    def fastest(self, images: int) -> str:
+        return min(self.ranked, key=lambda s: self.times.predict(s, images))
+
+    def finishes(self, now: float, busy_until: float, queue: Sequence[Waiting],
+                 auto_spec: str) -> list[float]:
+        """Predicted finish time of each queued request (in order, one after another) when the
+        auto requests run `auto_spec`; the running batch ends at `busy_until`."""
+        t, out = max(now, busy_until), []
+        for w in queue:
+            t += self.times.predict(w.spec or auto_spec, w.images)
+            out.append(t)
+        return out
+
+    def choose(self, now: float, busy_until: float, queue: Sequence[Waiting]) -> str:
+        """The best configuration that keeps every queued request within margin x SLO."""
+        limit = self.margin * self.slo
+        for spec in self.ranked:
+            ends = self.finishes(now, busy_until, queue, spec)
+            if all(end - w.arrival <= limit for end, w in zip(ends, queue)):
+                return spec
+        return self.fastest(max((w.images for w in queue), default=1))
+
+    def admit(self, now: float, busy_until: float, queue: Sequence[Waiting],
+              new: Waiting) -> float | None:
+        """None when `new` can finish within the SLO under the fastest configuration; else the
+        seconds after which it could (for Retry-After)."""
+        fastest = self.fastest(new.images)
+        end = self.finishes(now, busy_until, [*queue, new], fastest)[-1]
+        late = end - new.arrival - self.slo
+        return None if late <= 0 else max(1.0, math.ceil(late))
