@@ -34,6 +34,7 @@ class Ticket:
     future: Future = field(default_factory=Future)
     cancelled: bool = False  # the client went away: skip it if it has not run yet
     started: float | None = None  # when its batch was formed
+    batch: tuple[int, int] | None = None  # (requests, images) of its batch
 
     @property
     def images(self) -> int:
@@ -130,7 +131,7 @@ class Scheduler:
             total += t.images
         for t in taken:
             self.queue.remove(t)
-            t.started = now
+            t.started, t.batch = now, (len(taken), total)
         batch = Batch(spec, taken, now)
         self.busy_until = now + sum(self.times.predict(spec, t.images) for t in taken)
         return batch

@@ -88,6 +88,7 @@ class Service:
                "images": self.engine.response_images(request, served, self.class_names),
                "queue_s": ticket.started - ticket.arrival, "run_s": served.seconds,
                "total_s": now - ticket.arrival, "timings": served.timings,
+               "batch": {"requests": ticket.batch[0], "images": ticket.batch[1]},
                "kv_peak_bytes": served.kv_peak_bytes,
                "command": self.engine.command(request, config)}
         self.metrics.count(config.name, "ok")
