@@ -21,7 +21,7 @@ LAYERS = [
     ("variant.training", "variant.tokenizer", "variant.eval", "variant.efficiency",
      "variant.analysis"),
     # the top: the pipeline behind `variant demo`, the studio page, the commands
-    ("variant.demo", "variant.demo_report", "variant.studio", "variant.tune",
+    ("variant.demo", "variant.demo_report", "variant.studio", "variant.serve", "variant.tune",
      "variant.front", "variant.front_plot", "variant.cli",
      "variant.__main__", "variant"),
 ]

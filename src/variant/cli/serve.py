@@ -69,8 +69,9 @@ def register(sub) -> None:
                    help="on SIGTERM, how long the running batch may take to finish (default 30s)")
     p.add_argument("--ray", action="store_true",
                    help="run as a Ray Serve deployment (local Ray instance; extra 'ray')")
-    p.add_argument("--replicas", type=int, default=1,
-                   help="Ray Serve replicas, each with its own model and queue (with --ray)")
+    p.add_argument("--replicas", default="1",
+                   help="Ray Serve replicas, each with its own model and queue (with --ray): N, "
+                        "or MIN-MAX for Ray's autoscaling (default 1)")
     p.set_defaults(func=run)
 
 
@@ -119,9 +120,8 @@ def options_from_args(args: argparse.Namespace):
                          "front.json too (e.g. docs/reproduction/front/front.json).")
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}.")
-    if args.replicas < 1 or (args.replicas > 1 and not args.ray):
-        raise ValueError("--replicas N (N >= 1) applies to --ray; without it one process "
-                         "serves.")
+    if args.replicas != "1" and not args.ray:
+        raise ValueError("--replicas applies to --ray; without it one process serves.")
     limits = Limits(max_images=args.max_images, max_body_bytes=args.max_body,
                     max_queue=args.max_queue, max_batch=args.max_batch, max_wait=args.max_wait)
     return ServeOptions(model=args.model, vae=args.vae, revision=args.revision,

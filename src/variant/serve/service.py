@@ -50,6 +50,7 @@ class Service:
         self.default_configuration = AUTO if self.policy else "full"
         self.metrics = Metrics()
         self.worker: threading.Thread | None = None
+        self.replica: str | None = None  # the Ray Serve replica's name (responses say it)
 
     # ------------------------------------------------------------------------- requests
     def admit(self, body: bytes) -> Ticket:
@@ -91,6 +92,8 @@ class Service:
                "batch": {"requests": ticket.batch[0], "images": ticket.batch[1]},
                "kv_peak_bytes": served.kv_peak_bytes,
                "command": self.engine.command(request, config)}
+        if self.replica is not None:
+            out["replica"] = self.replica
         self.metrics.count(config.name, "ok")
         self.metrics.latency.labels(config.name).observe(out["total_s"])
         return out
