@@ -153,5 +153,19 @@ def test_auto_refuses_with_retry_after_when_even_the_fastest_misses_the_slo(fron
             accepted += 1
     assert err.value.status == 429 and "SLO of 0.5 s" in err.value.message
     assert err.value.retry_after >= 1
-    assert accepted == int(0.5 // per_request)  # what fits in the SLO at the fastest
+    assert accepted == int(0.8 * 0.5 // per_request)  # what fits in margin x SLO, fastest
     s.submit(ticket(clock, spec="full", images=4))  # a named configuration is not refused
+
+
+def test_late_answers_tighten_the_planning_margin_and_timely_ones_restore_it(front):
+    policy = AutoPolicy(front, TimeModel(front), 2.0, max_batch=16)
+    assert policy.margin == 0.8
+    for _ in range(3):
+        policy.feedback(1.9)  # over 90% of the SLO
+    assert policy.margin == pytest.approx(0.8 * 0.9**3)
+    for _ in range(100):
+        policy.feedback(0.5)
+    assert policy.margin == 0.8
+    for _ in range(100):
+        policy.feedback(5.0)
+    assert policy.margin == 0.3  # never below MIN_MARGIN

@@ -11,7 +11,11 @@ per-image prediction of the front.
 `auto` (`AutoPolicy.choose`) takes the best-quality configuration of the front such that, if
 every queued `auto` request ran under it, every queued request would finish within
 `margin x SLO` of its arrival; when none does, the fastest. `admit` refuses a new `auto`
-request (429, Retry-After) when even the fastest configuration cannot finish it within the SLO.
+request (429, Retry-After) when even the fastest configuration cannot finish it within
+`margin x SLO`. The margin starts at MARGIN and follows the answers (`feedback`): an `auto`
+request answered later than 90% of the SLO shrinks it by 10% (the predictions missed
+something: other processes' load, the response path), one answered in time restores 0.01 of
+it, so the server plans with the room its own errors need.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from ..front import row_cost
 
 SMOOTHING = 0.3  # weight of the newest observation in the moving averages
 MARGIN = 0.8  # plan for 80% of the SLO: predictions err, and arrivals come in bursts
+MIN_MARGIN = 0.3
 
 
 class TimeModel:
@@ -112,9 +117,16 @@ class AutoPolicy:
 
     def admit(self, now: float, busy_until: float, queue: Sequence[Waiting],
               new: Waiting) -> float | None:
-        """None when `new` can finish within the SLO under the fastest configuration; else the
-        seconds after which it could (for Retry-After)."""
+        """None when `new` can finish within margin x SLO under the fastest configuration;
+        else the seconds after which it could (for Retry-After)."""
         fastest = self.fastest(new.images)
         end = self.finishes(now, busy_until, [*queue, new], fastest)[-1]
-        late = end - new.arrival - self.slo
+        late = end - new.arrival - self.margin * self.slo
         return None if late <= 0 else max(1.0, math.ceil(late))
+
+    def feedback(self, seconds: float) -> None:
+        """An auto request was answered `seconds` after its arrival (module docstring)."""
+        if seconds > 0.9 * self.slo:
+            self.margin = max(MIN_MARGIN, self.margin * 0.9)
+        else:
+            self.margin = min(MARGIN, self.margin + 0.01)

@@ -96,6 +96,8 @@ class Service:
             out["replica"] = self.replica
         self.metrics.count(config.name, "ok")
         self.metrics.latency.labels(config.name).observe(out["total_s"])
+        if request.is_auto:
+            self.policy.feedback(out["total_s"])
         return out
 
     def quality(self, spec: str) -> dict | None:

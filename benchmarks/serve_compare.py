@@ -1,0 +1,153 @@
+"""Fixed `full` vs `auto` under the same open-loop load: the measurement of docs/SERVING.md.
+
+For each mode a fresh `variant serve` (the built-in model, the committed front, the SLO, one
+torch thread, default limits) starts on loopback, takes a short warm-up, then
+benchmarks/serve_load.py drives it at every rate with the mode's configuration; the server is
+stopped with SIGTERM (it must exit 0). Writes load_full.json, load_auto.json, load.png (p95 vs
+rate for both, and the configurations auto served at each rate) and prints a table.
+
+    python benchmarks/serve_compare.py --rates 2 4 6 7 8 9 --duration 45 --slo 2 \
+        --out docs/serving
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+FRONT = HERE.parent / "docs" / "reproduction" / "front" / "front.json"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rates", type=float, nargs="+", required=True)
+    p.add_argument("--duration", type=float, default=45.0)
+    p.add_argument("--max-requests", type=int, default=1000)
+    p.add_argument("--images", type=int, default=4)
+    p.add_argument("--slo", type=float, default=2.0)
+    p.add_argument("--modes", nargs="+", default=["full", "auto"])
+    p.add_argument("--front", default=str(FRONT))
+    p.add_argument("--out", default="docs/serving")
+    return p.parse_args(argv)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(args, port: int, log: Path) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "variant", "serve", "--front", args.front, "--slo",
+            f"{args.slo}s", "--threads", "1", "--port", str(port)]
+    proc = subprocess.Popen(argv, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("variant serve did not start:\n" + log.read_text())
+
+
+def run_mode(args, mode: str, out: Path) -> dict:
+    port = free_port()
+    proc = start_server(args, port, out / f"server_{mode}.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for seed in range(3):  # warm-up: first calls, and auto's first corrections
+            httpx.post(url + "/v1/images", json={"num_images": args.images, "seed": seed,
+                                                 "configuration": mode}, timeout=60)
+        subprocess.run([sys.executable, str(HERE / "serve_load.py"), "--url", url,
+                        "--configuration", mode, "--images", str(args.images), "--slo",
+                        str(args.slo), "--duration", str(args.duration), "--max-requests",
+                        str(args.max_requests), "--rates", *map(str, args.rates), "--out",
+                        str(out / f"load_{mode}.json")], check=True)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    assert code == 0, f"the {mode} server exited {code}"
+    return json.loads((out / f"load_{mode}.json").read_text())
+
+
+def table(reports: dict) -> str:
+    lines = ["| mode | rate /s | sent | with images | 429 | errors | lost | p50 s | p95 s | "
+             "p99 s | within SLO | mean FID | configurations |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for mode, report in reports.items():
+        for r in report["runs"]:
+            mix = ", ".join(f"{k} {v}" for k, v in r["configurations"].items())
+            lines.append(
+                f"| {mode} | {r['rate']:g} | {r['sent']} | {r['answered_with_images']:.1%} | "
+                f"{r['refused_429']} | {r['errors']} | {r['lost']} | {_f(r['p50_s'])} | "
+                f"{_f(r['p95_s'])} | {_f(r['p99_s'])} | {r['within_slo']:.1%} | "
+                f"{_f(r['mean_quality'])} | {mix} |")
+    return "\n".join(lines)
+
+
+def _f(x) -> str:
+    return "—" if x is None else f"{x:.2f}"
+
+
+def plot(reports: dict, slo: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 7), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 2]})
+    for mode, report in reports.items():
+        runs = report["runs"]
+        top.plot([r["rate"] for r in runs], [r["p95_s"] for r in runs], "o-",
+                 label=f"{mode}: p95 latency")
+    top.axhline(slo, color="grey", ls="--", label=f"SLO {slo:g} s")
+    top.axhline(2 * slo, color="grey", ls=":", label=f"2 x SLO")
+    top.set_yscale("log")
+    top.set_ylabel("p95 latency (s, log)")
+    top.legend(loc="upper left", fontsize=8)
+    top.set_title("variant serve, built-in model, 2-core CPU (1 torch thread): fixed full vs "
+                  "auto", fontsize=9)
+    runs = reports["auto"]["runs"]
+    specs = sorted({s for r in runs for s in r["configurations"]})
+    width = 0.35 * min((b["rate"] - a["rate"] for a, b in zip(runs, runs[1:])), default=1)
+    base = [0.0] * len(runs)
+    for spec in specs:
+        share = [r["configurations"].get(spec, 0) / max(1, r["with_images"]) for r in runs]
+        bottom.bar([r["rate"] for r in runs], share, width, bottom=base, label=spec)
+        base = [b + s for b, s in zip(base, share)]
+    bottom.set_ylabel("auto: share of requests")
+    bottom.set_xlabel("offered load (requests/s, Poisson; 4 images each)")
+    bottom.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    reports = {mode: run_mode(args, mode, out) for mode in args.modes}
+    print(table(reports))
+    if "auto" in reports:
+        plot(reports, args.slo, out / "load.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
