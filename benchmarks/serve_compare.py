@@ -117,7 +117,7 @@ def plot(reports: dict, slo: float, path: Path) -> None:
         top.plot([r["rate"] for r in runs], [r["p95_s"] for r in runs], "o-",
                  label=f"{mode}: p95 latency")
     top.axhline(slo, color="grey", ls="--", label=f"SLO {slo:g} s")
-    top.axhline(2 * slo, color="grey", ls=":", label=f"2 x SLO")
+    top.axhline(2 * slo, color="grey", ls=":", label="2 x SLO")
     top.set_yscale("log")
     top.set_ylabel("p95 latency (s, log)")
     top.legend(loc="upper left", fontsize=8)
