@@ -22,8 +22,8 @@ import torch
 
 import variant
 from variant.atomic import write_text_atomic
-from variant.cli.sample import png_bytes, to_uint8
-from variant.models.configuration import Configuration
+from variant.images import png_bytes, to_uint8
+from variant.sampling.configuration import Configuration
 from variant.sampling.sampler import generate
 from variant.sampling.settings import SamplingConfig
 
@@ -43,8 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def per_request(var, config, requests):
     out = []
     for seed, labels in requests:
-        res = generate(var, len(labels), torch.tensor(labels), plan=config.plan,
-                       settings=config.settings, image_keys=[(seed, j) for j in range(len(labels))])
+        res = generate(var, len(labels), torch.tensor(labels), configuration=config,
+                       image_keys=[(seed, j) for j in range(len(labels))])
         out += [png_bytes(a) for a in to_uint8(res.images)]
     return out
 
@@ -52,8 +52,8 @@ def per_request(var, config, requests):
 def joint(var, config, requests):
     labels = [label for _, ls in requests for label in ls]
     keys = [(seed, j) for seed, ls in requests for j in range(len(ls))]
-    res = generate(var, len(labels), torch.tensor(labels), plan=config.plan,
-                   settings=config.settings, image_keys=keys)
+    res = generate(var, len(labels), torch.tensor(labels), configuration=config,
+                   image_keys=keys)
     return [png_bytes(a) for a in to_uint8(res.images)]
 
 

@@ -1,4 +1,4 @@
-"""`variant tune` (variant.tune, cli/tune.py) and `variant plan --front` (cli/plan.py run_front).
+"""`variant tune` (variant.front.tune, cli/tune.py) and `variant plan --front` (cli/plan.py).
 
 The pure parts (grid, families, intervals, fronts, choosing from a front) run on made-up rows;
 one small end-to-end run of the built-in model (two configurations, two seeds, four images per
@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import variant.tune as tune
+import variant.front.tune as tune
 from variant.cli.main import main
 from variant.efficiency.bench import device_name
 from variant.front import (
@@ -26,8 +26,8 @@ from variant.front import (
     format_front,
     load_front,
 )
-from variant.models.configuration import folder_name
-from variant.tune import TuneSettings, default_grid, family, mark_fronts
+from variant.front.tune import TuneSettings, default_grid, family, mark_fronts
+from variant.sampling.configuration import folder_name
 
 MIB = 2**20
 
@@ -80,12 +80,12 @@ def test_default_grid_without_a_subnet_names_the_flag(subnets):
 ])
 def test_family(spec, expected):
     assert family(spec) == expected
-    assert expected in tune.FAMILIES
+    assert expected in tune.families()
 
 
 def test_every_grid_spec_has_a_family():
     families = {family(s) for s in default_grid(8, 6, (4, 2))}
-    assert families == set(tune.FAMILIES)
+    assert families == set(tune.families())
 
 
 def test_slug():

@@ -39,7 +39,10 @@ def test_sigterm_answers_the_running_batch_and_503s_the_queue(tmp_path):
         "num_images": 16, "configuration": "full", "seed": i})) for i in range(2)]
     for t in queued:
         t.start()
-    time.sleep(0.2)  # both wait behind the running batch (16 images each: one batch each)
+    # both wait behind the running batch (16 images each: one batch each)
+    while "variant_serve_queue_requests 2.0" not in httpx.get(server.url + "/metrics").text:
+        assert time.monotonic() < deadline, "the two requests never queued"
+        time.sleep(0.02)
     sent_at = time.monotonic()
     server.terminate()
     code = server.proc.wait(30)

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from ..cli.sample import image_name, png_bytes, to_uint8
 from ..efficiency.bench import current_rss_bytes
 from ..efficiency.budget import Predictor, Workload, model_bytes
-from ..models.configuration import Configuration
+from ..images import image_name, png_bytes, to_uint8
 from ..pretrained import RANDOM_PREFIX
+from ..sampling.configuration import Configuration
 from ..sampling.sampler import generate
 from ..units import fmt_bytes
 from .schema import ImageRequest, RequestError
@@ -87,8 +87,7 @@ class Engine:
     def run(self, request: ImageRequest, config: Configuration) -> Served:
         start = time.perf_counter()
         n = request.num_images
-        res = generate(self.var, n, torch.tensor(request.labels), plan=config.plan,
-                       settings=config.settings,
+        res = generate(self.var, n, torch.tensor(request.labels), configuration=config,
                        image_keys=[(request.seed, j) for j in range(n)]
                        if config.settings.rng == "per-image" else None)
         pngs = [png_bytes(a) for a in to_uint8(res.images)]

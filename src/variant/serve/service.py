@@ -17,10 +17,10 @@ import torch
 
 from ..efficiency.bench import device_name
 from ..front import check_front_model, check_front_settings, front_settings, load_front, row_cost
-from ..models.configuration import EXAMPLE
 from ..models.cost import CostModel
-from ..models.plan import DepthPlan, default_subnet_depths
 from ..pretrained import load_model, read_model_config, resolve_source
+from ..sampling.configuration import EXAMPLE
+from ..sampling.plan import DepthPlan, default_subnet_depths
 from ..sampling.settings import SamplingConfig
 from ..studio.classes import class_names
 from ..studio.compare import default_memory_budget

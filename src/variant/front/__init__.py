@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from .efficiency.bench import device_name
-from .sampling.settings import SamplingConfig
+from ..efficiency.bench import device_name
+from ..sampling.settings import SamplingConfig
 
 FRONT_FORMAT = "variant-front"
 COST_AXES = {"latency": "total_s", "kv": "kv_peak_bytes", "memory": "peak_memory_bytes"}
