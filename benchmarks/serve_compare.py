@@ -1,9 +1,10 @@
 """Fixed `full` vs `auto` under the same open-loop load: the measurement of docs/SERVING.md.
 
-For each mode a fresh `variant serve` (the built-in model, the committed front, the SLO, one
-torch thread, default limits) starts on loopback, takes a short warm-up, then
-benchmarks/serve_load.py drives it at every rate with the mode's configuration; the server is
-stopped with SIGTERM (it must exit 0). Writes load_full.json, load_auto.json, load.png (p95 vs
+Each mode gets its own `variant serve` (the built-in model, the committed front, the SLO, one
+torch thread, default limits) on loopback, warmed up with three requests; at each rate in turn
+benchmarks/serve_load.py drives one server and then the other with its mode's configuration
+(so both meet the same machine: other processes' load drifts). The servers are stopped with
+SIGTERM and must exit 0. Writes load_full.json, load_auto.json, load.png (p95 vs
 rate for both, and the configurations auto served at each rate) and prints a table.
 
     python benchmarks/serve_compare.py --rates 2 4 6 7 8 9 --duration 45 --slo 2 \
@@ -19,10 +20,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import httpx
+
+from variant.atomic import write_text_atomic
 
 HERE = Path(__file__).resolve().parent
 FRONT = HERE.parent / "docs" / "reproduction" / "front" / "front.json"
@@ -37,6 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--slo", type=float, default=2.0)
     p.add_argument("--modes", nargs="+", default=["full", "auto"])
     p.add_argument("--front", default=str(FRONT))
+    p.add_argument("--pause", type=float, default=5.0, help="seconds between runs")
     p.add_argument("--out", default="docs/serving")
     return p.parse_args(argv)
 
@@ -65,24 +70,54 @@ def start_server(args, port: int, log: Path) -> subprocess.Popen:
     raise RuntimeError("variant serve did not start:\n" + log.read_text())
 
 
-def run_mode(args, mode: str, out: Path) -> dict:
-    port = free_port()
-    proc = start_server(args, port, out / f"server_{mode}.log")
-    url = f"http://127.0.0.1:{port}"
+def warm_up(url: str, mode: str, images: int) -> None:
+    for seed in range(3):  # first calls, and auto's first corrections
+        httpx.post(url + "/v1/images", json={"num_images": images, "seed": seed,
+                                             "configuration": mode}, timeout=60)
+
+
+def load_run(args, url: str, mode: str, rate: float, out: Path) -> dict:
+    path = out / f".load_{mode}_{rate:g}.json"
+    subprocess.run([sys.executable, str(HERE / "serve_load.py"), "--url", url,
+                    "--configuration", mode, "--images", str(args.images), "--slo",
+                    str(args.slo), "--duration", str(args.duration), "--max-requests",
+                    str(args.max_requests), "--rates", str(rate), "--seed", str(int(rate * 1000)),
+                    "--out", str(path)], check=True)
+    report = json.loads(path.read_text())
+    path.unlink()
+    return report
+
+
+def run_all(args, out: Path) -> dict:
+    """One server per mode, alive together; the modes take turns at each rate, so both meet
+    the same machine (other processes' load drifts over minutes)."""
+    servers, reports = {}, {}
+    logs = Path(tempfile.mkdtemp(prefix="serve-compare-"))
     try:
-        for seed in range(3):  # warm-up: first calls, and auto's first corrections
-            httpx.post(url + "/v1/images", json={"num_images": args.images, "seed": seed,
-                                                 "configuration": mode}, timeout=60)
-        subprocess.run([sys.executable, str(HERE / "serve_load.py"), "--url", url,
-                        "--configuration", mode, "--images", str(args.images), "--slo",
-                        str(args.slo), "--duration", str(args.duration), "--max-requests",
-                        str(args.max_requests), "--rates", *map(str, args.rates), "--out",
-                        str(out / f"load_{mode}.json")], check=True)
+        for mode in args.modes:
+            port = free_port()
+            servers[mode] = (start_server(args, port, logs / f"server_{mode}.log"),
+                             f"http://127.0.0.1:{port}")
+            warm_up(servers[mode][1], mode, args.images)
+        for rate in args.rates:
+            for mode in args.modes:
+                report = load_run(args, servers[mode][1], mode, rate, out)
+                if mode not in reports:
+                    reports[mode] = {**report, "runs": []}
+                reports[mode]["runs"] += report["runs"]
+                reports[mode]["load_average_after"] = report["load_average_after"]
+                time.sleep(args.pause)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(60)
-    assert code == 0, f"the {mode} server exited {code}"
-    return json.loads((out / f"load_{mode}.json").read_text())
+        codes = {}
+        for mode, (proc, _) in servers.items():
+            proc.send_signal(signal.SIGTERM)
+            codes[mode] = proc.wait(60)
+    assert all(code == 0 for code in codes.values()), f"server exit codes {codes}"
+    for mode, report in reports.items():
+        report["command"] = " ".join(["python", *sys.argv])
+        report["rates"] = args.rates
+        write_text_atomic(out / f"load_{mode}.json", json.dumps(report, indent=2) + "\n")
+    return reports
 
 
 def table(reports: dict) -> str:
@@ -142,7 +177,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    reports = {mode: run_mode(args, mode, out) for mode in args.modes}
+    reports = run_all(args, out)
     print(table(reports))
     if "auto" in reports:
         plot(reports, args.slo, out / "load.png")

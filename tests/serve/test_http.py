@@ -159,10 +159,15 @@ def test_a_client_that_disconnects_costs_nothing_queued(server):
 
 
 def test_metrics_count_outcomes_latency_batches_and_kv(server):
+    """Labels stay bounded: a made-up configuration counts as "other"."""
     post(server, {"labels": [1], "configuration": "full"})
-    post(server, {"labels": ["unicorn"]})
+    post(server, {"labels": [1], "configuration": "d3"})  # off the front and the paper's plans
+    post(server, {"labels": ["unicorn"]})  # counted under "-": no configuration read yet
+    post(server, {"cfg": 3.0})  # auto at settings the front was not measured with
     text = httpx.get(server.url + "/metrics", headers=server.headers).text
     for needle in ('variant_serve_requests_total{configuration="full",outcome="ok"}',
+                   'variant_serve_requests_total{configuration="other",outcome="ok"}',
+                   'variant_serve_requests_total{configuration="auto",outcome="bad_request"}',
                    'outcome="bad_request"', "variant_serve_request_seconds_bucket",
                    "variant_serve_batch_images_bucket", "variant_serve_queue_images",
                    "variant_serve_kv_peak_bytes", "variant_serve_predicted_seconds_per_image"):

@@ -25,9 +25,6 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from .schema import AUTO, RequestError
 from .service import Service
 
-_OUTCOMES = {400: "bad_request", 401: "unauthorized", 413: "bad_request", 422: "bad_request",
-             429: "refused", 503: "draining"}
-
 
 def error_response(err: RequestError) -> JSONResponse:
     headers = {}
@@ -71,12 +68,7 @@ def create_app(service: Service, *, api_key: str | None = None, manage_worker: b
     @app.post("/v1/images")
     async def images(request: Request):
         authorize(request)
-        body = await request.body()
-        try:
-            ticket = service.admit(body)
-        except RequestError as err:
-            service.metrics.count(_requested(body), _OUTCOMES.get(err.status, "error"))
-            raise
+        ticket = service.admit(await request.body())
         result = asyncio.wrap_future(ticket.future)
         gone = asyncio.ensure_future(_disconnected(request))
         try:
@@ -131,11 +123,6 @@ async def _disconnected(request: Request) -> None:
 def _retrieve(future: asyncio.Future) -> None:
     if not future.cancelled():
         future.exception()  # nobody awaits a disconnected client's result
-
-
-def _requested(body: bytes) -> str:
-    """The configuration a refused body asked for, for the metrics' label (bounded values)."""
-    return "-" if b'"configuration"' in body else AUTO
 
 
 class BodyLimit:

@@ -1,4 +1,8 @@
-"""Prometheus metrics of one server, in a registry of its own (so tests can run several)."""
+"""Prometheus metrics of one server, in a registry of its own (so tests can run several).
+
+Configuration labels are bounded: a configuration outside `known` (the front's and the paper's
+plans, `auto`) counts as "other", so clients cannot grow the label set with made-up specs.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
 
 
+OUTCOMES = {400: "bad_request", 401: "unauthorized", 413: "bad_request", 422: "bad_request",
+            429: "refused", 503: "draining"}  # by HTTP status; others are "error"
+
+
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, known: set[str] = frozenset()) -> None:
+        self.known = set(known) | {"auto", "-"}
         r = self.registry = CollectorRegistry()
         self.requests = Counter(
             "variant_serve_requests", "Requests by configuration (the one that ran, else the "
@@ -36,8 +45,14 @@ class Metrics:
                                registry=r)
         self._kv_max = 0
 
-    def count(self, configuration: str, outcome: str) -> None:
-        self.requests.labels(configuration, outcome).inc()
+    def label(self, configuration: str | None) -> str:
+        return configuration if configuration in self.known else "other"
+
+    def count(self, configuration: str | None, outcome: str) -> None:
+        self.requests.labels(self.label(configuration), outcome).inc()
+
+    def refused(self, configuration: str | None, status: int) -> None:
+        self.count(configuration, OUTCOMES.get(status, "error"))
 
     def set_queue(self, requests: int, images: int) -> None:
         self.queue_requests.set(requests)

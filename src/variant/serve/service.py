@@ -48,18 +48,30 @@ class Service:
         self.clock = clock
         self.defaults = front_settings(front) if front is not None else SamplingConfig()
         self.default_configuration = AUTO if self.policy else "full"
-        self.metrics = Metrics()
+        var = engine.var
+        paper = [DepthPlan.from_spec(f"d{d}", var.depth, var.num_scales).name
+                 for d in default_subnet_depths(var.depth)]
+        self.metrics = Metrics({"full", *paper, *self.times.rows})
         self.worker: threading.Thread | None = None
         self.replica: str | None = None  # the Ray Serve replica's name (responses say it)
 
     # ------------------------------------------------------------------------- requests
     def admit(self, body: bytes) -> Ticket:
-        """Parse, check and queue a request body; RequestError otherwise."""
+        """Parse, check and queue a request body; RequestError otherwise (counted)."""
+        asked = [None]  # the configuration, once known (for the metrics' label)
+        try:
+            return self._admit(body, asked)
+        except RequestError as err:
+            self.metrics.refused(asked[0] or "-", err.status)
+            raise
+
+    def _admit(self, body: bytes, asked: list) -> Ticket:
         request = parse_request(body, class_names=self.class_names, limits=self.limits,
                                 defaults=self.defaults,
                                 default_configuration=self.default_configuration)
         spec = None
         if request.is_auto:
+            asked[0] = AUTO
             if self.policy is None:
                 raise RequestError(400, "configuration 'auto' needs a server started with "
                                         "--front and --slo; name a configuration, e.g. "
@@ -73,8 +85,8 @@ class Service:
                                      request.num_images)
         else:
             config = self.engine.configuration(request.configuration, request.settings)
+            spec = asked[0] = config.name
             self.engine.check_memory(config, request.num_images)
-            spec = config.name
         ticket = Ticket(request, spec, self.clock())
         self.scheduler.submit(ticket)
         self.metrics.set_queue(*self.scheduler.depth)
@@ -95,7 +107,7 @@ class Service:
         if self.replica is not None:
             out["replica"] = self.replica
         self.metrics.count(config.name, "ok")
-        self.metrics.latency.labels(config.name).observe(out["total_s"])
+        self.metrics.latency.labels(self.metrics.label(config.name)).observe(out["total_s"])
         if request.is_auto:
             self.policy.feedback(out["total_s"])
         return out
@@ -160,7 +172,8 @@ class Service:
                 ticket.future.set_exception(err)
                 continue
             seconds[ticket] = served.seconds
-            self.metrics.run_seconds.labels(batch.spec).observe(served.seconds)
+            self.metrics.run_seconds.labels(self.metrics.label(batch.spec)).observe(
+                served.seconds)
             self.metrics.note_kv(served.kv_peak_bytes)
             ticket.future.set_result((served, batch.spec))
         self.scheduler.finished(batch, seconds)
