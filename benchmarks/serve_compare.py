@@ -139,13 +139,14 @@ def _f(x) -> str:
     return "—" if x is None else f"{x:.2f}"
 
 
-def plot(reports: dict, slo: float, path: Path) -> None:
+def plot(reports: dict, slo: float, images: int, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 7), sharex=True,
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7.5), sharex=True,
                                       gridspec_kw={"height_ratios": [3, 2]})
     for mode, report in reports.items():
         runs = report["runs"]
@@ -154,21 +155,36 @@ def plot(reports: dict, slo: float, path: Path) -> None:
     top.axhline(slo, color="grey", ls="--", label=f"SLO {slo:g} s")
     top.axhline(2 * slo, color="grey", ls=":", label="2 x SLO")
     top.set_yscale("log")
-    top.set_ylabel("p95 latency (s, log)")
+    values = [r["p95_s"] for rep in reports.values() for r in rep["runs"] if r["p95_s"]]
+    low, high = min([*values, slo]) / 1.3, max([*values, 2 * slo]) * 1.3
+    top.set_ylim(low, high)
+    top.set_yticks([t for t in (0.125, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64) if low <= t <= high])
+    top.yaxis.set_major_formatter(ScalarFormatter())
+    top.yaxis.set_minor_formatter(NullFormatter())
+    top.set_ylabel("p95 latency, arrival to answer (s, log scale)")
     top.legend(loc="upper left", fontsize=8)
-    top.set_title("variant serve, built-in model, 2-core CPU (1 torch thread): fixed full vs "
-                  "auto", fontsize=9)
+    top.set_title("variant serve, built-in model, CPU with 1 torch thread: fixed full vs auto",
+                  fontsize=10)
     runs = reports["auto"]["runs"]
     specs = sorted({s for r in runs for s in r["configurations"]})
-    width = 0.35 * min((b["rate"] - a["rate"] for a, b in zip(runs, runs[1:])), default=1)
-    base = [0.0] * len(runs)
-    for spec in specs:
-        share = [r["configurations"].get(spec, 0) / max(1, r["with_images"]) for r in runs]
-        bottom.bar([r["rate"] for r in runs], share, width, bottom=base, label=spec)
+    width = 0.6 * min((b["rate"] - a["rate"] for a, b in zip(runs, runs[1:])), default=1)
+    rates, base = [r["rate"] for r in runs], [0.0] * len(runs)
+    colors = plt.get_cmap("tab20").colors
+    parts = [(spec, [r["configurations"].get(spec, 0) for r in runs], colors[i % 20])
+             for i, spec in enumerate(specs)]
+    parts.append(("refused (429)", [r["refused_429"] for r in runs], "lightgrey"))
+    for name, counts, color in parts:
+        share = [c / max(1, r["sent"]) for c, r in zip(counts, runs)]
+        bottom.bar(rates, share, width, bottom=base, label=name, color=color)
         base = [b + s for b, s in zip(base, share)]
+    for r in runs:
+        if r["mean_quality"] is not None:
+            bottom.text(r["rate"], 1.02, f"FID {r['mean_quality']:.2f}", ha="center",
+                        fontsize=7)
+    bottom.set_ylim(0, 1.12)
     bottom.set_ylabel("auto: share of requests")
-    bottom.set_xlabel("offered load (requests/s, Poisson; 4 images each)")
-    bottom.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    bottom.set_xlabel(f"offered load (requests/s, Poisson arrivals; {images} images each)")
+    bottom.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -180,7 +196,7 @@ def main(argv=None) -> int:
     reports = run_all(args, out)
     print(table(reports))
     if "auto" in reports:
-        plot(reports, args.slo, out / "load.png")
+        plot(reports, args.slo, args.images, out / "load.png")
     return 0
 
 
