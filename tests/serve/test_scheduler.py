@@ -169,3 +169,31 @@ def test_late_answers_tighten_the_planning_margin_and_timely_ones_restore_it(fro
     for _ in range(100):
         policy.feedback(5.0)
     assert policy.margin == 0.3  # never below MIN_MARGIN
+
+
+def test_auto_keeps_up_with_the_arrival_rate_even_when_the_queue_is_empty(front):
+    policy = AutoPolicy(front, TimeModel(front), 2.0, max_batch=16)
+    now = 0.0
+    assert policy.choose(now, now, []) == "full+kv1,2"  # nothing arriving: the best
+    best_per_image = policy.times.predict("full+kv1,2", 4) / 4
+    for _ in range(600):  # 4 images every 0.1 s: 40 images/s, far more than the best keeps up
+        now += 0.1
+        policy.arrived(now, 4)
+    assert policy.rate(now) == pytest.approx(40, rel=0.05)
+    assert 40 * best_per_image > 0.85
+    chosen = policy.choose(now, now, [])
+    assert policy.rate(now) * policy.times.predict(chosen, 4) / 4 <= 0.85
+    assert chosen != "full+kv1,2"
+    assert policy.rate(now + 60) < 1  # the rate forgets
+    assert policy.choose(now + 60, now + 60, []) == "full+kv1,2"
+
+
+def test_the_machines_speed_moves_every_prediction_at_once(front):
+    times = TimeModel(front)
+    times.observe("full", 4, times.prior("full", 4) * 3)
+    times.observe("d2", 4, times.prior("d2", 4) * 3 * 0.5)  # d2 does better here than on the front
+    base = times.predict("d2", 4) / times.predict("full", 4)
+    for _ in range(30):  # the machine gets twice as slow: only full runs meanwhile
+        times.observe("full", 4, times.prior("full", 4) * 6)
+    assert times.predict("full", 4) == pytest.approx(times.prior("full", 4) * 6, rel=0.02)
+    assert times.predict("d2", 4) / times.predict("full", 4) == pytest.approx(base, rel=0.15)

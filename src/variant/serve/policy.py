@@ -1,16 +1,19 @@
 """Predicted run times, corrected online, and `auto`'s choice of configuration.
 
-A request of n images under configuration c is predicted to take `prior(c, n) * ratio(c)`:
-`prior` is the front's measured time scaled to n images (`front.row_cost`), `ratio` the
-exponential moving average of observed / prior over c's runs on this server (before c's first
-run: the same average over every configuration, so a front measured with other threads or on
-a busier machine is corrected as soon as anything has run). A configuration the front lacks is
-predicted from its own observed seconds per image, or before its first run from the slowest
-per-image prediction of the front.
+A request of n images under configuration c is predicted to take
+`prior(c, n) * relative(c) * speed`: `prior` is the front's measured time scaled to n images
+(`front.row_cost`); `speed`, this machine now against the front's, is the moving average of
+observed / (prior x relative) over every run, so it follows load from other processes at once
+for every configuration; `relative(c)`, how c fares here against the front beyond that (1 until
+c has run), is a slower moving average of observed / (prior x speed) over c's runs. A configuration
+the front lacks is predicted from its own observed seconds per image, or before its first run
+from the slowest per-image prediction of the front.
 
-`auto` (`AutoPolicy.choose`) takes the best-quality configuration of the front such that, if
-every queued `auto` request ran under it, every queued request would finish within
-`margin x SLO` of its arrival; when none does, the fastest. `admit` refuses a new `auto`
+`auto` (`AutoPolicy.choose`) takes the best-quality configuration of the front that keeps up
+with the recent arrivals (`auto` images per second, a moving rate over RATE_WINDOW seconds,
+times its predicted seconds per image, at most UTILIZATION) and such that, if every queued
+`auto` request ran under it, every queued request would finish within `margin x SLO` of its
+arrival; when none does, the fastest. `admit` refuses a new `auto`
 request (429, Retry-After) when even the fastest configuration cannot finish it within
 `margin x SLO`. The margin starts at MARGIN and follows the answers (`feedback`): an `auto`
 request answered later than 90% of the SLO shrinks it by 10% (the predictions missed
@@ -26,9 +29,13 @@ from dataclasses import dataclass
 
 from ..front import row_cost
 
-SMOOTHING = 0.3  # weight of the newest observation in the moving averages
+SMOOTHING = 0.3  # weight of the newest observation in the machine's speed (and rates)
+SMOOTHING_RELATIVE = 0.05  # ... in a configuration's relative factor: slow, so that a change
+# of the machine's speed moves `speed`, not the factors of the configurations running then
 MARGIN = 0.8  # plan for 80% of the SLO: predictions err, and arrivals come in bursts
 MIN_MARGIN = 0.3
+RATE_WINDOW = 10.0  # seconds: the time constant of the arrival rate's moving average
+UTILIZATION = 0.85  # the busy share a configuration may need at the recent arrival rate
 
 
 class TimeModel:
@@ -37,8 +44,8 @@ class TimeModel:
     def __init__(self, front: dict | None):
         self.front = front
         self.rows = {r["spec"]: r for r in front["rows"]} if front else {}
-        self.ratios: dict[str, float] = {}  # observed / prior, per configuration
-        self.ratio_all: float | None = None
+        self.relative: dict[str, float] = {}  # per configuration, beyond the machine's speed
+        self.speed: float | None = None  # observed / predicted, every configuration
         self.per_image: dict[str, float] = {}  # observed seconds per image (no prior)
 
     def prior(self, spec: str, n: int) -> float | None:
@@ -48,7 +55,7 @@ class TimeModel:
     def predict(self, spec: str, n: int) -> float:
         prior = self.prior(spec, n)
         if prior is not None:
-            return prior * self.ratios.get(spec, self.ratio_all or 1.0)
+            return prior * self.relative.get(spec, 1.0) * (self.speed or 1.0)
         if spec in self.per_image:
             return self.per_image[spec] * n
         known = [self.predict(s, 1) for s in self.rows] + list(self.per_image.values())
@@ -60,12 +67,13 @@ class TimeModel:
             self.per_image[spec] = _average(self.per_image.get(spec), seconds / n)
         elif prior > 0:
             ratio = seconds / prior
-            self.ratios[spec] = _average(self.ratios.get(spec), ratio)
-            self.ratio_all = _average(self.ratio_all, ratio)
+            self.speed = _average(self.speed, ratio / self.relative.get(spec, 1.0))
+            self.relative[spec] = _average(self.relative.get(spec), ratio / self.speed,
+                                           SMOOTHING_RELATIVE)
 
 
-def _average(old: float | None, new: float) -> float:
-    return new if old is None else (1 - SMOOTHING) * old + SMOOTHING * new
+def _average(old: float | None, new: float, weight: float = SMOOTHING) -> float:
+    return new if old is None else (1 - weight) * old + weight * new
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,21 @@ class AutoPolicy:
         # best quality first (lower is better, as `choose_from_front` reads the front)
         self.ranked = [r["spec"] for r in sorted(usable, key=lambda r: r["quality"][key]["mean"])]
         self.times, self.slo, self.margin, self.max_batch = times, slo, margin, max_batch
+        self._level, self._last = 0.0, None  # auto images arrived, decayed (the rate's state)
+
+    def arrived(self, now: float, images: int) -> None:
+        """An auto request of `images` images was admitted at `now`."""
+        self._level = self._decayed(now) + images
+        self._last = now
+
+    def _decayed(self, now: float) -> float:
+        if self._last is None:
+            return 0.0
+        return self._level * math.exp(-max(0.0, now - self._last) / RATE_WINDOW)
+
+    def rate(self, now: float) -> float:
+        """Auto images per second over about the last RATE_WINDOW seconds."""
+        return self._decayed(now) / RATE_WINDOW
 
     def fastest(self, images: int) -> str:
         return min(self.ranked, key=lambda s: self.times.predict(s, images))
@@ -107,13 +130,17 @@ class AutoPolicy:
         return out
 
     def choose(self, now: float, busy_until: float, queue: Sequence[Waiting]) -> str:
-        """The best configuration that keeps every queued request within margin x SLO."""
-        limit = self.margin * self.slo
+        """The best configuration that keeps up with the arrivals and keeps every queued
+        request within margin x SLO (module docstring)."""
+        limit, rate = self.margin * self.slo, self.rate(now)
+        size = max((w.images for w in queue), default=1)
         for spec in self.ranked:
+            if rate * self.times.predict(spec, size) / size > UTILIZATION:
+                continue
             ends = self.finishes(now, busy_until, queue, spec)
             if all(end - w.arrival <= limit for end, w in zip(ends, queue)):
                 return spec
-        return self.fastest(max((w.images for w in queue), default=1))
+        return self.fastest(size)
 
     def admit(self, now: float, busy_until: float, queue: Sequence[Waiting],
               new: Waiting) -> float | None:

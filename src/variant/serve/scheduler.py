@@ -90,6 +90,7 @@ class Scheduler:
                         429, f"the server cannot serve this request within its SLO of "
                              f"{self.policy.slo:g} s even with its fastest configuration; "
                              f"retry after {late:g} s.", late)
+                self.policy.arrived(now, ticket.images)
             self.queue.append(ticket)
             self._cond.notify_all()
 
