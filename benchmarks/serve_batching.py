@@ -7,7 +7,8 @@ for `--requests` requests of `--images` images under each configuration: images/
 (median of `--repeats` alternating rounds) and how many images' PNG bytes the joint call
 changes against the per-request calls.
 
-    python benchmarks/serve_batching.py --threads 1 --out docs/serving/batching.json
+    python benchmarks/serve_batching.py --threads 1 --requests 4 --images 1 4 \
+        --out docs/serving/batching.json
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model", default="builtin")
     p.add_argument("--configurations", nargs="+", default=["full", "d2+cfgstop4"])
     p.add_argument("--requests", type=int, default=4)
-    p.add_argument("--images", type=int, default=4, help="images per request")
+    p.add_argument("--images", type=int, nargs="+", default=[1, 4], help="images per request")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None)
@@ -82,18 +83,21 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     var, _ = variant.load_model(args.model)
     settings = SamplingConfig(rng="per-image")
-    requests = [(100 + r, [(r * args.images + j) % var.num_classes for j in range(args.images)])
-                for r in range(args.requests)]
     load = os.getloadavg()
     results = []
-    for spec in args.configurations:
-        config = Configuration.resolve(spec, var.depth, var.patch_nums, settings)
-        results.append(measure(var, config, requests, args.repeats))
-        r = results[-1]
-        print(f"{r['configuration']}: per request {r['per_request_images_per_s']:.1f} img/s, "
-              f"joint {r['joint_images_per_s']:.1f} img/s ({r['joint_speedup']:.2f}x); joint "
-              f"changes {r['images_whose_png_differs']}/{r['images']} PNGs", flush=True)
-    report = {"model": args.model, "requests": args.requests, "images_per_request": args.images,
+    for size in args.images:
+        requests = [(100 + r, [(r * size + j) % var.num_classes for j in range(size)])
+                    for r in range(args.requests)]
+        for spec in args.configurations:
+            config = Configuration.resolve(spec, var.depth, var.patch_nums, settings)
+            results.append({"images_per_request": size,
+                            **measure(var, config, requests, args.repeats)})
+            r = results[-1]
+            print(f"{size} images/request, {r['configuration']}: per request "
+                  f"{r['per_request_images_per_s']:.1f} img/s, joint "
+                  f"{r['joint_images_per_s']:.1f} img/s ({r['joint_speedup']:.2f}x); joint "
+                  f"changes {r['images_whose_png_differs']}/{r['images']} PNGs", flush=True)
+    report = {"model": args.model, "requests": args.requests,
               "threads": args.threads, "repeats": args.repeats, "load_average_before": load,
               "load_average_after": os.getloadavg(), "results": results}
     if args.out:

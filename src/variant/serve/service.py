@@ -192,6 +192,10 @@ class Service:
                "class_names": list(self.class_names),
                "default_configuration": self.default_configuration,
                "slo_s": self.policy.slo if self.policy else None,
+               "auto": None if self.policy is None else {
+                   "planning_margin": self.policy.margin,
+                   "arrival_rate_images_per_s": self.policy.rate(self.clock()),
+                   "machine_speed_vs_front": self.times.speed},
                "settings": self.defaults.to_dict(),
                "spec_syntax": f"any plan with levers, e.g. {EXAMPLE}, full+autoguide=d2",
                "limits": {"max_images": self.limits.max_images,
