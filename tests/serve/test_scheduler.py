@@ -197,3 +197,12 @@ def test_the_machines_speed_moves_every_prediction_at_once(front):
         times.observe("full", 4, times.prior("full", 4) * 6)
     assert times.predict("full", 4) == pytest.approx(times.prior("full", 4) * 6, rel=0.02)
     assert times.predict("d2", 4) / times.predict("full", 4) == pytest.approx(base, rel=0.15)
+
+
+def test_one_run_slowed_by_a_burst_of_load_moves_no_prediction(front):
+    times = TimeModel(front)
+    for _ in range(8):
+        times.observe("full", 4, times.prior("full", 4) * 2)
+    before = times.predict("d2", 4)
+    times.observe("full", 4, times.prior("full", 4) * 20)
+    assert times.predict("d2", 4) == pytest.approx(before, rel=0.05)

@@ -2,15 +2,17 @@
 
 A request of n images under configuration c is predicted to take
 `prior(c, n) * relative(c) * speed`: `prior` is the front's measured time scaled to n images
-(`front.row_cost`); `speed`, this machine now against the front's, is the moving average of
-observed / (prior x relative) over every run, so it follows load from other processes at once
-for every configuration; `relative(c)`, how c fares here against the front beyond that (1 until
+(`front.row_cost`); `speed`, this machine now against the front's, is the median of
+observed / (prior x relative) over the last SPEED_RUNS runs of any configuration, so it follows
+load from other processes for every configuration at once, and one run slowed by a burst of it
+moves nothing; `relative(c)`, how c fares here against the front beyond that (1 until
 c has run), is a slower moving average of observed / (prior x speed) over c's runs. A configuration
 the front lacks is predicted from its own observed seconds per image, or before its first run
 from the slowest per-image prediction of the front.
 
 `auto` (`AutoPolicy.choose`) takes the best-quality configuration of the front that keeps up
-with the recent arrivals (`auto` images per second, a moving rate over RATE_WINDOW seconds,
+with the recent arrivals (`auto` images asked for per second, refused ones included: the demand;
+a moving rate over RATE_WINDOW seconds,
 times its predicted seconds per image, at most UTILIZATION) and such that, if every queued
 `auto` request ran under it, every queued request would finish within `margin x SLO` of its
 arrival; when none does, the fastest. `admit` refuses a new `auto`
@@ -24,14 +26,17 @@ it, so the server plans with the room its own errors need.
 from __future__ import annotations
 
 import math
+import statistics
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..front import row_cost
 
-SMOOTHING = 0.3  # weight of the newest observation in the machine's speed (and rates)
+SMOOTHING = 0.3  # weight of the newest observation in per-image times off the front
 SMOOTHING_RELATIVE = 0.05  # ... in a configuration's relative factor: slow, so that a change
 # of the machine's speed moves `speed`, not the factors of the configurations running then
+SPEED_RUNS = 9  # the machine's speed: median over this many recent runs
 MARGIN = 0.8  # plan for 80% of the SLO: predictions err, and arrivals come in bursts
 MIN_MARGIN = 0.3
 RATE_WINDOW = 10.0  # seconds: the time constant of the arrival rate's moving average
@@ -45,8 +50,13 @@ class TimeModel:
         self.front = front
         self.rows = {r["spec"]: r for r in front["rows"]} if front else {}
         self.relative: dict[str, float] = {}  # per configuration, beyond the machine's speed
-        self.speed: float | None = None  # observed / predicted, every configuration
+        self._speeds: deque[float] = deque(maxlen=SPEED_RUNS)  # recent observed / predicted
         self.per_image: dict[str, float] = {}  # observed seconds per image (no prior)
+
+    @property
+    def speed(self) -> float | None:
+        """This machine now against the front's (None before the first run)."""
+        return statistics.median(self._speeds) if self._speeds else None
 
     def prior(self, spec: str, n: int) -> float | None:
         row = self.rows.get(spec)
@@ -67,7 +77,7 @@ class TimeModel:
             self.per_image[spec] = _average(self.per_image.get(spec), seconds / n)
         elif prior > 0:
             ratio = seconds / prior
-            self.speed = _average(self.speed, ratio / self.relative.get(spec, 1.0))
+            self._speeds.append(ratio / self.relative.get(spec, 1.0))
             self.relative[spec] = _average(self.relative.get(spec), ratio / self.speed,
                                            SMOOTHING_RELATIVE)
 

@@ -84,13 +84,13 @@ class Scheduler:
                 if self.policy is None:
                     raise RequestError(400, "configuration 'auto' needs a server started with "
                                             "--front and --slo; name a configuration instead.")
+                self.policy.arrived(now, ticket.images)  # the demand, refused or not
                 late = self.policy.admit(now, self.busy_until, self._waiting(), ticket.waiting())
                 if late is not None:
                     raise RequestError(
                         429, f"the server cannot serve this request within its SLO of "
                              f"{self.policy.slo:g} s even with its fastest configuration; "
                              f"retry after {late:g} s.", late)
-                self.policy.arrived(now, ticket.images)
             self.queue.append(ticket)
             self._cond.notify_all()
 
