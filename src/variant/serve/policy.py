@@ -34,8 +34,9 @@ from dataclasses import dataclass
 from ..front import row_cost
 
 SMOOTHING = 0.3  # weight of the newest observation in per-image times off the front
-SMOOTHING_RELATIVE = 0.05  # ... in a configuration's relative factor: slow, so that a change
-# of the machine's speed moves `speed`, not the factors of the configurations running then
+SMOOTHING_RELATIVE = 0.1  # ... in a configuration's relative factor: slower than `speed`, so
+# that a change of the machine's speed moves `speed`, not the factors of the configurations
+# running then
 SPEED_RUNS = 9  # the machine's speed: median over this many recent runs
 MARGIN = 0.8  # plan for 80% of the SLO: predictions err, and arrivals come in bursts
 MIN_MARGIN = 0.3

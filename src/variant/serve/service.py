@@ -28,9 +28,10 @@ from .engine import Engine, Served, public_source
 from .metrics import Metrics
 from .policy import AutoPolicy, TimeModel
 from .scheduler import Batch, Scheduler, Ticket
-from .schema import AUTO, Limits, RequestError, parse_request
+from .schema import AUTO, ImageRequest, Limits, RequestError, parse_request
 
 log = logging.getLogger(__name__)
+CALIBRATION_IMAGES = 4  # images per request when timing each front configuration at start
 
 
 class Service:
@@ -54,6 +55,7 @@ class Service:
         self.metrics = Metrics({"full", *paper, *self.times.rows})
         self.worker: threading.Thread | None = None
         self.replica: str | None = None  # the Ray Serve replica's name (responses say it)
+        self.calibrated = False  # /readyz waits for `calibrate`
 
     # ------------------------------------------------------------------------- requests
     def admit(self, body: bytes) -> Ticket:
@@ -148,10 +150,26 @@ class Service:
 
     @property
     def ready(self) -> bool:
-        return (self.worker is not None and self.worker.is_alive()
+        return (self.worker is not None and self.worker.is_alive() and self.calibrated
                 and not self.scheduler.draining)
 
+    def calibrate(self) -> None:
+        """Time every front configuration once on this machine (CALIBRATION_IMAGES images), so
+        that `auto` starts from times measured here rather than the front's alone."""
+        if self.policy is not None:
+            n = min(CALIBRATION_IMAGES, self.limits.max_images)
+            settings = self.defaults.replace(seed=0, rng="per-image")
+            request = ImageRequest(tuple(i % len(self.class_names) for i in range(n)), 0, AUTO,
+                                   settings)
+            for spec in self.policy.ranked:
+                served = self.engine.run(request, self.engine.configuration(spec, settings))
+                self.times.observe(spec, n, served.seconds)
+            log.info("auto: timed %d configurations here; this machine runs at %.2fx the "
+                     "front's times", len(self.policy.ranked), self.times.speed)
+        self.calibrated = True
+
     def _work(self) -> None:
+        self.calibrate()
         while (batch := self.scheduler.take()) is not None:
             self.metrics.set_queue(*self.scheduler.depth)
             self.metrics.batch_images.observe(batch.images)
