@@ -112,11 +112,13 @@ class AutoPolicy:
         self.ranked = [r["spec"] for r in sorted(usable, key=lambda r: r["quality"][key]["mean"])]
         self.times, self.slo, self.margin, self.max_batch = times, slo, margin, max_batch
         self._level, self._last = 0.0, None  # auto images arrived, decayed (the rate's state)
+        self._first: float | None = None
 
     def arrived(self, now: float, images: int) -> None:
         """An auto request of `images` images was admitted at `now`."""
         self._level = self._decayed(now) + images
         self._last = now
+        self._first = now if self._first is None else self._first
 
     def _decayed(self, now: float) -> float:
         if self._last is None:
@@ -124,8 +126,12 @@ class AutoPolicy:
         return self._level * math.exp(-max(0.0, now - self._last) / RATE_WINDOW)
 
     def rate(self, now: float) -> float:
-        """Auto images per second over about the last RATE_WINDOW seconds."""
-        return self._decayed(now) / RATE_WINDOW
+        """Auto images per second over about the last RATE_WINDOW seconds (in the first ones,
+        over the time since the first arrival: the moving average's start-up bias removed)."""
+        if self._first is None:
+            return 0.0
+        seen = max(1.0, now - self._first)
+        return self._decayed(now) / (RATE_WINDOW * (1 - math.exp(-seen / RATE_WINDOW)))
 
     def fastest(self, images: int) -> str:
         return min(self.ranked, key=lambda s: self.times.predict(s, images))
