@@ -176,18 +176,18 @@ def test_auto_keeps_up_with_the_arrival_rate_even_when_the_queue_is_empty(front)
     now = 0.0
     assert policy.choose(now, now, []) == "full+kv1,2"  # nothing arriving: the best
     best_per_image = policy.times.predict("full+kv1,2", 4) / 4
-    for i in range(600):  # 4 images every 0.1 s: 40 images/s, far more than the best keeps up
+    for i in range(100):  # 4 images every 0.1 s: 40 images/s, far more than the best keeps up
         now += 0.1
         policy.arrived(now, 4)
-        if i == 20:  # after 2 s the rate is already about right (no start-up bias)
+        if i == 20:  # after 2 s the rate is already about right
             assert policy.rate(now) == pytest.approx(40, rel=0.1)
-    assert policy.rate(now) == pytest.approx(40, rel=0.05)
+    assert policy.rate(now) == pytest.approx(40, rel=0.1)
     assert 40 * best_per_image > 0.85
     chosen = policy.choose(now, now, [])
     assert policy.rate(now) * policy.times.predict(chosen, 4) / 4 <= 0.85
     assert chosen != "full+kv1,2"
-    assert policy.rate(now + 60) < 1  # the rate forgets
-    assert policy.choose(now + 60, now + 60, []) == "full+kv1,2"
+    assert policy.rate(now + 120) < 1  # the rate forgets
+    assert policy.choose(now + 120, now + 120, []) == "full+kv1,2"
 
 
 def test_the_machines_speed_moves_every_prediction_at_once(front):

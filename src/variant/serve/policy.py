@@ -12,7 +12,7 @@ from the slowest per-image prediction of the front.
 
 `auto` (`AutoPolicy.choose`) takes the best-quality configuration of the front that keeps up
 with the recent arrivals (`auto` images asked for per second, refused ones included: the demand;
-a moving rate over RATE_WINDOW seconds,
+over the last RATE_ARRIVALS arrivals, so a burst after a quiet spell counts at once,
 times its predicted seconds per image, at most UTILIZATION) and such that, if every queued
 `auto` request ran under it, every queued request would finish within `margin x SLO` of its
 arrival; when none does, the fastest. `admit` refuses a new `auto`
@@ -40,7 +40,7 @@ SMOOTHING_RELATIVE = 0.1  # ... in a configuration's relative factor: slower tha
 SPEED_RUNS = 9  # the machine's speed: median over this many recent runs
 MARGIN = 0.8  # plan for 80% of the SLO: predictions err, and arrivals come in bursts
 MIN_MARGIN = 0.3
-RATE_WINDOW = 10.0  # seconds: the time constant of the arrival rate's moving average
+RATE_ARRIVALS = 16  # the arrival rate: images of the last 16 auto requests over their span
 UTILIZATION = 0.85  # the busy share a configuration may need at the recent arrival rate
 
 
@@ -111,27 +111,18 @@ class AutoPolicy:
         # best quality first (lower is better, as `choose_from_front` reads the front)
         self.ranked = [r["spec"] for r in sorted(usable, key=lambda r: r["quality"][key]["mean"])]
         self.times, self.slo, self.margin, self.max_batch = times, slo, margin, max_batch
-        self._level, self._last = 0.0, None  # auto images arrived, decayed (the rate's state)
-        self._first: float | None = None
+        self._arrivals: deque[tuple[float, int]] = deque(maxlen=RATE_ARRIVALS)
 
     def arrived(self, now: float, images: int) -> None:
         """An auto request of `images` images was admitted at `now`."""
-        self._level = self._decayed(now) + images
-        self._last = now
-        self._first = now if self._first is None else self._first
-
-    def _decayed(self, now: float) -> float:
-        if self._last is None:
-            return 0.0
-        return self._level * math.exp(-max(0.0, now - self._last) / RATE_WINDOW)
+        self._arrivals.append((now, images))
 
     def rate(self, now: float) -> float:
-        """Auto images per second over about the last RATE_WINDOW seconds (in the first ones,
-        over the time since the first arrival: the moving average's start-up bias removed)."""
-        if self._first is None:
+        """Auto images asked for per second: the last RATE_ARRIVALS requests' images over the
+        time from the first of them to `now` (at least a second; 0 before any)."""
+        if not self._arrivals:
             return 0.0
-        seen = max(1.0, now - self._first)
-        return self._decayed(now) / (RATE_WINDOW * (1 - math.exp(-seen / RATE_WINDOW)))
+        return sum(n for _, n in self._arrivals) / max(1.0, now - self._arrivals[0][0])
 
     def fastest(self, images: int) -> str:
         return min(self.ranked, key=lambda s: self.times.predict(s, images))
