@@ -52,14 +52,7 @@ def create_app(service: Service, *, api_key: str | None = None, manage_worker: b
     secret = None if api_key is None else api_key.encode()
 
     def authorize(request: Request) -> None:
-        if secret is None:
-            return
-        given = request.headers.get("authorization", "")
-        scheme, _, token = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), secret):
-            service.metrics.count("-", "unauthorized")
-            raise RequestError(401, "missing or wrong API key: send 'Authorization: Bearer "
-                                    "KEY' with the key of the server's --api-key-file.")
+        _authorize(service, secret, request)
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, err: RequestError):
@@ -68,26 +61,7 @@ def create_app(service: Service, *, api_key: str | None = None, manage_worker: b
     @app.post("/v1/images")
     async def images(request: Request):
         authorize(request)
-        ticket = service.admit(await request.body())
-        result = asyncio.wrap_future(ticket.future)
-        gone = asyncio.ensure_future(_disconnected(request))
-        try:
-            await asyncio.wait({result, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-        if not result.done():  # the client went away: drop its request unless it is running
-            service.scheduler.cancel(ticket)
-            ticket.future.cancel()
-            result.add_done_callback(_retrieve)
-            service.metrics.count(ticket.spec or AUTO, "disconnected")
-            return Response(status_code=499)
-        try:
-            served, spec = result.result()
-        except RequestError:
-            raise
-        except Exception as err:  # noqa: BLE001 - the worker logged it; the client gets 500
-            raise RequestError(500, f"sampling failed: {type(err).__name__}: {err}") from None
-        return JSONResponse(service.answer(ticket, served, spec))
+        return await _images(service, request)
 
     @app.get("/v1/configurations")
     async def configurations(request: Request):
@@ -111,6 +85,41 @@ def create_app(service: Service, *, api_key: str | None = None, manage_worker: b
         return Response(service.metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
     return BodyLimit(app, service.limits.max_body_bytes)
+
+
+def _authorize(service: Service, secret: bytes | None, request: Request) -> None:
+    """RequestError(401) unless the request carries the bearer key (when there is one)."""
+    if secret is None:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), secret):
+        service.metrics.count("-", "unauthorized")
+        raise RequestError(401, "missing or wrong API key: send 'Authorization: Bearer KEY' "
+                                "with the key of the server's --api-key-file.")
+
+
+async def _images(service: Service, request: Request):
+    """Admit the request and await its images, or drop it if the client goes away first."""
+    ticket = service.admit(await request.body())
+    result = asyncio.wrap_future(ticket.future)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({result, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not result.done():  # the client went away: drop its request unless it is running
+        service.scheduler.cancel(ticket)
+        ticket.future.cancel()
+        result.add_done_callback(_retrieve)
+        service.metrics.count(ticket.spec or AUTO, "disconnected")
+        return Response(status_code=499)
+    try:
+        served, spec = result.result()
+    except RequestError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the worker logged it; the client gets 500
+        raise RequestError(500, f"sampling failed: {type(err).__name__}: {err}") from None
+    return JSONResponse(service.answer(ticket, served, spec))
 
 
 async def _disconnected(request: Request) -> None:

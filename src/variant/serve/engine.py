@@ -11,6 +11,7 @@ docs/SERVING.md): an image would depend on what it was batched with.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import shlex
 import time
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ class Engine:
         self.source, self.vae_source, self.revision = source, vae_source, revision
         self.max_memory = max_memory
         self.weight_bytes = model_bytes(var.config, vae.config)
+        self.runtime_bytes: int | None = None  # the process beyond the weights, fixed once
         self._configs: dict[tuple, Configuration] = {}
 
     @property
@@ -54,18 +56,26 @@ class Engine:
         return self.var.device
 
     def configuration(self, spec: str, settings) -> Configuration:
-        """`spec` resolved for this model and the request's settings; RequestError(400)."""
-        key = (spec, settings)
+        """`spec` resolved for this model and the request's settings; RequestError(400).
+        Resolved once per spec and seedless settings; the request's seed is set on a copy."""
+        key = (spec, settings.replace(seed=None))
         if key not in self._configs:
             try:
                 config = Configuration.resolve(spec, self.var.depth, self.var.patch_nums,
-                                               settings)
+                                               key[1])
             except ValueError as err:
                 raise RequestError(400, f"configuration: {err}") from None
             if len(self._configs) > 1024:  # specs come from clients: keep the cache bounded
                 self._configs.clear()
             self._configs[key] = config
-        return self._configs[key]
+        config = self._configs[key]
+        return dataclasses.replace(config, settings=config.settings.replace(seed=settings.seed))
+
+    def settle_runtime(self) -> None:
+        """Fix the process's memory beyond the weights, measured now (after the warm-up and
+        between requests), so that memory refusals do not depend on what is running."""
+        self.runtime_bytes = 0 if self.device.type == "cuda" else max(
+            0, current_rss_bytes() - self.weight_bytes)
 
     def check_memory(self, config: Configuration, images: int) -> None:
         """Refuse up front (422) a request predicted to exceed --max-memory."""
@@ -74,10 +84,10 @@ class Engine:
         s = config.settings
         workload = Workload(batch=images, dtype=s.dtype, use_cfg=s.use_cfg,
                             device=self.device.type)
-        runtime = 0 if self.device.type == "cuda" else max(
-            0, current_rss_bytes() - self.weight_bytes)
+        if self.runtime_bytes is None:
+            self.settle_runtime()
         need = Predictor(self.var.config, self.vae.config, workload,
-                         runtime_bytes=runtime).predict(config.plan).memory_bytes
+                         runtime_bytes=self.runtime_bytes).predict(config.plan).memory_bytes
         if need > self.max_memory:
             raise RequestError(422, f"this request needs about {fmt_bytes(need)} ({config.name}, "
                                     f"{images} images: weights, KV cache and activations), over "

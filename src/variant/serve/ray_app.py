@@ -60,7 +60,9 @@ def run(options: ServeOptions, *, replicas: str, host: str, port: int,
         api_key: str | None) -> int:
     """Start a local Ray instance and the deployment; serve until SIGTERM or Ctrl+C."""
     deployment_options = replica_options(replicas, options.device)
-    ray.init(include_dashboard=False, logging_level="warning", log_to_driver=False)
+    # a local instance on loopback only: GCS and raylet otherwise listen on the node's address
+    ray.init(include_dashboard=False, logging_level="warning", log_to_driver=False,
+             _node_ip_address="127.0.0.1")
     try:
         serve.start(http_options={"host": host, "port": port})
         deployment = serve.deployment(VariantReplica, name="variant", **deployment_options)

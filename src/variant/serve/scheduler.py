@@ -32,7 +32,6 @@ class Ticket:
     spec: str | None  # the configuration it names (canonical); None: auto
     arrival: float
     future: Future = field(default_factory=Future)
-    cancelled: bool = False  # the client went away: skip it if it has not run yet
     started: float | None = None  # when its batch was formed
     batch: tuple[int, int] | None = None  # (requests, images) of its batch
 
@@ -107,7 +106,6 @@ class Scheduler:
         """The client went away: drop the ticket if it is still queued (its batch, if it was
         already taken, skips it unless it is running)."""
         with self._cond:
-            ticket.cancelled = True
             if ticket in self.queue:
                 self.queue.remove(ticket)
 

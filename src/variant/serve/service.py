@@ -166,6 +166,7 @@ class Service:
                 self.times.observe(spec, n, served.seconds)
             log.info("auto: timed %d configurations here; this machine runs at %.2fx the "
                      "front's times", len(self.policy.ranked), self.times.speed)
+        self.engine.settle_runtime()
         self.calibrated = True
 
     def _work(self) -> None:
@@ -266,8 +267,7 @@ def build_service(options: ServeOptions) -> Service:
     front = load_front(options.front) if options.front else None
     var, vae = load_model(options.model, options.vae, device=device, revision=options.revision,
                           seed=options.seed)
-    if front is not None:
-        check_front_model(front, var)
+    if front is not None:  # (Service checks the front's model)
         meta, here = front["meta"], device_name(device)
         if (meta["device_name"], meta["threads"]) != (here, torch.get_num_threads()):
             log.warning("the front's times were measured on %s with %d threads, this is %s with "
