@@ -176,10 +176,12 @@ class LeanKVCache(_CacheBase):
                 self._allocate(slot, slot.first)
 
     @classmethod
-    def dry_run(cls, plan: DepthPlan, patch_nums: Sequence[int], depth: int, *,
+    def _dry_run(cls, plan: DepthPlan, patch_nums: Sequence[int], depth: int, *,
                 grow_late: frozenset[int] | None = None,
                 sizes: Sequence[int] | None = None) -> LeanKVCache:
-        """Run the cache's bookkeeping for every (scale, layer) of `plan` on the meta device.
+        """The cache's own bookkeeping for every (scale, layer) of `plan` on the meta device,
+        for choosing its layout (`_late_growth`); the KV prediction of a sampling call is the
+        sampler's whole loop on the meta device (`sampler.predict_kv_peak_bytes`).
 
         One row, one head, head dim 1, fp32: `token_layers_peak` is the measured peak in
         token-layers, which the bytes of any batch, width and dtype scale linearly.
@@ -286,8 +288,10 @@ class ChunkKVCache(_CacheBase):
         parts = [entries[s] for s in sorted(entries) if self.visible(s, k)]
         nbytes = k_new.shape[2] * self.bytes_per_token
         if self.readers[layer][k]:  # a later scale reads it: store a copy
-            new = (k_new.to(self.dtype, copy=True).contiguous(),
-                   v_new.to(self.dtype, copy=True).contiguous())
+            # one contiguous copy each (a strided copy made contiguous would be two, the first
+            # a transient key/value buffer no meter counts)
+            new = (k_new.to(self.dtype, memory_format=torch.contiguous_format, copy=True),
+                   v_new.to(self.dtype, memory_format=torch.contiguous_format, copy=True))
             entries[k] = new
             self.meter.add(nbytes)
         else:  # attended to now, never stored
@@ -362,13 +366,13 @@ def _late_growth(plan: DepthPlan, sizes: tuple[int, ...], depth: int) -> frozens
         return frozenset()
     chosen: frozenset[int] = frozenset()
     patch_nums = [1] * len(sizes)  # only the sizes matter
-    best = LeanKVCache.dry_run(plan, patch_nums, depth, grow_late=chosen, sizes=sizes).peak_bytes
+    best = LeanKVCache._dry_run(plan, patch_nums, depth, grow_late=chosen, sizes=sizes).peak_bytes
     for layer in reversed(range(depth)):
         scales = plan.scales_of_layer(layer)
         if not scales or scales[-1] < bridge:
             continue
         trial = chosen | {layer}
-        peak = LeanKVCache.dry_run(plan, patch_nums, depth, grow_late=trial,
+        peak = LeanKVCache._dry_run(plan, patch_nums, depth, grow_late=trial,
                                    sizes=sizes).peak_bytes
         if peak <= best:
             chosen, best = trial, peak
