@@ -23,7 +23,7 @@ from ..sampling.configuration import EXAMPLE
 from ..sampling.plan import DepthPlan, default_subnet_depths
 from ..sampling.settings import SamplingConfig
 from ..studio.classes import class_names
-from ..studio.compare import default_memory_budget
+from ..studio.request import default_memory_budget
 from .engine import Engine, Served, public_source
 from .metrics import Metrics
 from .policy import AutoPolicy, TimeModel
