@@ -81,9 +81,7 @@ class Engine:
         """Refuse up front (422) a request predicted to exceed --max-memory."""
         if self.max_memory is None:
             return
-        s = config.settings
-        workload = Workload(batch=images, dtype=s.dtype, use_cfg=s.use_cfg,
-                            device=self.device.type)
+        workload = Workload(batch=images, sampling=config.settings, device=self.device.type)
         if self.runtime_bytes is None:
             self.settle_runtime()
         need = Predictor(self.var.config, self.vae.config, workload,
