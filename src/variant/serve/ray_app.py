@@ -63,6 +63,9 @@ def run(options: ServeOptions, *, replicas: str, host: str, port: int,
     # a local instance on loopback only: GCS and raylet otherwise listen on the node's address
     ray.init(include_dashboard=False, logging_level="warning", log_to_driver=False,
              _node_ip_address="127.0.0.1")
+    stop = threading.Event()  # set by SIGTERM or Ctrl+C (after ray.init, which sets its own),
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before the app can answer /readyz
+        signal.signal(sig, lambda *_: stop.set())
     try:
         serve.start(http_options={"host": host, "port": port})
         deployment = serve.deployment(VariantReplica, name="variant", **deployment_options)
@@ -70,9 +73,6 @@ def run(options: ServeOptions, *, replicas: str, host: str, port: int,
                   blocking=False)
         print(f"variant serve: ready at http://{host}:{port} on Ray Serve ({replicas} "
               "replicas; SIGTERM or Ctrl+C stops)", flush=True)
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
         stop.wait()
         serve.shutdown()
     finally:
