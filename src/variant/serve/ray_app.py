@@ -60,9 +60,8 @@ def run(options: ServeOptions, *, replicas: str, host: str, port: int,
         api_key: str | None) -> int:
     """Start a local Ray instance and the deployment; serve until SIGTERM or Ctrl+C."""
     deployment_options = replica_options(replicas, options.device)
-    # a local instance on loopback only: GCS and raylet otherwise listen on the node's address
-    ray.init(include_dashboard=False, logging_level="warning", log_to_driver=False,
-             _node_ip_address="127.0.0.1")
+    # Ray's own services listen beyond loopback whatever --host says (docs/SERVING.md)
+    ray.init(include_dashboard=False, logging_level="warning", log_to_driver=False)
     stop = threading.Event()  # set by SIGTERM or Ctrl+C (after ray.init, which sets its own),
     for sig in (signal.SIGTERM, signal.SIGINT):  # before the app can answer /readyz
         signal.signal(sig, lambda *_: stop.set())
