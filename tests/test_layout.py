@@ -21,8 +21,8 @@ LAYERS = [
     # training (the supernet's and the tokenizer's), quality, speed/memory/budget, analyses
     ("variant.training", "variant.tokenizer", "variant.eval", "variant.efficiency",
      "variant.analysis"),
-    # the pipeline behind `variant demo`, the studio page, measured fronts
-    ("variant.demo", "variant.studio", "variant.front"),
+    # the pipeline behind `variant demo`, the studio page, the server, measured fronts
+    ("variant.demo", "variant.studio", "variant.serve", "variant.front"),
     # the top: the commands (nothing below names them) and the package's public face
     ("variant.cli", "variant.__main__", "variant"),
 ]

@@ -6,6 +6,7 @@ evaluation and tuning, the studio's grids and the served images all give the sam
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -35,7 +36,19 @@ def make_grid(images_BHW3: np.ndarray, nrow: int, pad: int = 2) -> np.ndarray:
     return grid
 
 
+def png_bytes(array_HW3: np.ndarray) -> bytes:
+    """The PNG file of one uint8 image (H, W, 3): what `save_png` writes, what a server sends."""
+    buffer = io.BytesIO()
+    Image.fromarray(array_HW3).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def save_png(array_HW3: np.ndarray, path: str | Path) -> None:
     """Write a PNG atomically (a unique temporary per process: ranks never share one)."""
     with atomic_file(Path(path)) as tmp:
-        Image.fromarray(array_HW3).save(tmp, format="PNG")
+        tmp.write_bytes(png_bytes(array_HW3))
+
+
+def image_name(index: int, label: int) -> str:
+    """The file name of image `index` (class `label`) of `variant sample --save-each`."""
+    return f"{index:06d}_class{label}.png"

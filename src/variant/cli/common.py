@@ -10,7 +10,7 @@ from ..pretrained import BUILTIN, load_model
 from ..sampling.configuration import EXAMPLE, Configuration
 from ..sampling.lever import LEVERS
 from ..sampling.plan import DepthPlan
-from ..sampling.settings import SamplingConfig
+from ..sampling.settings import RNG_STREAMS, SamplingConfig
 from ..units import DTYPES
 from . import checks
 
@@ -83,6 +83,11 @@ def add_sampling_args(parser, *, dtype: bool = True) -> None:
     if dtype:
         parser.add_argument("--dtype", choices=sorted(DTYPES), default=d.dtype,
                             help=f"compute dtype (default {d.dtype})")
+    parser.add_argument("--rng", choices=RNG_STREAMS, default=d.rng,
+                        help="random stream: 'batch' (one per call, the official sampler's; "
+                             "default) or 'per-image' (image i draws from its own stream of "
+                             "(--seed, i): its tokens do not depend on the other images or on "
+                             "--batch-size; `variant serve` uses it)")
     add_lever_args(parser)
 
 
@@ -106,7 +111,8 @@ def sampling_from_args(args: argparse.Namespace, **changes) -> SamplingConfig:
     fields = {"cfg": args.cfg, "top_k": args.top_k, "top_p": args.top_p,
               "more_smooth": getattr(args, "more_smooth", False),
               "dtype": getattr(args, "dtype", SamplingConfig().dtype),
-              "seed": getattr(args, "seed", None)}
+              "seed": getattr(args, "seed", None),
+              "rng": getattr(args, "rng", SamplingConfig().rng)}
     return SamplingConfig(**{**fields, **levers_from_args(args), **changes})
 
 

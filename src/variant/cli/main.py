@@ -27,6 +27,7 @@ COMMANDS = [
     "tune",
     "analyze",
     "studio",
+    "serve",
 ]
 
 

@@ -15,7 +15,7 @@ import torch
 
 from ..atomic import write_text_atomic
 from ..eval.npz import write_npz
-from ..images import make_grid, save_png, to_uint8
+from ..images import image_name, make_grid, save_png, to_uint8
 from ..models.cost import CostModel
 from ..sampling.sampler import generate
 from ..units import fmt_bytes
@@ -46,6 +46,9 @@ def register(sub) -> None:
                    help="number of images when --labels is not given")
     add_sampling_args(p)
     p.add_argument("--batch-size", type=checks.count, default=16, help="images per forward pass")
+    p.add_argument("--threads", type=checks.count, default=None,
+                   help="torch CPU threads (default: torch's); CPU results can differ in the last "
+                        "bits with the thread count, so commands that must repeat bytes set it")
     p.add_argument("--out", type=checks.output_file(".png"), default="samples.png",
                    help="grid PNG path (default samples.png)")
     p.add_argument("--nrow", type=checks.count, default=None, help="images per grid row")
@@ -77,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
                                 args.json_out and Path(args.json_out),
                                 args.save_each and Path(args.save_each) / "x.png")):
         check_writable(target)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}.")
+        torch.set_num_threads(args.threads)
     var, vae = load_from_args(args)
     config = resolve_configuration(args.plan, var.config, args.bridge, sampling_from_args(args))
     plan = config.plan
@@ -92,8 +99,11 @@ def run(args: argparse.Namespace) -> int:
     images, indices, kv_peak, t_tr, t_dec = [], [], 0, 0.0, 0.0
     for i, start in enumerate(range(0, num, args.batch_size)):
         chunk = labels[start:start + args.batch_size]
+        per_image = config.settings.rng == "per-image"  # streams of (--seed, image index)
         res = generate(var, len(chunk), torch.tensor(chunk), plan=plan, progress=True,
-                       settings=config.settings.replace(seed=args.seed + i))
+                       settings=config.settings.replace(seed=args.seed + i),
+                       image_keys=[(args.seed, start + j) for j in range(len(chunk))]
+                       if per_image else None)
         images.append(to_uint8(res.images))
         indices.append(res.indices)
         kv_peak = max(kv_peak, res.kv_peak_bytes)
@@ -103,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     if args.save_each:
         folder = Path(args.save_each)
         for j, img in enumerate(arr):
-            save_png(img, folder / f"{j:06d}_class{labels[j]}.png")
+            save_png(img, folder / image_name(j, labels[j]))
     if args.npz:
         write_npz(args.npz, [arr], len(arr), arr.shape[1:], labels=np.asarray(labels))
     report = run_report(var, config, labels, args.batch_size, indices, kv_peak, t_tr, t_dec)

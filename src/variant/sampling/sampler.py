@@ -20,6 +20,7 @@ Shape legend: the package's (variant/__init__.py); R rows as in sampling/protoco
 from __future__ import annotations
 
 import functools
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -93,8 +94,36 @@ def row_groups(model: ScaleModel, label_B: torch.Tensor, levers: Levers, dtype: 
     return groups
 
 
+# One generator for the call ('batch' stream), one per image ('per-image'), or None (global RNG).
+Streams = torch.Generator | list[torch.Generator] | None
+
+
+def image_seed(seed: int, index: int) -> int:
+    """The seed of image `index`'s own stream in a call seeded `seed` (rng 'per-image')."""
+    digest = hashlib.sha256(f"variant-image:{int(seed)}:{int(index)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def random_streams(settings: SamplingConfig, B: int, image_keys, device) -> Streams:
+    """The call's random streams. `image_keys`: per-image streams only, the (seed, index) of each
+    image (default: (settings.seed, 0..B-1)), so a server can batch images of several requests
+    and each still draws from the stream its own request gives it."""
+    if settings.rng == "batch":
+        if image_keys is not None:
+            raise ValueError("image_keys need per-image streams: set rng='per-image'.")
+        return None if settings.seed is None else torch.Generator(device=device).manual_seed(
+            int(settings.seed))
+    if image_keys is None:
+        seed = settings.seed if settings.seed is not None else int(torch.randint(2**62, ()))
+        image_keys = [(seed, i) for i in range(B)]
+    if len(image_keys) != B:
+        raise ValueError(f"got {len(image_keys)} image keys for B={B} images; give one per image.")
+    return [torch.Generator(device=device).manual_seed(image_seed(seed, index))
+            for seed, index in image_keys]
+
+
 def sample_top_k_top_p_(logits_BlV: torch.Tensor, top_k: int, top_p: float,
-                        rng: torch.Generator | None) -> torch.Tensor:
+                        rng: Streams) -> torch.Tensor:
     """Mask `logits_BlV` in place by top-k then top-p and draw one index per row -> (B, l)."""
     B, num_tok, V = logits_BlV.shape
     if top_k > 0:
@@ -105,18 +134,28 @@ def sample_top_k_top_p_(logits_BlV: torch.Tensor, top_k: int, top_p: float,
         remove = sorted_logits.softmax(dim=-1).cumsum_(dim=-1) <= (1 - top_p)
         remove[..., -1:] = False
         logits_BlV.masked_fill_(remove.scatter(-1, sorted_idx, remove), -torch.inf)
+    if isinstance(rng, list):  # per-image streams: each image's draws from its own generator
+        return torch.stack([torch.multinomial(p_lV, num_samples=1, replacement=True, generator=g)
+                            .view(num_tok) for p_lV, g in zip(logits_BlV.softmax(dim=-1), rng)])
     probs = logits_BlV.softmax(dim=-1).view(-1, V)
     return torch.multinomial(probs, num_samples=1, replacement=True, generator=rng).view(B, num_tok)
 
 
 def _gumbel_soft(logits_BlV, tau: float, rng):
-    gumbels = -torch.empty_like(logits_BlV).exponential_(generator=rng).log()
+    if isinstance(rng, list):
+        noise = torch.stack([torch.empty_like(x).exponential_(generator=g)
+                             for x, g in zip(logits_BlV, rng)])
+    else:
+        noise = torch.empty_like(logits_BlV).exponential_(generator=rng)
+    gumbels = -noise.log()
     return ((logits_BlV + gumbels) / tau).softmax(-1)
 
 
 def _labels(model: ScaleModel, B: int, label_B, rng, device) -> torch.Tensor:
     if label_B is None:
         uniform = torch.full((1, model.num_classes), 1.0 / model.num_classes, device=device)
+        if isinstance(rng, list):  # per-image streams: each image draws its own class
+            return torch.cat([torch.multinomial(uniform, 1, generator=g).reshape(1) for g in rng])
         return torch.multinomial(uniform, B, replacement=True, generator=rng).reshape(B)
     if isinstance(label_B, int):
         return torch.full((B,), model.num_classes if label_B < 0 else label_B, device=device)
@@ -130,14 +169,15 @@ def _labels(model: ScaleModel, B: int, label_B, rng, device) -> torch.Tensor:
 def generate(model: ScaleModel, B: int, label_B=None, *,
              configuration: Configuration | None = None, settings: SamplingConfig | None = None,
              plan: DepthPlan | str | None = None, progress: bool = False,
-             trace: Trace | None = None) -> GenerationResult:
+             trace: Trace | None = None, image_keys=None) -> GenerationResult:
     """Sample B images from `model` under a configuration (plan, settings and levers).
 
     `configuration`: resolved once by the caller (`Configuration.of`/`resolve`); without it,
     one is built here from `plan` (None: the full network) and `settings` (default: the official
     ones, `SamplingConfig()`). `label_B`: None (uniform random classes, drawn first from the
     seeded generator), an int (negative: unconditional), or a sequence/tensor of B class ids.
-    bf16/fp16 run under autocast while the residual stream stays fp32.
+    bf16/fp16 run under autocast while the residual stream stays fp32. `image_keys`: with
+    `settings.rng == 'per-image'`, the (seed, index) stream of each image (`random_streams`).
     """
     if configuration is None:
         configuration = Configuration.of(model, plan, settings)
@@ -147,8 +187,7 @@ def generate(model: ScaleModel, B: int, label_B=None, *,
     if not isinstance(B, int) or B <= 0:
         raise ValueError(f"batch size B must be a positive integer, got {B!r}.")
     device = model.device
-    seed = settings.seed
-    rng = None if seed is None else torch.Generator(device=device).manual_seed(int(seed))
+    rng = random_streams(settings, B, image_keys, device)
     unconditional = isinstance(label_B, int) and label_B < 0
     label_B = _labels(model, B, label_B, rng, device)
     model.check_labels(label_B, allow_null=unconditional)
@@ -241,8 +280,7 @@ class TokenSampler:
     Holds the accumulated latent `f_hat` (B, C, h, w) and the drawn token ids per scale.
     """
 
-    def __init__(self, model: ScaleModel, B: int, settings: SamplingConfig,
-                 rng: torch.Generator | None):
+    def __init__(self, model: ScaleModel, B: int, settings: SamplingConfig, rng: Streams):
         self.model, self.B, self.settings, self.rng = model, B, settings, rng
         self.f_hat = model.new_latent(B)
         self.indices: list[torch.Tensor] = []

@@ -16,6 +16,8 @@ from ..units import dtype_name, parse_dtype
 from . import levers as _declared  # noqa: F401  (registers the levers)
 from .lever import LEVERS, read_levers
 
+RNG_STREAMS = ("batch", "per-image")  # the first is the default (the official stream)
+
 
 def guided_rows(batch: int, cfg: float | bool) -> int:
     """Rows of one transformer pass: the batch, doubled when classifier-free guidance is on."""
@@ -31,6 +33,9 @@ class SamplingConfig:
     - `more_smooth`: the official Gumbel-softmax smoothing of the next-scale input (visual only).
     - `dtype`: compute dtype, `'fp32' | 'bf16' | 'fp16'` (a `torch.dtype` is accepted too).
     - `seed`: seeds the per-call generator; None uses torch's global RNG.
+    - `rng`: 'batch' (the official stream: one generator for the whole call) or 'per-image'
+      (image i of a call draws from its own generator, derived from (seed, i), so its tokens do
+      not depend on the other images of the call; `variant serve` uses it).
 
     Every declared inference lever (sampling/levers.py) is a keyword too, read as an attribute
     (`SamplingConfig(**{name: value}).name`); off by default. `lever_values` holds the ones set
@@ -43,6 +48,7 @@ class SamplingConfig:
     more_smooth: bool = False
     dtype: str = "fp32"
     seed: int | None = None
+    rng: str = "batch"
     lever_values: tuple[tuple[str, Any], ...] = ()
 
     def __init__(self, *, lever_values: tuple = (), **given) -> None:
@@ -63,6 +69,8 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype", dtype_name(self.dtype))
+        if self.rng not in RNG_STREAMS:
+            raise ValueError(f"rng must be one of {', '.join(RNG_STREAMS)}, got {self.rng!r}.")
         if self.top_k < 0 or not 0.0 <= self.top_p <= 1.0 or self.cfg < 0:
             raise ValueError(f"need top_k >= 0, 0 <= top_p <= 1 and cfg >= 0; got top_k="
                              f"{self.top_k}, top_p={self.top_p}, cfg={self.cfg}.")
@@ -94,6 +102,8 @@ class SamplingConfig:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                if f.name != "lever_values"}
         out.update((n, LEVERS[n].to_json(v)) for n, v in self.lever_values)
+        if out["rng"] == RNG_STREAMS[0]:  # records written before per-image streams compare equal
+            del out["rng"]
         return out
 
     def cli_args(self) -> list[str]:
@@ -106,4 +116,6 @@ class SamplingConfig:
             args += ["--seed", str(self.seed)]
         for name, value in self.lever_values:
             args += [LEVERS[name].flag, LEVERS[name].show(value)]
+        if self.rng != RNG_STREAMS[0]:
+            args += ["--rng", self.rng]
         return args
