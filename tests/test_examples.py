@@ -72,6 +72,8 @@ NEEDS = {
     "runs/pareto": "three eval.json files of trained supernets",
     "variant demo --mode quick --out runs/demo": "7 minutes",
     "variant studio": "a server that runs until stopped",
+    "variant serve --front docs/reproduction/front/front.json --slo 2s":
+        "a server that runs until stopped",
 }
 # files a parsed command names that this machine lacks but has an equivalent of
 STAND_INS = {"runs/tune/front.json": FRONT}
