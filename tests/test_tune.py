@@ -253,11 +253,11 @@ def test_check_front_device():
 
 
 def test_load_front_errors(tmp_path):
-    with pytest.raises(ValueError, match="not found; make one with `variant tune`"):
+    with pytest.raises(ValueError, match="not found; give the front.json `variant tune` wrote"):
         load_front(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(ValueError, match="is not JSON"):
+    with pytest.raises(ValueError, match="is not valid JSON"):
         load_front(bad)
     for data in ({"format": "variant-bench", "rows": [{}]}, [1, 2],
                  {"format": FRONT_FORMAT, "rows": []}):
@@ -358,7 +358,8 @@ def test_tune_end_to_end_front(tuned):
         assert fid["per_seed"] == per_seed
         assert fid["mean"] == pytest.approx(sum(per_seed) / 2)
         half = 12.706 * abs(per_seed[0] - per_seed[1]) / math.sqrt(2) / math.sqrt(2)
-        assert fid["low"] == pytest.approx(fid["mean"] - half)
+        # cut at 0: a 2-seed interval (t = 12.7) may reach below the lowest FID there is
+        assert fid["low"] == pytest.approx(max(0.0, fid["mean"] - half))
         assert fid["high"] == pytest.approx(fid["mean"] + half)
         assert r["quality"]["num_images_per_seed"] == 4
         for seed in (0, 1):
@@ -421,6 +422,36 @@ def test_tune_rerun_with_other_settings_does_not_mix_measurements(tuned, monkeyp
     assert code == 2
     assert "other settings" in stderr and "bench_batch" in stderr and "num_per_class" in stderr
     assert (copy / "front.json").read_text() == before  # nothing of the old run is lost
+
+
+def _replace_list(argv, flag, values):
+    """`argv` with the values after `flag` (up to the next flag) replaced by `values`."""
+    i = argv.index(flag) + 1
+    j = next((k for k in range(i, len(argv)) if argv[k].startswith("--")), len(argv))
+    return argv[:i] + values + argv[j:]
+
+
+def test_tune_rerun_with_a_smaller_grid_keeps_the_front(tuned, monkeypatch, tmp_path):
+    """Issue 18: a rerun with fewer specs must not shrink a finished front."""
+    out, front, _ = tuned
+    copy = _copy_that_must_not_measure(out, tmp_path, monkeypatch, AssertionError(
+        "the kept configurations are finished: nothing to measure"))
+    code, stdout, stderr = _main_captured(_replace_list(_tune_args(copy), "--specs", ["full"]))
+    assert code == 0, stderr
+    again = json.loads((copy / "front.json").read_text())
+    assert again["rows"] == front["rows"]
+    assert "also holds d2+cfgstop4; kept in the front" in stdout
+
+
+def test_tune_rerun_with_fewer_seeds_is_refused(tuned, monkeypatch, tmp_path):
+    out, _, _ = tuned
+    copy = _copy_that_must_not_measure(out, tmp_path, monkeypatch, AssertionError(
+        "a front over fewer seeds must be refused before measuring"))
+    before = (copy / "front.json").read_text()
+    code, _, stderr = _main_captured(_replace_list(_tune_args(copy), "--seeds", ["0"]))
+    assert code == 2
+    assert "seeds [0, 1]" in stderr and "lacks 1" in stderr and "--seeds 0 1" in stderr
+    assert (copy / "front.json").read_text() == before
 
 
 def test_tune_with_two_images_per_seed(tmp_path):
@@ -497,6 +528,9 @@ def test_plan_front_latency_refuses_another_thread_count(tuned, capsys):
 
 
 def test_plan_front_missing_file_is_a_clear_error(tmp_path, capsys):
-    assert main(["plan", "--front", str(tmp_path / "nope.json"), "--max-kv", "1GiB"]) == 2
+    with pytest.raises(SystemExit) as exit_info:  # refused as the arguments are read
+        main(["plan", "--front", str(tmp_path / "nope.json"), "--max-kv", "1GiB"])
+    assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "not found; make one with `variant tune`" in err and "Traceback" not in err
+    assert "argument --front:" in err and "nope.json' does not exist" in err
+    assert "Traceback" not in err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -142,7 +143,40 @@ def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields: {sorted(names)}.")
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    for key, value in kwargs.items():
+        problem = _type_problem(value, defaults[key])
+        if problem:
+            raise ValueError(f"{cls.__name__} field {key!r} {problem}.")
     return cls(**kwargs)
+
+
+def _type_problem(value: Any, default: Any) -> str | None:
+    """What is wrong with `value` for a field whose default is `default` (None: it fits).
+
+    A config read from JSON may hold "eight" for a depth, 8.5, true or NaN; the dataclasses'
+    own checks compare numbers and would fail with a TypeError or accept a float."""
+    if default is dataclasses.MISSING or default is None:
+        return None
+    kind = type(default)
+    if kind is tuple:
+        if not isinstance(value, tuple):
+            return f"must be a list, got {value!r}"
+        bad = [v for v in value if default and _type_problem(v, default[0])]
+        return f"lists {bad[0]!r}, of the wrong type" if bad else None
+    if kind is bool or isinstance(value, bool):
+        return None if isinstance(value, bool) and kind is bool else (
+            f"must be {kind.__name__}, got {value!r}")
+    if kind is int and not isinstance(value, int):
+        return f"must be a whole number, got {value!r}"
+    if kind is float:
+        if not isinstance(value, (int, float)):
+            return f"must be a number, got {value!r}"
+        if not math.isfinite(value):
+            return f"must be finite, got {value!r}"
+    if kind is str and not isinstance(value, str):
+        return f"must be a string, got {value!r}"
+    return None
 
 
 def config_to_json(cfg: Any) -> str:

@@ -32,6 +32,7 @@ from safetensors.torch import save_file
 from .atomic import atomic_directory
 from .builtin import ASSETS, BUILTIN, builtin_model_dir
 from .config import VAEConfig, VARConfig, config_from_dict, config_to_dict, model_preset
+from .jsonfile import read_json
 from .models.convert import (
     CheckpointError,
     explain_mismatch,
@@ -205,10 +206,10 @@ def _read_config_json(path: Path) -> dict:
     if not cfg_file.is_file():
         raise CheckpointError(f"{path} has no config.json; it is not a VARiant model directory.")
     try:
-        config = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{cfg_file} is not valid JSON ({err}); the directory may be "
-                              "corrupted, re-save or re-download it.") from err
+        config = read_json(cfg_file, "model config",
+                           hint="the directory may be corrupted, re-save or re-download it")
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         found = config.get("format") if isinstance(config, dict) else type(config).__name__
         raise CheckpointError(f"{cfg_file} is not a VARiant model config (format {found!r}, "
@@ -217,6 +218,14 @@ def _read_config_json(path: Path) -> dict:
     if missing:
         raise CheckpointError(f"{cfg_file} lacks {missing}; the directory is incomplete, "
                               "re-save or re-download it.")
+    for key, cls in (("var", VARConfig), ("vae", VAEConfig)):
+        try:
+            if not isinstance(config[key], dict):
+                raise ValueError(f"{key!r} must be an object of {cls.__name__} fields")
+            config_from_dict(cls, config[key])
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{cfg_file}: {str(err).rstrip('.')}; fix the file or "
+                                  "re-save the model.") from None
     for key in sorted(set(config) - set(CONFIG_KEYS)):
         log.warning("%s: unknown top-level key %r ignored (known: %s); written by a newer "
                     "version?", cfg_file, key, ", ".join(CONFIG_KEYS))

@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from .atomic import atomic_directory
 from .builtin import BUILTIN, builtin_model_dir
 from .config import PATCH_NUMS_256, VAEConfig, config_from_dict, config_to_dict
+from .jsonfile import read_json
 from .models.convert import (
     CheckpointError,
     explain_mismatch,
@@ -91,7 +92,7 @@ def load_tokenizer(
 def read_tokenizer_config(source: str | Path) -> dict:
     """The config.json of a tokenizer/model directory (or train-tokenizer run directory)."""
     path = _tokenizer_dir(Path(source))
-    return json.loads((path / "config.json").read_text())
+    return read_json(path / "config.json", "tokenizer config")
 
 
 def tokenizer_fingerprint(vae: VQVAE) -> str:
@@ -124,10 +125,12 @@ def _tokenizer_dir(path: Path) -> Path:
 def _read_directory(path: Path) -> tuple[VAEConfig, dict[str, torch.Tensor], str]:
     cfg_file = path / "config.json"
     try:
-        config = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{cfg_file} is not valid JSON ({err}); re-save the "
-                              "tokenizer.") from err
+        config = read_json(cfg_file, "tokenizer config", hint="re-save the tokenizer")
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{cfg_file} is not a tokenizer config (a JSON object); re-save "
+                              "the tokenizer.")
     if config.get("format") not in (FORMAT, MODEL_FORMAT) or "vae" not in config:
         raise CheckpointError(
             f"{cfg_file} is neither a tokenizer nor a model config (format "

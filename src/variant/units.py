@@ -6,6 +6,7 @@ a dtype accepts either the name or the `torch.dtype`.
 
 from __future__ import annotations
 
+import math
 import re
 
 import torch
@@ -80,4 +81,7 @@ def _number_with_unit(text: str, units: dict, what: str, examples: str) -> float
     unit = m.group(2).lower() if m else None
     if m is None or unit not in units:
         raise ValueError(f"cannot read the {what} {text!r}: use {examples}.")
-    return float(m.group(1)) * units[unit]
+    value = float(m.group(1)) * units[unit]
+    if not math.isfinite(value):
+        raise ValueError(f"the {what} {text!r} is too large to be meant: use {examples}.")
+    return value

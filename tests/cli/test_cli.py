@@ -23,7 +23,7 @@ def test_every_subcommand_has_help(capsys):
 
 
 def test_plan_prints_paper_table_and_nesting_note(capsys, tmp_path):
-    assert main(["plan", "--batch", "64", "--json", str(tmp_path / "p.json")]) == 0
+    assert main(["plan", "--depth", "30", "--batch", "64", "--json", str(tmp_path / "p.json")]) == 0
     out = capsys.readouterr().out
     assert "| d16 | 12154 | 0.596 |" in out
     assert "I_8 is not a subset of I_16" in out
@@ -75,13 +75,17 @@ def test_sample_json_reports_measured_and_predicted_costs(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--labels", "3", "99"], "--labels must be in 0..9"),
-    (["--num", "0"], "must be positive"),
+    (["--num", "0"], "argument --num: expected a whole number >= 1"),
     (["--out", "/proc/forbidden/x.png"], "cannot write"),
     (["--plan", "d9"], "subnet_depth must be in 1..4"),
 ])
 def test_sample_bad_input_is_a_clear_error(argv, message, capsys, tmp_path):
     args = ["sample", "--model", "random:tiny", "--out", str(tmp_path / "g.png"), *argv]
-    assert main(args) == 2
+    try:
+        code = main(args)
+    except SystemExit as exit_info:  # argparse refuses the value before the command runs
+        code = exit_info.code
+    assert code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
 
@@ -91,3 +95,18 @@ def test_console_entry_point_runs_as_module():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "| d8 |" in proc.stdout
+
+
+def test_plan_without_arguments_describes_the_model_sample_runs(capsys):
+    """`variant plan` alone costs what `variant sample` alone samples: the built-in model, at
+    the sampling dtype, with guidance (issue 18); --depth gives an official shape instead."""
+    from variant.sampling.settings import SamplingConfig
+
+    assert main(["plan"]) == 0
+    head = capsys.readouterr().out.splitlines()[0]
+    assert head.startswith("model builtin: VAR depth 8, width 128, 6 scales")
+    assert f"KV in {SamplingConfig().dtype}" in head and "CFG doubles the batch" in head
+    assert main(["plan", "--depth", "30"]) == 0
+    assert capsys.readouterr().out.startswith("VAR depth 30, width 1920, 10 scales")
+    assert main(["plan", "--model", "builtin", "--depth", "8"]) == 2
+    assert "drop --depth" in capsys.readouterr().err

@@ -27,11 +27,12 @@ def test_without_the_extra_the_message_names_the_install(monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--max-images", "0"], "--max-images must be >= 1"),
-    (["--profile", "missing.json"], "latency profile missing.json not found"),
+    (["--max-images", "0"], "argument --max-images: expected a whole number >= 1"),
+    (["--profile", "missing.json"], "argument --profile: 'missing.json' does not exist"),
     (["--max-memory", "lots"], "cannot read the size 'lots'"),
-    (["--front", "missing.json"], "front file missing.json not found"),
+    (["--front", "missing.json"], "argument --front: 'missing.json' does not exist"),
     (["--allow-other-device"], "give --front front.json too"),
+    (["--allow-other-model"], "give --front front.json too"),
 ])
 def test_bad_flags_name_the_fix(args, words, capsys):
     pytest.importorskip("gradio", reason='the studio extra is not installed')

@@ -11,11 +11,11 @@ form the front.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
 
+from ..jsonfile import read_json
 from ..models.cost import CostModel
 from ..sampling.plan import (
     DepthPlan,
@@ -143,8 +143,8 @@ def load_eval_results(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; give the eval.json written by `variant eval` "
                                 "or its --out folder.")
-    data = json.loads(path.read_text())
-    if "rows" not in data:
+    data = read_json(path, "eval result", hint="give the eval.json written by `variant eval`")
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
         raise ValueError(f"{path} has no 'rows'; it is not a `variant eval` result file.")
     return data
 

@@ -25,8 +25,26 @@ def _finite(values: Sequence[float | None]) -> list[float]:
     return [float(v) for v in values if v is not None and math.isfinite(v)]
 
 
-def interval(values: Sequence[float]) -> dict:
-    """Mean and 95% Student-t interval over seeds (a single value: no interval)."""
+# The values each quality metric can take: an interval is cut to them (a 2-seed FID interval of
+# mean +- 12.7 standard errors must not reach below 0).
+METRIC_RANGES = {"fid": (0.0, None), "inception_score": (1.0, None),
+                 "inception_score_std": (0.0, None), "precision": (0.0, 1.0),
+                 "recall": (0.0, 1.0), "class_accuracy": (0.0, 1.0)}
+
+
+def interval(values: Sequence[float], value_range: tuple = (None, None)) -> dict:
+    """Mean and 95% Student-t interval over seeds (a single value: no interval), cut to
+    `value_range` (lowest, highest; None: unbounded), e.g. `METRIC_RANGES['fid']`."""
+    out = _interval(values)
+    lo, hi = value_range
+    if out["low"] is not None and lo is not None and out["low"] < lo:
+        out["low"] = lo
+    if out["high"] is not None and hi is not None and out["high"] > hi:
+        out["high"] = hi
+    return out
+
+
+def _interval(values: Sequence[float]) -> dict:
     vals = _finite(values)
     if not vals:
         return {"mean": None, "low": None, "high": None, "n": 0, "per_seed": list(values)}

@@ -40,6 +40,7 @@ from ..eval.sample_folder import SamplingSpec
 from ..pretrained import is_generated_source
 from ..sampling.plan import default_plan_specs
 from ..sampling.settings import SamplingConfig
+from . import checks
 from .common import (
     add_model_args,
     add_plan_args,
@@ -67,9 +68,9 @@ def register(sub) -> None:
                         "thirds, scaled to the model's number of scales)")
     a.add_argument("--subnet", default="50%",
                    help="subnet depth: d8 / 8, or a fraction of the depth: 50%% (default), 0.25")
-    a.add_argument("--latency-profile", default=None,
+    a.add_argument("--latency-profile", type=checks.input_file, default=None,
                    help="use this `variant bench --profile` file instead of measuring one")
-    _add_study_args(a, required_out=True)
+    _add_study_args(a, default_out="runs/asymmetry")
     a.set_defaults(func=run_asymmetry)
 
     q = which.add_parser(
@@ -82,31 +83,37 @@ def register(sub) -> None:
                    help="model directories to evaluate first (with --plans, the metric and "
                         "sampling options below)")
     add_plan_args(q, multiple=True)
-    q.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    q.add_argument("--seed", type=int, default=0, help="sampling seed")
-    _add_study_args(q, required_out=False)
+    q.add_argument("--device", type=checks.device,
+                   default="cuda" if torch.cuda.is_available() else "cpu")
+    q.add_argument("--seed", type=checks.seed, default=0, help="sampling seed")
+    _add_study_args(q, default_out=None)
     q.set_defaults(func=run_pareto)
 
 
-def _add_study_args(p, required_out: bool) -> None:
+def _add_study_args(p, default_out: str | None) -> None:
     g = p.add_argument_group("sampling and metric (as in `variant eval`)")
-    g.add_argument("--num-per-class", type=int, default=5, help="images per class (default 5)")
-    g.add_argument("--num-classes", type=int, default=None, help="classes 0..n-1 (default all)")
-    g.add_argument("--batch-size", type=int, default=25, help="images per sampling call")
+    g.add_argument("--num-per-class", type=checks.count, default=5,
+                   help="images per class (default 5)")
+    g.add_argument("--num-classes", type=checks.count, default=None,
+                   help="classes 0..n-1 (default all)")
+    g.add_argument("--batch-size", type=checks.count, default=25, help="images per sampling call")
     add_sampling_args(g)
     g.add_argument("--metric", choices=("builtin", "inception", "none"), default="builtin",
                    help="quality metric (none: FLOP/latency shares only)")
     g.add_argument("--reference", default=None, help="reference batch / folder / statistics")
-    g.add_argument("--reference-count", type=int, default=5000)
+    g.add_argument("--reference-count", type=checks.count, default=5000)
     g.add_argument("--inception-weights", default=None)
     g.add_argument("--metric-net", default=None)
     g.add_argument("--key", default="fid",
                    help="metric column to report and plot: fid (default), inception_score, "
                         "precision, recall, class_accuracy")
-    g.add_argument("--out", required=required_out, default=None,
-                   help="output folder (images per plan, results JSON, plot)")
-    g.add_argument("--plot", default=None, help="PNG path (default: in --out)")
-    g.add_argument("--json", dest="json_out", default=None, help="results JSON path")
+    g.add_argument("--out", type=checks.output_dir, default=default_out,
+                   help="output folder (images per plan, results JSON, plot)"
+                        + (f"; default {default_out}" if default_out else ""))
+    g.add_argument("--plot", type=checks.output_file(".png"), default=None,
+                   help="PNG path (default: in --out)")
+    g.add_argument("--json", dest="json_out", type=checks.output_file(".json"), default=None,
+                   help="results JSON path")
 
 
 def _spec(args, var):

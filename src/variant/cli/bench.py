@@ -39,6 +39,7 @@ from ..sampling.configuration import Configuration, resolve_configurations
 from ..sampling.plan import default_plan_specs
 from ..sampling.settings import SamplingConfig
 from ..units import fmt_bytes
+from . import checks
 from .budget import model_info
 from .common import (
     add_model_args,
@@ -47,6 +48,7 @@ from .common import (
     load_from_args,
     sampling_from_args,
 )
+from .fits import refuse_over_memory
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +64,21 @@ def register(sub) -> None:
                     "Prints a markdown table; --json, --plot and --profile write more.")
     add_model_args(p)
     add_plan_args(p, multiple=True)
-    p.add_argument("--batch", type=int, default=8, help="images per sampling call (default 8)")
+    p.add_argument("--batch", type=checks.count, default=8,
+                   help="images per sampling call (default 8)")
     add_sampling_args(p)
-    p.add_argument("--warmup", type=int, default=1, help="untimed runs per plan (default 1)")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per plan (default 3)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--warmup", type=checks.natural, default=1,
+                   help="untimed runs per plan (default 1)")
+    p.add_argument("--repeats", type=checks.count, default=3,
+                   help="timed runs per plan (default 3)")
+    p.add_argument("--threads", type=checks.count, default=None, help="torch CPU threads")
     p.add_argument("--isolate", choices=("auto", "yes", "no"), default="auto",
                    help="one fresh subprocess per plan (auto: yes on CPU, where peak RSS is "
                         "the memory measure; no on CUDA)")
-    p.add_argument("--json", dest="json_out", default=None, help="write the results as JSON")
-    p.add_argument("--plot", default=None, help="write a PNG chart (needs matplotlib)")
+    p.add_argument("--json", dest="json_out", type=checks.output_file(".json"), default=None,
+                   help="write the results as JSON")
+    p.add_argument("--plot", type=checks.output_file(".png"), default=None,
+                   help="write a PNG chart (needs matplotlib)")
     p.add_argument("--profile", default=None,
                    help="also time each scale of the full plan and write a latency profile "
                         "JSON for `variant plan --max-latency`")
@@ -159,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
     if args.profile and not any(is_full):
         raise ValueError("--profile times the full plan: add 'full' to --plans.")
     predictor = _predictor(args, var_config)
+    refuse_over_memory(predictor, [c.plan for c in configs], args.device, "--batch")
     rows, profile = [], None
     for config, full in zip(configs, is_full):
         plan, own = config.plan, _with(settings, config)

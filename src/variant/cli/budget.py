@@ -23,22 +23,24 @@ from ..efficiency.budget import (
 from ..efficiency.choice import Budget, choose
 from ..pretrained import read_model_config
 from ..sampling.settings import SamplingConfig
-from ..units import fmt_bytes, parse_duration, parse_size
+from ..units import fmt_bytes
+from . import checks
 
 
 def add_budget_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group(
         "budget planner", "pick the deepest plan (subnet depth, then bridge) whose predicted cost "
                           "fits; uses --batch, --dtype, --no-cfg, --bridge, --subnets")
-    g.add_argument("--max-kv", type=parse_size, default=None,
+    g.add_argument("--max-kv", type=checks.size, default=None,
                    help="peak KV-cache limit, e.g. 16GiB, 500MB")
-    g.add_argument("--max-memory", type=parse_size, default=None,
+    g.add_argument("--max-memory", type=checks.size, default=None,
                    help="peak memory limit: weights + KV + activations (+ runtime on CPU)")
-    g.add_argument("--max-latency", type=parse_duration, default=None,
+    g.add_argument("--max-latency", type=checks.duration, default=None,
                    help="seconds per batch, e.g. 2s, 500ms (needs --profile)")
-    g.add_argument("--profile", default=None,
+    g.add_argument("--profile", type=checks.input_file, default=None,
                    help="latency profile JSON written by `variant bench --profile`")
-    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+    g.add_argument("--device", type=checks.device,
+                   default="cuda" if torch.cuda.is_available() else "cpu",
                    help="where the model will run (cpu adds the runtime's resident size)")
 
 

@@ -12,6 +12,7 @@ from ..sampling.lever import LEVERS
 from ..sampling.plan import DepthPlan
 from ..sampling.settings import RNG_STREAMS, SamplingConfig
 from ..units import DTYPES
+from . import checks
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -25,9 +26,10 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                              "vae_ch160v4096z32.pth next to it)")
     parser.add_argument("--revision", default=None,
                         help="branch, tag or commit of a Hugging Face Hub model (default: main)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+    parser.add_argument("--device", type=checks.device,
+                        default="cuda" if torch.cuda.is_available() else "cpu",
                         help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--seed", type=checks.seed, default=0, help="random seed")
 
 
 def add_plan_args(parser: argparse.ArgumentParser, multiple: bool = False) -> None:
@@ -41,7 +43,7 @@ def add_plan_args(parser: argparse.ArgumentParser, multiple: bool = False) -> No
                                  "subnet depths that fit the model)")
     else:
         parser.add_argument("--plan", default="full", help=help_plan)
-    parser.add_argument("--bridge", type=int, default=None,
+    parser.add_argument("--bridge", type=checks.natural, default=None,
                         help="scales in the bridge zone (full network) of 'dN' plans; default: "
                              "the paper's 6 of 10 scales, scaled to the model's number of scales")
 
@@ -70,11 +72,11 @@ def load_from_args(args: argparse.Namespace):
 def add_sampling_args(parser, *, dtype: bool = True) -> None:
     """--cfg/--top-k/--top-p/--more-smooth(/--dtype), defaults from `SamplingConfig`."""
     d = SamplingConfig()
-    parser.add_argument("--cfg", type=float, default=d.cfg,
+    parser.add_argument("--cfg", type=checks.float_in(0), default=d.cfg,
                         help=f"classifier-free guidance, 0: off (default {d.cfg})")
-    parser.add_argument("--top-k", type=int, default=d.top_k,
+    parser.add_argument("--top-k", type=checks.natural, default=d.top_k,
                         help=f"top-k, 0: off (default {d.top_k})")
-    parser.add_argument("--top-p", type=float, default=d.top_p,
+    parser.add_argument("--top-p", type=checks.float_in(0, 1), default=d.top_p,
                         help=f"top-p, 0: off (default {d.top_p})")
     parser.add_argument("--more-smooth", action="store_true",
                         help="Gumbel-softmax smoothing of the next-scale input (visual only)")
@@ -99,8 +101,9 @@ def add_lever_args(parser) -> None:
                                 "(K=10 at 256 px: 8 = the last two scales). The same levers may "
                                 f"be joined to a plan spec, e.g. --plan {EXAMPLE}")
     for lever in LEVERS.values():
-        levers.add_argument(lever.flag, dest=lever.name, type=lever.flag_type, default=None,
-                            metavar=lever.metavar, choices=lever.choices, help=lever.help)
+        levers.add_argument(lever.flag, dest=lever.name, type=checks.scalar(lever.flag_type),
+                            default=None, metavar=lever.metavar, choices=lever.choices,
+                            help=lever.help)
 
 
 def sampling_from_args(args: argparse.Namespace, **changes) -> SamplingConfig:

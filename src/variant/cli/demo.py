@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..demo import DEMO_MODES, Demo
+from . import checks
 
 
 def register(sub) -> None:
@@ -19,9 +20,11 @@ def register(sub) -> None:
                    help="quick: the whole pipeline on small settings, about 7 minutes on 2 CPU "
                         "cores (a pipeline check: its models are undertrained); full: the shipped "
                         "model and docs/REPRODUCTION.md, about an hour")
-    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads for the steps")
-    p.add_argument("--jobs", type=int, default=1,
+    p.add_argument("--out", type=checks.output_dir, default="runs/demo",
+                   help="output folder (default runs/demo)")
+    p.add_argument("--threads", type=checks.natural, default=0,
+                   help="torch CPU threads for the steps")
+    p.add_argument("--jobs", type=checks.count, default=1,
                    help="fine-tunings of the ratio study run side by side (1 thread each)")
     p.set_defaults(func=run)
 

@@ -24,6 +24,7 @@ from ..eval.fid_is import too_few_samples
 from ..eval.quality import build_metric, save_reference_statistics
 from ..eval.sample_folder import SamplingSpec
 from ..sampling.plan import default_plan_specs
+from . import checks
 from .common import (
     add_model_args,
     add_plan_args,
@@ -32,6 +33,7 @@ from .common import (
     resolve_configuration,
     sampling_from_args,
 )
+from .fits import check_fits_memory
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +49,16 @@ def register(sub) -> None:
     add_model_args(p)
     add_plan_args(p, multiple=True)
     g = p.add_argument_group("sampling")
-    g.add_argument("--num-per-class", type=int, default=50,
+    g.add_argument("--num-per-class", type=checks.count, default=50,
                    help="images per class (default 50: the official 50 000 for ImageNet)")
-    g.add_argument("--num-classes", type=int, default=None,
+    g.add_argument("--num-classes", type=checks.count, default=None,
                    help="evaluate classes 0..n-1 only (default: all of the model's classes)")
-    g.add_argument("--batch-size", type=int, default=50,
+    g.add_argument("--batch-size", type=checks.count, default=50,
                    help="images per sampling call, cut per class; part of what fixes each "
                         "image, so keep it when comparing or resuming (default 50)")
     add_sampling_args(g)
-    g.add_argument("--out", required=True, help="output folder: one PNG folder + .npz per plan, "
+    g.add_argument("--out", type=checks.output_dir, required=True,
+                   help="output folder: one PNG folder + .npz per plan, "
                                                 "eval.json")
     m = p.add_argument_group("metric")
     m.add_argument("--metric", choices=("builtin", "inception", "none"), default="builtin",
@@ -64,7 +67,7 @@ def register(sub) -> None:
     m.add_argument("--reference", default=None,
                    help="ADM .npz batch (arr_0), image folder, or statistics .npz (mu, sigma); "
                         "default for builtin: rendered Shapes-10 images")
-    m.add_argument("--reference-count", type=int, default=5000,
+    m.add_argument("--reference-count", type=checks.count, default=5000,
                    help="rendered reference images for the builtin reference (default 5000)")
     m.add_argument("--inception-weights", default=None,
                    help="path of weights-inception-2015-12-05-6726825d.pth (default: torch hub "
@@ -72,14 +75,15 @@ def register(sub) -> None:
     m.add_argument("--metric-net", default=None,
                    help="folder of a metric network from `variant train-metric` (default: the "
                         "shipped one)")
-    m.add_argument("--save-reference-stats", default=None,
+    m.add_argument("--save-reference-stats", type=checks.output_file(".npz"), default=None,
                    help="also write the reference's mu/sigma to this .npz")
-    m.add_argument("--metric-batch-size", type=int, default=100, help="feature batch size")
+    m.add_argument("--metric-batch-size", type=checks.count, default=100, help="feature batch size")
     d = p.add_argument_group("sharding")
-    d.add_argument("--rank", type=int, default=None, help="this process's rank (default $RANK)")
-    d.add_argument("--world-size", type=int, default=None,
+    d.add_argument("--rank", type=checks.natural, default=None,
+                   help="this process's rank (default $RANK)")
+    d.add_argument("--world-size", type=checks.count, default=None,
                    help="number of ranks (default $WORLD_SIZE)")
-    d.add_argument("--wait-timeout", type=float, default=0.0,
+    d.add_argument("--wait-timeout", type=checks.float_in(0), default=0.0,
                    help="without a process group: seconds rank 0 waits for the other ranks' "
                         "images (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -122,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
     spec = SamplingSpec(num_per_class=args.num_per_class, num_classes=num_classes,
                         batch_size=args.batch_size, seed=args.seed,
                         settings=sampling)
+    for config in plans:  # calls are cut per class: at most min(batch, images per class)
+        check_fits_memory(var, vae, config.plan, config.settings,
+                          min(args.batch_size, args.num_per_class), args.device, "--batch-size")
     metric = None
     if rank == 0 and args.metric != "none":
         metric = build_metric(

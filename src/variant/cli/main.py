@@ -50,12 +50,17 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (ValueError, CheckpointError, FileNotFoundError, PermissionError) as err:
+    except (ValueError, CheckpointError) as err:
         print(f"variant {args.command}: error: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep interpreter shutdown quiet
         return 0
+    except OSError as err:  # a file the argument checks could not foresee (a full disk, a race)
+        message = (f"{err.strerror}: {err.filename}" if err.strerror and err.filename
+                   else str(err))
+        print(f"variant {args.command}: error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"variant {args.command}: interrupted", file=sys.stderr)
         return 130

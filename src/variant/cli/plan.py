@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 
 import torch
 
 from ..config import PATCH_NUMS_256, PATCH_NUMS_512, VARConfig
+from ..efficiency.bench import save_json
 from ..efficiency.choice import choose
-from ..front import check_front_device, front_options, front_settings, load_front
+from ..front import (
+    check_front_device,
+    check_front_model,
+    check_front_weights,
+    front_options,
+    front_settings,
+    load_front,
+)
 from ..models.cost import CostModel
-from ..pretrained import read_var_config
+from ..pretrained import BUILTIN, load_model, read_var_config
 from ..sampling.configuration import EXAMPLE, Configuration, resolve_configurations
 from ..sampling.plan import (
     DepthPlan,
@@ -23,6 +30,7 @@ from ..sampling.plan import (
 )
 from ..sampling.settings import SamplingConfig, guided_rows
 from ..units import DTYPES, fmt_bytes
+from . import checks
 from .budget import add_budget_args, budget_from_args, budget_requested, run_budget
 from .common import add_lever_args, given_levers, levers_from_args
 
@@ -35,38 +43,61 @@ def register(sub) -> None:
                     "each plan, with ratios vs the full network and vs the official VAR sampler.")
     p.add_argument("--model", default=None,
                    help="read depth, width and scales from a model (directory, official .pth, Hub "
-                        "id or 'builtin') instead of --depth/--resolution")
-    p.add_argument("--depth", type=int, default=30, help="total depth (default 30, VAR-d30)")
-    p.add_argument("--width", type=int, default=None, help="model width (default 64 x depth)")
-    p.add_argument("--resolution", type=int, choices=(256, 512), default=256,
+                        "id or 'builtin') instead of --depth/--resolution (default: without "
+                        "those either, the built-in model that `variant sample` runs)")
+    p.add_argument("--depth", type=checks.count, default=None,
+                   help="total depth of an official-shaped model (default 30, VAR-d30)")
+    p.add_argument("--width", type=checks.count, default=None,
+                   help="model width (default 64 x depth)")
+    p.add_argument("--resolution", type=int, choices=(256, 512), default=None,
                    help="official scale schedule (256: 10 scales, L=680; 512: L=2240)")
-    p.add_argument("--subnets", type=int, nargs="+", default=None,
+    p.add_argument("--subnets", type=checks.count, nargs="+", default=None,
                    help="subnet depths (default: the paper's 16 8 4 2, those below the depth)")
     p.add_argument("--plans", nargs="+", default=None,
                    help="configurations to cost instead of full + --subnets: plan specs, levers "
                         f"allowed, e.g. --plans full d8 {EXAMPLE} (the "
                         "first is the reference of the ratios)")
-    p.add_argument("--bridge", type=int, default=None,
+    p.add_argument("--bridge", type=checks.natural, default=None,
                    help="scales in the bridge zone (default: 6 of 10, the paper's N)")
-    p.add_argument("--batch", type=int, default=1, help="images per batch for KV bytes")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16",
-                   help="compute dtype of the cache (default bf16)")
+    p.add_argument("--batch", type=checks.count, default=1, help="images per batch for KV bytes")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                   help="compute dtype of the cache (default bf16; for the default built-in "
+                        f"model {SamplingConfig().dtype}, as `variant sample` runs it)")
     p.add_argument("--no-cfg", action="store_true",
                    help="no classifier-free guidance (the batch is not doubled)")
     p.add_argument("--layers", action="store_true", help="print every scale's layer set")
     add_lever_args(p)
-    p.add_argument("--json", dest="json_out", default=None, help="also write the rows as JSON")
+    p.add_argument("--json", dest="json_out", type=checks.output_file(".json"), default=None,
+                   help="also write the rows as JSON")
     add_budget_args(p)
     f = p.add_argument_group(
         "measured front", "with --front, the budgets pick the best-quality configuration that "
                           "`variant tune` measured (latency and KV scaled from its batch to "
                           "--batch)")
-    f.add_argument("--front", default=None, help="front.json written by `variant tune`")
+    f.add_argument("--front", type=checks.input_file, default=None,
+                   help="front.json written by `variant tune`")
+    f.add_argument("--allow-other-model", action="store_true",
+                   help="with --model: use a front measured on other weights")
     f.add_argument("--allow-other-device", action="store_true",
                    help="use latencies measured on another device or thread count")
-    f.add_argument("--threads", type=int, default=None,
+    f.add_argument("--threads", type=checks.count, default=None,
                    help="CPU threads the model will run with (default: this process's)")
     p.set_defaults(func=run)
+
+
+def _model_or_shape(args) -> None:
+    """--model, or --depth/--width/--resolution for an official shape; neither: the built-in
+    model at the dtype `variant sample` runs it with (what `variant sample` alone samples)."""
+    shape = [flag for flag, value in (("--depth", args.depth), ("--width", args.width),
+                                      ("--resolution", args.resolution)) if value is not None]
+    if args.model is not None and shape:
+        raise ValueError(f"--model reads the depth, width and scales from the model; drop "
+                         f"{', '.join(shape)}.")
+    if args.model is None and not shape:
+        args.model = BUILTIN
+        args.dtype = args.dtype or SamplingConfig().dtype
+    args.depth, args.resolution = args.depth or 30, args.resolution or 256
+    args.dtype = args.dtype or "bf16"
 
 
 def _config(args) -> VARConfig:
@@ -109,7 +140,9 @@ def plan_rows(cfg: VARConfig, configs: list[Configuration], batch: int, dtype: s
 
 def run_front(args: argparse.Namespace) -> int:
     """`variant plan --front front.json --max-...`: the best measured configuration."""
+    _refuse_unused_with_front(args)
     front = load_front(args.front)
+    note = _check_front_against_model(front, args)
     if args.max_latency is not None:
         check_front_device(front, args.device, args.threads or torch.get_num_threads(),
                            args.allow_other_device)
@@ -133,11 +166,47 @@ def run_front(args: argparse.Namespace) -> int:
                else f", peak memory {fmt_bytes(c['peak_memory_bytes'])} at batch "
                     f"{meta['bench_batch']}")
         print(f"{label}: {row['spec']} | {key} {q['mean']:.2f}{band} | "
-              f"{costs['latency'] * 1000:.0f} ms per batch | KV "
-              f"{fmt_bytes(round(costs['kv']))}{mem}")
-    print("\n" + shlex.join(["variant", "sample", "--model", meta["model"], "--plan",
-                             choice.chosen.spec, *front_settings(front).cli_args()]))
+              f"{_ms(costs['latency'])} per batch | KV {fmt_bytes(costs['kv'])}{mem}")
+    if note:
+        print(note)
+    # every setting the numbers above hold for: model, configuration, sampling settings, batch
+    print("\n" + shlex.join(["variant", "sample", "--model", args.model or meta["model"],
+                             "--plan", choice.chosen.spec, *front_settings(front).cli_args(),
+                             "--num", str(args.batch), "--batch-size", str(args.batch),
+                             "--device", args.device]))
     return 0
+
+
+# flags of the plan table and the budget planner that a front's measurements do not take
+_NOT_WITH_FRONT = (("--depth", "depth"), ("--width", "width"), ("--resolution", "resolution"),
+                   ("--subnets", "subnets"), ("--bridge", "bridge"), ("--dtype", "dtype"),
+                   ("--no-cfg", "no_cfg"), ("--layers", "layers"), ("--json", "json_out"),
+                   ("--profile", "profile"))
+
+
+def _refuse_unused_with_front(args: argparse.Namespace) -> None:
+    given = [flag for flag, dest in _NOT_WITH_FRONT if getattr(args, dest) not in (None, False)]
+    if given:
+        raise ValueError(f"--front picks from what `variant tune` measured, at the model, dtype "
+                         f"and guidance of the front; {', '.join(given)} do not apply: drop "
+                         "them (or give a budget without --front).")
+    if args.allow_other_model and args.model is None:
+        raise ValueError("--allow-other-model applies to the model given by --model; give "
+                         "--model too.")
+
+
+def _check_front_against_model(front: dict, args: argparse.Namespace) -> str | None:
+    """With --model: the front must be of that model's architecture and weights; a note when
+    it cannot be told (or --allow-other-model). Without: the front's own model is used."""
+    if args.model is None:
+        return None
+    var, vae = load_model(args.model, device="cpu")
+    check_front_model(front, var)
+    return check_front_weights(front, var, vae, args.allow_other_model)
+
+
+def _ms(seconds: float | None) -> str:
+    return "latency not measured" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
 def _print_layers(plan: DepthPlan, pn) -> None:
@@ -169,6 +238,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--front picks among the configurations `variant tune` measured; "
                              f"drop --plans and the lever flags ({', '.join(levers) or 'none'}).")
         return run_front(args)
+    _model_or_shape(args)
     if budget_requested(args):
         if args.plans or levers:
             raise ValueError("the budget planner chooses depth plans by predicted cost; for "
@@ -185,7 +255,8 @@ def run(args: argparse.Namespace) -> int:
     configs = resolve_configurations(specs, depth, cfg.patch_nums, settings, bridge)
     plans = [c.plan for c in configs]
     rows = plan_rows(cfg, configs, args.batch, args.dtype, not args.no_cfg)
-    print(f"VAR depth {depth}, width {cfg.width}, {K} scales {cfg.patch_nums} (L={cfg.seq_len}), "
+    print(("" if args.model is None else f"model {args.model}: ")
+          + f"VAR depth {depth}, width {cfg.width}, {K} scales {cfg.patch_nums} (L={cfg.seq_len}), "
           f"bridge N={bridge}; batch {args.batch} x{1 if args.no_cfg else 2} rows "
           f"({'no CFG' if args.no_cfg else 'CFG doubles the batch'}), KV in {args.dtype}\n")
     print(f"| plan | token-layers | vs {rows[0]['plan']} | GFLOPs/img | speed-up bound | peak KV | "
@@ -210,8 +281,7 @@ def run(args: argparse.Namespace) -> int:
         for plan in plans:
             _print_layers(plan, cfg.patch_nums)
     if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump({"config": {"depth": depth, "width": cfg.width, "patch_nums": cfg.patch_nums,
-                                  "bridge": bridge, "batch": args.batch, "dtype": args.dtype,
-                                  "cfg": not args.no_cfg}, "rows": rows}, f, indent=2)
+        save_json(args.json_out, {"config": {  # atomic: a failure leaves no half-written file
+            "depth": depth, "width": cfg.width, "patch_nums": cfg.patch_nums, "bridge": bridge,
+            "batch": args.batch, "dtype": args.dtype, "cfg": not args.no_cfg}, "rows": rows})
     return 0

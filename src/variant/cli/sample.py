@@ -19,6 +19,7 @@ from ..images import image_name, make_grid, save_png, to_uint8
 from ..models.cost import CostModel
 from ..sampling.sampler import generate
 from ..units import fmt_bytes
+from . import checks
 from .common import (
     add_model_args,
     add_plan_args,
@@ -27,6 +28,7 @@ from .common import (
     resolve_configuration,
     sampling_from_args,
 )
+from .fits import check_fits_memory
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +40,23 @@ def register(sub) -> None:
                     "(and optionally one PNG per image and an .npz).")
     add_model_args(p)
     add_plan_args(p)
-    p.add_argument("--labels", type=int, nargs="+", default=None,
+    p.add_argument("--labels", type=checks.natural, nargs="+", default=None,
                    help="class id per image (default: --num images with random classes)")
-    p.add_argument("--num", type=int, default=16,
+    p.add_argument("--num", type=checks.count, default=16,
                    help="number of images when --labels is not given")
     add_sampling_args(p)
-    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--batch-size", type=checks.count, default=16, help="images per forward pass")
+    p.add_argument("--threads", type=checks.count, default=None,
                    help="torch CPU threads (default: torch's); CPU results can differ in the last "
                         "bits with the thread count, so commands that must repeat bytes set it")
-    p.add_argument("--out", default="samples.png", help="grid PNG path (default samples.png)")
-    p.add_argument("--nrow", type=int, default=None, help="images per grid row")
-    p.add_argument("--save-each", default=None, help="folder for one PNG per image")
-    p.add_argument("--npz", default=None,
+    p.add_argument("--out", type=checks.output_file(".png"), default="samples.png",
+                   help="grid PNG path (default samples.png)")
+    p.add_argument("--nrow", type=checks.count, default=None, help="images per grid row")
+    p.add_argument("--save-each", type=checks.output_dir, default=None,
+                   help="folder for one PNG per image")
+    p.add_argument("--npz", type=checks.output_file(".npz"), default=None,
                    help="also write an ADM-format .npz (arr_0 uint8 images, arr_1 labels)")
-    p.add_argument("--json", dest="json_out", default=None,
+    p.add_argument("--json", dest="json_out", type=checks.output_file(".json"), default=None,
                    help="also write the run's measured and predicted costs and indices_sha256 "
                         "(sha256 over the token indices of all scales, int64, scale order)")
     p.set_defaults(func=run)
@@ -70,10 +74,7 @@ def check_writable(path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    num = len(args.labels) if args.labels else args.num
-    if num <= 0 or args.batch_size <= 0:
-        raise ValueError(f"the number of images and --batch-size must be positive, got {num} and "
-                         f"{args.batch_size}.")
+    num = len(args.labels) if args.labels else args.num  # both >= 1: checks.count
     out = Path(args.out)
     for target in filter(None, (out, args.npz and Path(args.npz),
                                 args.json_out and Path(args.json_out),
@@ -90,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     if labels is not None and any(not 0 <= c < var.num_classes for c in labels):
         raise ValueError(f"--labels must be in 0..{var.num_classes - 1} for this model "
                          f"({var.num_classes} classes), got {labels}.")
+    check_fits_memory(var, vae, plan, config.settings, min(num, args.batch_size), args.device,
+                      "--batch-size")
     if labels is None:
         g = torch.Generator().manual_seed(args.seed)
         labels = torch.randint(0, var.num_classes, (num,), generator=g).tolist()

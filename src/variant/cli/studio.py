@@ -13,16 +13,18 @@ import argparse
 import importlib
 import logging
 import signal
+import sys
 import threading
 
 import torch
 
 from ..efficiency.budget import load_profile
-from ..front import load_front
+from ..front import check_front_weights, load_front
 from ..pretrained import read_model_config, resolve_source
 from ..studio.compare import Studio
 from ..studio.request import ModelInfo, default_memory_budget
-from ..units import fmt_bytes, parse_size
+from ..units import fmt_bytes
+from . import checks
 from .common import add_model_args, load_from_args
 
 INSTALL_HINT = ('VARiant Studio needs the optional Gradio dependency: pip install -e ".[studio]" '
@@ -40,29 +42,24 @@ def register(sub) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 serves "
                         "the network, without authentication)")
-    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    p.add_argument("--max-images", type=int, default=16,
+    p.add_argument("--port", type=checks.port, default=7860, help="port (default 7860)")
+    p.add_argument("--max-images", type=checks.count, default=16,
                    help="most images per configuration a request may ask for (default 16)")
-    p.add_argument("--max-memory", type=_size, default=None,
+    p.add_argument("--max-memory", type=checks.size, default=None,
                    help="refuse requests whose predicted peak memory exceeds this, e.g. 8GiB "
                         "(default: the GPU's memory, or on CPU the memory available at start)")
-    p.add_argument("--profile", default=None,
+    p.add_argument("--profile", type=checks.input_file, default=None,
                    help="latency profile from `variant bench --profile` for 'best under ...' "
                         "budgets (default: measured on this machine when first needed)")
-    p.add_argument("--front", default=None,
+    p.add_argument("--front", type=checks.input_file, default=None,
                    help="a `variant tune` front.json of this model: budget entries then pick its "
                         "best measured configuration (levers included) instead of the deepest "
                         "plan predicted to fit, e.g. docs/reproduction/front/front.json")
+    p.add_argument("--allow-other-model", action="store_true",
+                   help="with --front: use a front measured on other weights than --model's")
     p.add_argument("--allow-other-device", action="store_true",
                    help="with --front: use latencies measured on another device or thread count")
     p.set_defaults(func=run)
-
-
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as err:  # argparse shows this message, not just "invalid value"
-        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def import_app():
@@ -83,8 +80,6 @@ def model_meta(source: str, revision: str | None) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.max_images < 1:
-        raise ValueError(f"--max-images must be >= 1, got {args.max_images}.")
     app = import_app()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's startup self-checks
     if args.allow_other_device and args.front is None:
@@ -92,7 +87,11 @@ def run(args: argparse.Namespace) -> int:
                          "front.json too.")
     profile = load_profile(args.profile) if args.profile else None
     front = load_front(args.front) if args.front else None
+    if args.allow_other_model and front is None:
+        raise ValueError("--allow-other-model applies to a front; give --front front.json too.")
     var, vae = load_from_args(args)
+    note = None if front is None else check_front_weights(front, var, vae,
+                                                          args.allow_other_model)
     info = ModelInfo(source=args.model, vae=args.vae, revision=args.revision,
                      meta=model_meta(args.model, args.revision))
     budget = args.max_memory or default_memory_budget(torch.device(args.device))
@@ -102,8 +101,14 @@ def run(args: argparse.Namespace) -> int:
     if front is not None and front["meta"]["model"] != args.model:
         print(f"note: the front was measured on model {front['meta']['model']}, this studio serves "
               f"{args.model}; budgets pick by that model's measurements.", flush=True)
+    if note:
+        print(note, flush=True)
     print("warming up (the full network once, timed for latency budgets)...", flush=True)
     studio.warm_up()
+    if not checks.is_loopback(args.host):
+        print(f"warning: --host {args.host} serves the studio to every machine that can reach "
+              "this one, without authentication; use --host 127.0.0.1 for this machine only.",
+              file=sys.stderr, flush=True)
     server = app.serve(studio, args.host, args.port)
     print(f"serving at {server.url} (Ctrl+C stops)", flush=True)
     signal.signal(signal.SIGTERM, _exit)  # `kill` stops it as cleanly as Ctrl+C

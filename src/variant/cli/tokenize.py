@@ -15,6 +15,7 @@ import torch
 from ..builtin import BUILTIN
 from ..data.tokens import DEFAULT_SHARD_SIZE, images_for_tokenizing, tokenize_dataset
 from ..tokenizer_io import load_tokenizer
+from . import checks
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +34,17 @@ def register(sub) -> None:
                    help="scale sides for a VQVAE .pth, comma-separated (default: official 256 px)")
     p.add_argument("--data", required=True,
                    help="'procedural' (built-in Shapes-10) or an image folder root/<class>/<img>")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--num-images", type=int, default=0,
+    p.add_argument("--out", type=checks.output_dir, required=True, help="output directory")
+    p.add_argument("--num-images", type=checks.natural, default=0,
                    help="number of procedural images (--data procedural)")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the procedural images")
-    p.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE,
+    p.add_argument("--data-seed", type=checks.seed, default=0, help="seed of the procedural images")
+    p.add_argument("--shard-size", type=checks.count, default=DEFAULT_SHARD_SIZE,
                    help=f"samples per shard (default {DEFAULT_SHARD_SIZE})")
-    p.add_argument("--batch-size", type=int, default=64, help="images per tokenizer batch")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--batch-size", type=checks.count, default=64, help="images per tokenizer batch")
+    p.add_argument("--workers", type=checks.natural, default=0, help="DataLoader worker processes")
+    p.add_argument("--device", type=checks.device,
+                   default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=checks.count, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import sys
 from pathlib import Path
 
+from ..jsonfile import read_json
 from ..training.checkpoint import CONFIG_FILE
 from ..training.config import TRAIN_PRESETS, TrainConfig, train_preset
 from ..training.parallel import init_distributed, shutdown
 from ..training.trainer import NonFiniteLossError, Trainer
+from . import checks
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +54,19 @@ def _add_field(group, f: dataclasses.Field) -> None:
         group.add_argument(flag, dest=f.name, type=_tuple_of(item), default=None,
                            metavar="A,B,...", help=help_text)
     else:
-        group.add_argument(flag, dest=f.name, type=type(default), default=None, help=help_text)
+        group.add_argument(flag, dest=f.name, type=checks.scalar(type(default)), default=None,
+                           help=help_text)
 
 
 def _tuple_of(item: type):
+    one = checks.scalar(item)  # finite, of bounded length
+
     def parse(text: str) -> tuple:
         try:
-            return tuple(item(x) for x in text.replace(" ", "").split(",") if x)
-        except ValueError as err:
+            return tuple(one(x) for x in text.replace(" ", "").split(",") if x)
+        except (ValueError, argparse.ArgumentTypeError) as err:
             raise argparse.ArgumentTypeError(f"expected comma-separated {item.__name__} values, "
-                                             f"got {text!r}") from err
+                                             f"got {text!r} ({err})") from None
     return parse
 
 
@@ -75,7 +79,8 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     if saved is None or not saved.is_file():
         raise ValueError(f"choose a --preset ({', '.join(sorted(TRAIN_PRESETS))}) for a new run, "
                          "or pass the --out-dir of an existing run to resume it.")
-    return TrainConfig.from_dict(json.loads(saved.read_text())).replace(**overrides)
+    saved_config = read_json(saved, "saved run config", hint="fix it or start a new --out-dir")
+    return TrainConfig.from_dict(saved_config).replace(**overrides)
 
 
 def run(args: argparse.Namespace) -> int:

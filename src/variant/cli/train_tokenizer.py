@@ -15,6 +15,7 @@ import torch
 from ..tokenizer.evaluate import format_report
 from ..tokenizer.presets import TOKENIZER_PRESETS, TokenizerTrainConfig, tokenizer_preset
 from ..tokenizer.trainer import TokenizerTrainer
+from . import checks
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,8 @@ def register(sub) -> None:
                     "scale after every epoch; the tokenizer is saved to OUT/tokenizer.")
     p.add_argument("--preset", choices=sorted(TOKENIZER_PRESETS), default="builtin",
                    help="named configuration (default builtin: Shapes-10 at 64 px)")
-    p.add_argument("--out", required=True, help="run directory (checkpoints, metrics, tokenizer)")
+    p.add_argument("--out", type=checks.output_dir, required=True,
+                   help="run directory (checkpoints, metrics, tokenizer)")
     p.add_argument("--data", default="procedural",
                    help="'procedural' (built-in Shapes-10) or an image folder root/<class>/<img>")
     p.add_argument("--init", default=None,
@@ -52,11 +54,12 @@ def register(sub) -> None:
     p.add_argument("--perceptual-weights", nargs="+", default=(), metavar="PATH",
                    help="files with the VGG16 (torchvision layout) and LPIPS lin-layer weights")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--max-steps", type=int, default=None,
+    p.add_argument("--max-steps", type=checks.count, default=None,
                    help="stop (with a checkpoint) at this global step; the schedule is unchanged")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", type=checks.device,
+                   default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--workers", type=checks.natural, default=0, help="DataLoader worker processes")
+    p.add_argument("--threads", type=checks.count, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     group = p.add_argument_group("configuration (TokenizerTrainConfig; default: the preset's)")
     for f in dataclasses.fields(TokenizerTrainConfig):
@@ -72,10 +75,12 @@ def _add_field(group, f: dataclasses.Field) -> None:
         group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                            default=None, help=help_text)
     elif isinstance(f.default, tuple):
-        group.add_argument(flag, dest=f.name, type=float, nargs=len(f.default), default=None,
+        group.add_argument(flag, dest=f.name, type=checks.float_in(), nargs=len(f.default),
+                           default=None,
                            help=help_text)
     else:
-        group.add_argument(flag, dest=f.name, type=type(f.default), default=None, help=help_text)
+        group.add_argument(flag, dest=f.name, type=checks.scalar(type(f.default)), default=None,
+                           help=help_text)
 
 
 def resolve_config(args: argparse.Namespace) -> TokenizerTrainConfig:

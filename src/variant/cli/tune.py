@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 import torch
 
 from ..eval.quality import build_metric
-from ..front import format_front
+from ..front import format_front, load_front
 from ..front.plot import write_front_plot
-from ..front.tune import Tuner, TuneSettings, default_grid
+from ..front.tune import PART_HINT, Tuner, TuneSettings, default_grid
+from ..jsonfile import read_json
 from ..pretrained import read_model_config
 from ..sampling.configuration import resolve_configurations
 from ..sampling.plan import default_subnet_depths
+from . import checks
 from .common import add_model_args, add_sampling_args, load_from_args, sampling_from_args
 
 log = logging.getLogger(__name__)
@@ -24,7 +27,7 @@ def register(sub) -> None:
         "tune", help="measured quality/cost front of plans and levers",
         description="Evaluate a grid of configurations (depth plans, each inference lever "
                     "alone, promising combinations, or --specs) for quality (several seeds, "
-                    "mean and 95%% interval) and cost (measured time, KV, memory, FLOPs); write "
+                    "mean and 95% interval) and cost (measured time, KV, memory, FLOPs); write "
                     "front.json and front.png. Rerunning with the same --out resumes.")
     add_model_args(p)
     p.add_argument("--specs", nargs="+", default=None,
@@ -33,34 +36,38 @@ def register(sub) -> None:
                         "--show-grid`")
     p.add_argument("--extra", nargs="+", default=(),
                    help="configurations added to the default grid")
-    p.add_argument("--subnets", type=int, nargs="+", default=None,
+    p.add_argument("--subnets", type=checks.count, nargs="+", default=None,
                    help="subnet depths of the default grid (default: the model's trained ones, "
                         "else the paper's that fit)")
-    p.add_argument("--bridge", type=int, default=None,
+    p.add_argument("--bridge", type=checks.natural, default=None,
                    help="bridge zone of 'dN' specs (default: the model's trained bridge)")
     p.add_argument("--show-grid", action="store_true", help="print the grid and exit")
     q = p.add_argument_group("quality")
-    q.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+    q.add_argument("--seeds", type=checks.seed, nargs="+", default=[0, 1, 2],
                    help="sampling seeds, one image set each (default 0 1 2)")
-    q.add_argument("--num-per-class", type=int, default=20, help="images per class and seed")
-    q.add_argument("--num-classes", type=int, default=None,
+    q.add_argument("--num-per-class", type=checks.count, default=20,
+                   help="images per class and seed")
+    q.add_argument("--num-classes", type=checks.count, default=None,
                    help="classes 0..n-1 (default: all of the model's)")
-    q.add_argument("--batch-size", type=int, default=50, help="images per sampling call")
+    q.add_argument("--batch-size", type=checks.count, default=50, help="images per sampling call")
     q.add_argument("--metric", choices=("builtin", "inception"), default="builtin",
                    help="builtin: Shapes-10 metric network (built-in data); inception: FID/IS "
                         "against --reference (pip install 'variant[eval]')")
     q.add_argument("--reference", default=None,
                    help="reference .npz or image folder (default for builtin: rendered images)")
-    q.add_argument("--reference-count", type=int, default=5000,
+    q.add_argument("--reference-count", type=checks.count, default=5000,
                    help="rendered reference images of the builtin reference")
     q.add_argument("--inception-weights", default=None, help="InceptionV3 weights path")
     add_sampling_args(q)
     c = p.add_argument_group("cost")
-    c.add_argument("--bench-batch", type=int, default=8, help="images per timed call")
-    c.add_argument("--repeats", type=int, default=3, help="timed runs per configuration")
-    c.add_argument("--warmup", type=int, default=1, help="untimed runs per configuration")
-    c.add_argument("--threads", type=int, default=None, help="CPU threads for the timed runs")
-    p.add_argument("--out", required=True, help="output folder (front.json, front.png, parts)")
+    c.add_argument("--bench-batch", type=checks.count, default=8, help="images per timed call")
+    c.add_argument("--repeats", type=checks.count, default=3, help="timed runs per configuration")
+    c.add_argument("--warmup", type=checks.natural, default=1,
+                   help="untimed runs per configuration")
+    c.add_argument("--threads", type=checks.count, default=None,
+                   help="CPU threads for the timed runs")
+    p.add_argument("--out", type=checks.output_dir, required=True,
+                   help="output folder (front.json, front.png, parts)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -72,15 +79,49 @@ def grid_specs(args, var, meta: dict) -> list[str]:
     return default_grid(var.depth, var.num_scales, subnets) + list(args.extra)
 
 
+def earlier_front(out: str, seeds) -> dict | None:
+    """The front a finished run left in `out` (checked before any work), or None; one over
+    seeds this run lacks is refused (its qualities would be re-averaged over fewer images)."""
+    if (Path(out) / "tune.json").is_file():  # the settings record, compared after loading
+        read_json(Path(out) / "tune.json", "tune settings", hint=PART_HINT)
+    path = Path(out) / "front.json"
+    if not path.is_file():
+        return None
+    front = load_front(path)
+    old_seeds = front["meta"]["seeds"]
+    lacking = [s for s in old_seeds if s not in seeds]
+    if lacking:
+        raise ValueError(
+            f"{path} holds a front measured over seeds {old_seeds}; --seeds "
+            f"{' '.join(map(str, seeds))} lacks {' '.join(map(str, lacking))}, so the rerun "
+            f"would replace it with one over fewer images. Pass --seeds "
+            f"{' '.join(map(str, sorted(set(old_seeds) | set(seeds))))}, or another --out.")
+    return front
+
+
+def kept_specs(front: dict | None, configs) -> list[str]:
+    """The configurations of an earlier front that this grid lacks: a rerun adds them back,
+    so a front is never shrunk by a smaller grid."""
+    names = {c.name for c in configs}
+    kept = [r["spec"] for r in (front or {"rows": []})["rows"] if r["spec"] not in names]
+    if kept:
+        print(f"note: the front in --out also holds {', '.join(kept)}; kept in the front (their "
+              "finished parts are reused).", flush=True)
+    return kept
+
+
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
+    earlier = earlier_front(args.out, args.seeds)
     meta = read_model_config(args.model, revision=args.revision)[2]
     var, vae = load_from_args(args)
     bridge = args.bridge if args.bridge is not None else meta.get("bridge")
     specs = grid_specs(args, var, meta)
     sampling = sampling_from_args(args, seed=None)
     configs = resolve_configurations(specs, var.depth, var.patch_nums, sampling, bridge)
+    configs += resolve_configurations(kept_specs(earlier, configs), var.depth,
+                                      var.patch_nums, sampling, bridge)
     if args.show_grid:
         for config in configs:
             print(config.name)

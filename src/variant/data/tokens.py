@@ -34,6 +34,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from ..atomic import atomic_file, write_text_atomic
+from ..jsonfile import read_json
 from ..tokenizer_io import tokenizer_fingerprint
 from .folder import ImageFolder, load_rgb
 from .procedural import ProceduralImages
@@ -265,7 +266,10 @@ def read_index(root: str | Path) -> dict:
                 "`variant tokenize` with the same arguments to finish it" if shards else
                 "create it with `variant tokenize`")
         raise ValueError(f"{root} is not a pre-tokenised dataset ({INDEX_FILE} missing); {hint}.")
-    index = json.loads(path.read_text())
+    index = read_json(path, "token index", hint="create it again with `variant tokenize`")
+    if not isinstance(index, dict):
+        raise ValueError(f"{path} is not a {FORMAT} index (a JSON object); create it again with "
+                         "`variant tokenize`.")
     if index.get("format") != FORMAT or index.get("version") != VERSION:
         raise ValueError(f"{path} is not a {FORMAT} v{VERSION} index (format "
                          f"{index.get('format')!r}, version {index.get('version')!r}).")

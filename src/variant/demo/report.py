@@ -9,10 +9,11 @@ from ..analysis.analyze import pyplot, save_figure
 from ..analysis.stats import difference_interval, interval
 from ..eval.evaluate import format_table as format_eval
 from ..front import format_front
+from ..jsonfile import read_json
 
 
 def _rows(path: Path) -> list[dict]:
-    return json.loads(Path(path).read_text())["rows"]
+    return read_json(path, "result file")["rows"]
 
 
 def _log_of(out: Path, command_prefix: str) -> str:
@@ -161,14 +162,14 @@ def write_report(out: Path, mode: str, tokenizer: Path, evals: dict[str, Path], 
               ""]
     fronts = fronts or {}
     if "front" in fronts:
-        front = json.loads(Path(fronts["front"]).read_text())
+        front = read_json(fronts["front"], "front file")
         parts += ["## Measured front of the supernet (`variant tune`)", "",
                   f"{front['meta']['interval']}; {front['meta']['num_per_class']} images per "
                   f"class x {front['meta']['num_classes']} classes per seed, seeds "
                   f"{front['meta']['seeds']}.", "", format_front(front), "",
                   "![front](front/front.png)", ""]
     if "asymmetry-supernet" in fronts:
-        front = json.loads(Path(fronts["asymmetry-supernet"]).read_text())
+        front = read_json(fronts["asymmetry-supernet"], "front file")
         parts += ["## Scale-depth asymmetry after supernet training (`variant tune` over "
                   "range plans; r6 = the last scale alone)", "", format_front(front), ""]
     if study:

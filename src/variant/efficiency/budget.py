@@ -20,7 +20,6 @@ Predictions come from the accounting, not from running the model:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..jsonfile import read_json
 from ..models.cost import CostModel
 from ..models.var import VAR
 from ..models.vqvae import VQVAE
@@ -36,9 +36,10 @@ from ..sampling.levers import Levers
 from ..sampling.plan import DepthPlan, paper_family, resolve_bridge
 from ..sampling.settings import SamplingConfig
 from ..sampling.work import steps
-from ..units import dtype_bytes
-from .bench import PROFILE_FORMAT
+from ..units import dtype_bytes, fmt_bytes
+from .bench import PROFILE_FORMAT, current_rss_bytes
 from .choice import Budget, Option
+from .profile_schema import profile_problem
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -259,19 +260,37 @@ def check_profile(profile: dict, var_config, workload: Workload) -> None:
                          f"{workload.device}.")
 
 
+def runtime_bytes(device: str | torch.device, weight_bytes: int) -> int:
+    """What this process holds besides the weights the predictor counts: on CPU its resident
+    size less the weights (0 on CUDA, whose memory the predictor's parts cover)."""
+    if torch.device(device).type == "cuda":
+        return 0
+    return max(0, current_rss_bytes() - weight_bytes)
+
+
+def check_fits(predictor: Predictor, plans: Sequence[DepthPlan], limit: int | None,
+               fix: str) -> None:
+    """ValueError before any allocation when the costliest of `plans` is predicted to need more
+    memory than `limit` (None: no limit known); `fix` names the limit and what to change."""
+    if limit is None:
+        return
+    worst = max((predictor.predict(p) for p in plans), key=lambda p: p.memory_bytes)
+    if worst.memory_bytes > limit:
+        raise ValueError(
+            f"this request needs about {fmt_bytes(worst.memory_bytes)} ({worst.plan.name}: "
+            f"weights, KV cache and activations for {predictor.workload.batch} images), over "
+            f"{fix}")
+
+
 def load_profile(path: str | Path) -> dict:
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"latency profile {path} not found; write one with "
-                                "`variant bench --model ... --profile OUT.json`.")
-    try:
-        profile = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"latency profile {path} is not valid JSON ({err}); write it again with "
-                         "`variant bench --model ... --profile OUT.json`.") from err
+    hint = "write one with `variant bench --model ... --profile OUT.json`"
+    profile = read_json(path, "latency profile", hint=hint)
     if not isinstance(profile, dict):
-        raise ValueError(f"{path} is not a latency profile (a JSON object); write one with "
-                         "`variant bench --model ... --profile OUT.json`.")
+        raise ValueError(f"{path} is not a latency profile (a JSON object); {hint}.")
+    problem = profile_problem(profile) if profile.get("format") == PROFILE_FORMAT else None
+    if problem:
+        raise ValueError(f"latency profile {path} is damaged: {problem}; {hint}.")
     return profile
 
 

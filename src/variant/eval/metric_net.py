@@ -38,6 +38,7 @@ from torch import nn
 
 from ..config import config_from_dict, config_to_dict
 from ..data.procedural import ProceduralImages
+from ..jsonfile import read_json
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def load_metric_net(directory: str | Path | None = None, device="cpu") -> Metric
             f"no metric network in {directory} (need {WEIGHTS_NAME} and {CONFIG_NAME}); reinstall "
             "the package or train one with `variant train-metric --out DIR` and pass "
             "--metric-net DIR.")
-    data = json.loads(config_path.read_text())
+    data = read_json(config_path, "metric network config")
     net = MetricNet(config_from_dict(MetricNetConfig, data["config"]))
     net.load_state_dict(load_file(str(weights)), strict=True)
     return net.to(device).eval()
@@ -159,7 +160,7 @@ def load_metric_net(directory: str | Path | None = None, device="cpu") -> Metric
 
 def metric_net_meta(directory: str | Path | None = None) -> dict:
     directory = METRIC_ASSETS if directory is None else Path(directory)
-    return json.loads((directory / CONFIG_NAME).read_text()).get("meta", {})
+    return read_json(directory / CONFIG_NAME, "metric network config").get("meta", {})
 
 
 # ---------------------------------------------------------------- training

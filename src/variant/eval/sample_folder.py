@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import TMP_SUFFIX, write_text_atomic
 from ..images import save_png, to_uint8
+from ..jsonfile import read_json
 from ..sampling.plan import DepthPlan
 from ..sampling.sampler import generate
 from ..sampling.settings import SamplingConfig
@@ -155,7 +156,7 @@ def prepare_folder(folder: str | Path, meta: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / META_NAME
     if path.is_file():
-        old = json.loads(path.read_text())
+        old = read_json(path, "sample folder record", hint="delete the folder to sample again")
         diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
         if diff:
             details = "; ".join(f"{k}: {old.get(k)!r} there, {meta.get(k)!r} now" for k in diff)

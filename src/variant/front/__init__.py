@@ -3,20 +3,23 @@
 `load_front` validates what the planner, the studio and the figure read; `front_options` gives its
 configurations with their measured costs to the one chooser (`efficiency.choice.choose`: `variant
 plan --front`, `variant studio --front`);
-`check_front_device`, `check_front_model` and `check_front_settings` refuse fronts whose numbers do
-not hold here (latency from another device, another architecture, other sampling settings).
+`check_front_device`, `check_front_model`, `check_front_weights` and `check_front_settings` refuse
+fronts whose numbers do not hold here (latency from another device, another architecture or
+weights, other sampling settings).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from ..efficiency.bench import device_name
 from ..efficiency.choice import Option
+from ..jsonfile import read_json
 from ..sampling.settings import SamplingConfig
+from ..weights import weights_sha256
+from .schema import front_field_problem
 
 FRONT_FORMAT = "variant-front"
 COST_AXES = {"latency": "total_s", "kv": "kv_peak_bytes", "memory": "peak_memory_bytes"}
@@ -41,17 +44,12 @@ def format_front(front: dict) -> str:
 def load_front(path: str | Path) -> dict:
     """A `front.json` of `variant tune`; ValueError naming the problem otherwise."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"front file {path} not found; make one with `variant tune`.") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not JSON ({err}); give the front.json `variant tune` "
-                         "wrote.") from None
-    if not isinstance(data, dict) or data.get("format") != FRONT_FORMAT or not data.get("rows"):
+    data = read_json(path, "front file", hint="give the front.json `variant tune` wrote")
+    if not isinstance(data, dict) or data.get("format") != FRONT_FORMAT or not data.get("rows") \
+            or not isinstance(data["rows"], list):
         raise ValueError(f"{path} is not a `variant tune` front (format {FRONT_FORMAT!r} with "
                          "rows); give the front.json `variant tune` wrote.")
-    problem = _front_problem(data)
+    problem = _front_problem(data) or front_field_problem(data, front_settings(data))
     if problem:
         raise ValueError(f"{path} is not a complete `variant tune` front: {problem}; give the "
                          "front.json `variant tune` wrote, or rerun it (it resumes).")
@@ -73,6 +71,8 @@ def _front_problem(data: dict) -> str | None:
     if missing:
         return f"'meta' lacks {', '.join(missing)}"
     try:
+        if not isinstance(meta["settings"], dict):
+            raise TypeError(f"a mapping, not {meta['settings']!r}")
         front_settings(data)
     except (TypeError, ValueError) as err:
         return f"its sampling settings cannot be read ({err})"
@@ -81,11 +81,12 @@ def _front_problem(data: dict) -> str | None:
         name = f"row {i} ({row.get('spec', 'no spec')})" if isinstance(row, dict) else f"row {i}"
         if not isinstance(row, dict) or not isinstance(row.get("spec"), str):
             return f"{name} has no spec"
-        quality, cost = row.get("quality", {}).get(key), row.get("cost")
+        qualities, cost = row.get("quality"), row.get("cost")
+        quality = qualities.get(key) if isinstance(qualities, dict) else None
         if not isinstance(quality, dict) or not {"mean", "low", "high"} <= set(quality):
             return f"{name} has no {key} with mean, low and high"
         if not isinstance(cost, dict) or not set(_COST_KEYS) <= set(cost):
-            lacks = [k for k in _COST_KEYS if k not in (cost or {})]
+            lacks = [k for k in _COST_KEYS if k not in (cost if isinstance(cost, dict) else {})]
             return f"{name}'s cost lacks {', '.join(lacks)}"
         if not isinstance(row.get("on_front"), dict) or "family" not in row:
             return f"{name} has no family or front marks"
@@ -139,6 +140,29 @@ def check_front_model(front: dict, var) -> None:
         raise ValueError(f"the front is of another architecture ({meta['model']}: "
                          f"{', '.join(differ)}); give the front `variant tune` made for this "
                          "model.")
+
+
+def check_front_weights(front: dict, var, vae, allow_other: bool) -> str | None:
+    """A front holds for the weights it was measured on: refuse one of other weights unless
+    `allow_other` (--allow-other-model). Fronts written before weights were recorded pass, and
+    the returned note says that they could not be checked (None when nothing needs saying)."""
+    meta = front["meta"]
+    recorded = meta.get("weights_sha256")
+    if recorded is None:
+        return (f"note: the front (of {meta['model']}) predates weights fingerprints, so only "
+                "its architecture could be checked against this model; rerun `variant tune` "
+                "to record them.")
+    ours = weights_sha256(var, vae)
+    if recorded == ours:
+        return None
+    if allow_other:
+        return (f"note: the front was measured on other weights ({meta['model']}, sha256 "
+                f"{recorded[:12]}…; this model: {ours[:12]}…); its qualities and costs are "
+                "used as they are (--allow-other-model).")
+    raise ValueError(f"the front was measured on other weights ({meta['model']}, sha256 "
+                     f"{recorded[:12]}…) than this model's ({ours[:12]}…); its qualities do not "
+                     "hold here. Give the front `variant tune` made for this model, or pass "
+                     "--allow-other-model to use it anyway.")
 
 
 def front_settings(front: dict) -> SamplingConfig:

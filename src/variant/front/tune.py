@@ -35,17 +35,22 @@ from pathlib import Path
 
 import torch
 
-from ..analysis.stats import interval
+from ..analysis.stats import METRIC_RANGES, interval
 from ..atomic import write_text_atomic
 from ..efficiency.bench import child_env, device_name
 from ..eval.sample_folder import SamplingSpec, sample_to_folder
+from ..jsonfile import read_json
 from ..sampling.configuration import Configuration, folder_name, parse_configuration
 from ..sampling.lever import LEVERS
 from ..sampling.plan import default_bridge
 from ..sampling.settings import SamplingConfig
+from ..weights import weights_sha256
 from . import COST_AXES, FRONT_FORMAT
 
 log = logging.getLogger(__name__)
+
+# a damaged part file of an earlier run: removing it makes the rerun measure that part again
+PART_HINT = "delete it and rerun `variant tune` with the same --out to measure it again"
 
 def families() -> tuple[str, ...]:
     """Every family name a front may show: depth plans, each declared lever's, combinations."""
@@ -169,7 +174,7 @@ class Tuner:
                  "metric": self.metric.name, "reference": self.metric.reference.source}
         path = self.out / "tune.json"
         if path.is_file():
-            old = json.loads(path.read_text())
+            old = read_json(path, "tune settings", hint=PART_HINT)
             diff = sorted(k for k in set(old) | set(fixed) if old.get(k) != fixed.get(k))
             if diff:
                 details = "; ".join(f"{k}: {old.get(k)!r} there, {fixed.get(k)!r} now"
@@ -192,7 +197,7 @@ class Tuner:
         for seed in s.seeds:
             done = folder / f"quality_seed{seed}.json"
             if done.is_file():
-                per_seed.append(json.loads(done.read_text()))
+                per_seed.append(read_json(done, "quality part", hint=PART_HINT))
                 continue
             spec = SamplingSpec(num_per_class=s.num_per_class, num_classes=s.num_classes,
                                 batch_size=s.batch_size, seed=seed,
@@ -205,7 +210,8 @@ class Tuner:
             per_seed.append(row)
         keys = [k for k, v in per_seed[0].items() if isinstance(v, (int, float))
                 and not isinstance(v, bool) and k not in ("num_images", "image_size")]
-        quality = {k: interval([r.get(k) for r in per_seed]) for k in keys}
+        quality = {k: interval([r.get(k) for r in per_seed], METRIC_RANGES.get(k, (None, None)))
+                   for k in keys}
         quality["num_images_per_seed"] = per_seed[0]["num_images"]
         return quality
 
@@ -213,7 +219,7 @@ class Tuner:
     def _cost(self, config: Configuration, folder: Path) -> dict:
         done = folder / "cost.json"
         if done.is_file():
-            return json.loads(done.read_text())
+            return read_json(done, "cost part", hint=PART_HINT)
         s = self.settings
         raw = folder / "bench.json"
         cmd = [sys.executable, "-m", "variant", "bench", "--model", self.model,
@@ -229,7 +235,7 @@ class Tuner:
             raise ValueError(f"timing {config.name} failed (exit code {proc.returncode}): "
                              f"{proc.stderr.strip().splitlines()[-1:] or ['no output']}; the "
                              f"command was: {' '.join(cmd)}")
-        data = json.loads(raw.read_text())
+        data = read_json(raw, "bench result")
         (row,) = data["rows"]
         cost = {"transformer_s": row["transformer"]["median"],
                 "decoder_s": row["decoder"]["median"], "total_s": row["total"]["median"],
@@ -256,4 +262,5 @@ class Tuner:
                 "num_scales": self.var.num_scales, "width": self.var.config.width,
                 "patch_nums": list(self.var.patch_nums),
                 "default_bridge": default_bridge(self.var.num_scales),
+                "weights_sha256": weights_sha256(self.var, self.vae),
                 "date": time.strftime("%Y-%m-%d %H:%M")}

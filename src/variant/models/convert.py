@@ -149,5 +149,7 @@ def explain_mismatch(model: torch.nn.Module, state: dict[str, torch.Tensor], wha
     detail = "; ".join(hints) or (
         f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected "
         f"(e.g. {unexpected[:3]}), {len(wrong)} with other shapes (e.g. {wrong[:3]})")
-    raise CheckpointError(f"{what} does not fit the model: {detail}. Load it with "
-                          "variant.load_model(path), which reads the configuration from the file.")
+    raise CheckpointError(f"{what} does not fit the model: {detail}. A model directory whose "
+                          "config.json disagrees with its weights is damaged (re-save it); a "
+                          "checkpoint loaded into a model built by hand needs the model its "
+                          "configuration describes (variant.load_model(path) builds it).")

@@ -57,7 +57,7 @@ def _late(num_scales: int) -> int:
 
 class CfgStop(Lever):
     name, spec_syntax, metavar, flag_type, guides = "cfg_stop", "cfgstopK", "K", int, True
-    spec = re.compile(r"^cfgstop(\d+)$", re.IGNORECASE)
+    spec = re.compile(r"^cfgstop(\d{1,9})$", re.IGNORECASE)
     help = ("scales >= K sample from the conditional rows only, the guiding rows' KV freed "
             "(Switti); e.g. --cfg-stop 8")
     example, families = "d8+cfgstop8", ("cfg-stop",)
@@ -140,7 +140,11 @@ class GuidePlan(Lever):
     def resolve(self, value, shape: PlanShape):
         if value is None or isinstance(value, DepthPlan):
             return value
-        return DepthPlan.from_spec(value, shape.depth, shape.num_scales, shape.bridge)
+        try:
+            return DepthPlan.from_spec(value, shape.depth, shape.num_scales, shape.bridge)
+        except ValueError as err:  # say that the guide plan is at fault, not the plan
+            raise ValueError(f"the guide plan {value!r} (guide=, autoguide= or --guide-plan) "
+                             f"is not a plan of this model: {err}") from None
 
     def normalise(self, value, context):
         if value is None:
@@ -189,7 +193,8 @@ class GuideClass(Lever):
         return _guide(groups, condition="own")
 
 
-_PRUNE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)\s*@\s*(\d+)\s*$", re.IGNORECASE)
+_PRUNE = re.compile(r"^\s*([0-9]{0,30}\.?[0-9]{1,30}(?:e-?[0-9]{1,3})?)\s*@\s*(\d{1,9})\s*$",
+                    re.IGNORECASE)
 
 
 class Prune(Lever):
@@ -247,11 +252,11 @@ class Prune(Lever):
 
 class KVKeep(Lever):
     name, spec_syntax, metavar = "kv_keep", "kvFIRST,RECENT", "FIRST,RECENT"
-    spec = re.compile(r"^kv(?:keep)?(\d+\s*,\s*\d+)$", re.IGNORECASE)
+    spec = re.compile(r"^kv(?:keep)?(\d{1,9}\s*,\s*\d{1,9})$", re.IGNORECASE)
     help = ("each scale attends to the first FIRST scales, the RECENT scales before it and "
             "itself; the rest of the cache is freed; e.g. --kv-keep 1,2")
     example, families = "d8+kv1,2", ("KV retention",)
-    _TEXT = re.compile(r"^\s*(\d+)\s*,\s*(\d+)\s*$")
+    _TEXT = re.compile(r"^\s*(\d{1,9})\s*,\s*(\d{1,9})\s*$")
 
     def read(self, value):
         """'1,2' or (1, 2) -> (first, recent); None stays None."""

@@ -30,6 +30,7 @@ K scales, L tokens; the model's depth is spelled out (the paper's D).
 from __future__ import annotations
 
 import json
+import operator
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,8 +41,9 @@ PAPER_SUBNET_DEPTHS = (16, 8, 4, 2)
 # The paper's bridge zone, N = 6 of K = 10 scales at 256 px.
 BRIDGE_FRACTION = 0.6
 
-_SPEC = re.compile(r"^d?(\d+)(?:@(?:bridge(\d+)|r(\d+)(?:-r?(\d+))?))?$", re.IGNORECASE)
-_RANGE = re.compile(r"^\s*r?(\d+)\s*(?:[-–:]\s*r?(\d+))?\s*$", re.IGNORECASE)
+_SPEC = re.compile(r"^d?(\d{1,9})(?:@(?:bridge(\d{1,9})|r(\d{1,9})(?:-r?(\d{1,9}))?))?$",
+                   re.IGNORECASE)
+_RANGE = re.compile(r"^\s*r?(\d{1,9})\s*(?:[-–:]\s*r?(\d{1,9}))?\s*$", re.IGNORECASE)
 _SPEC_HELP = ("use 'full', a subnet depth such as 'd8' (the paper's plan, default bridge), "
               "'d8@bridge5' (bridge zone of 5 scales), 'd8@r7-r10' (the subnet at scales 7-10 "
               "only) or a JSON list with one layer list per scale")
@@ -153,13 +155,7 @@ def parse_spec(spec: str) -> PlanSpec:
     if text.lower() == "full":
         return PlanSpec("full")
     if text.startswith("["):
-        try:
-            sets = json.loads(text)
-            layer_sets = tuple(tuple(int(i) for i in s) for s in sets)
-        except (ValueError, TypeError):
-            raise ValueError(f"cannot read plan {spec!r} as JSON: give one list of layer "
-                             "indices per scale, e.g. [[0,1,2,3],[0,3],[0,3]].") from None
-        return PlanSpec("layers", layer_sets=layer_sets)
+        return PlanSpec("layers", layer_sets=_json_layer_sets(spec, text))
     m = _SPEC.match(text)
     if m is None:
         raise ValueError(f"cannot read plan {spec!r}: {_SPEC_HELP}.")
@@ -167,6 +163,34 @@ def parse_spec(spec: str) -> PlanSpec:
     if first is not None:
         return PlanSpec("range", int(depth), scale_range=(int(first), int(last or first)))
     return PlanSpec("paper", int(depth), None if bridge is None else int(bridge))
+
+
+def _layer_index(value, scale_index: int) -> int:
+    """An integer layer index (numpy and torch integers too); 7.9, '7' and True are refused."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)
+    except TypeError:
+        shown = json.dumps(value) if isinstance(value, (str, float, bool)) else repr(value)
+        raise ValueError(f"scale {scale_index} lists {shown}, which is not a layer index (whole "
+                         "numbers only).") from None
+
+
+def _json_layer_sets(spec: str, text: str) -> tuple[tuple[int, ...], ...]:
+    """A JSON plan's layer sets; only whole-number indices (7.9, "07" and true are refused, not
+    read as 7 and 1)."""
+    example = "give one list of layer indices per scale, e.g. [[0,1,2,3],[0,3],[0,3]]"
+    try:
+        sets = json.loads(text, parse_constant=lambda name: name)
+    except ValueError:
+        raise ValueError(f"cannot read plan {spec!r} as JSON: {example}.") from None
+    if not isinstance(sets, list) or not all(isinstance(s, list) for s in sets):
+        raise ValueError(f"plan {spec!r} is not a list of lists: {example}.")
+    try:
+        return tuple(tuple(_layer_index(i, k) for i in s) for k, s in enumerate(sets))
+    except ValueError as err:
+        raise ValueError(f"plan {spec!r}: {str(err).rstrip('.')}; {example}.") from None
 
 
 @dataclass(frozen=True, eq=True)
@@ -183,7 +207,7 @@ class DepthPlan:
 
     def __init__(self, layer_sets: Sequence[Sequence[int]], total_depth: int | None = None,
                  name: str | None = None):
-        sets = tuple(tuple(int(i) for i in s) for s in layer_sets)
+        sets = tuple(tuple(_layer_index(i, k) for i in s) for k, s in enumerate(layer_sets))
         object.__setattr__(self, "layer_sets", sets)
         object.__setattr__(self, "total_depth", None if total_depth is None else int(total_depth))
         object.__setattr__(self, "name", name or _layers_name(sets))

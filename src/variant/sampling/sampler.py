@@ -352,7 +352,8 @@ def predict_kv_peak_bytes(patch_nums: tuple[int, ...], depth: int, kv_layout: tu
     model: `scale_loop` with the same row groups and caches as `generate`, on the meta device.
     The one KV prediction of the package (the cost model's)."""
     model = _ShapeModel(patch_nums, depth, kv_layout, dtype)
-    labels = torch.zeros(batch, dtype=torch.long)
+    # labels on the meta device: a dry run allocates nothing that grows with the batch
+    labels = torch.zeros(batch, dtype=torch.long, device="meta")
     groups = row_groups(model, labels, levers, dtype, "meta")
     sides = [p * p for p in patch_nums]
 

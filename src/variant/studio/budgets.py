@@ -9,14 +9,16 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ..efficiency.bench import BenchSettings, current_rss_bytes, profile_scales
+from ..efficiency.bench import BenchSettings, profile_scales
 from ..efficiency.budget import (
     Predictor,
     Workload,
     candidate_plans,
+    check_fits,
     check_profile,
     model_bytes,
     predicted_options,
+    runtime_bytes,
 )
 from ..efficiency.choice import choose
 from ..front import check_front_device, check_front_model, front_options
@@ -78,8 +80,7 @@ class Budgets:
     def predictor(self, settings: SamplingConfig, num_images: int,
                   with_latency: bool = False, progress: Progress | None = None) -> Predictor:
         workload = self.workload(settings, num_images)
-        runtime = 0 if self.device.type == "cuda" else max(
-            0, current_rss_bytes() - self.weight_bytes)  # the weights are counted apart
+        runtime = runtime_bytes(self.device, self.weight_bytes)
         profile = self.latency_profile(workload, settings, progress) if with_latency else None
         return Predictor(self.var.config, self.vae.config, workload, profile, runtime)
 
@@ -158,12 +159,6 @@ class Budgets:
                f"{meta['bench_batch']}" if costs else "") + ")")
 
     def check_memory(self, predictor: Predictor, plans: Sequence[DepthPlan]) -> None:
-        if self.max_memory is None:
-            return
-        worst = max((predictor.predict(p) for p in plans), key=lambda p: p.memory_bytes)
-        if worst.memory_bytes > self.max_memory:
-            raise ValueError(
-                f"this request needs about {fmt_bytes(worst.memory_bytes)} ({worst.plan.name}: "
-                f"weights, KV cache and activations for {predictor.workload.batch} images), "
-                f"over the studio's memory budget of {fmt_bytes(self.max_memory)} "
-                "(--max-memory); use fewer images, a cheaper configuration or bf16.")
+        check_fits(predictor, plans, self.max_memory,
+                   f"the studio's memory budget of {fmt_bytes(self.max_memory or 0)} "
+                   "(--max-memory); use fewer images, a cheaper configuration or bf16.")

@@ -15,7 +15,6 @@ values only and is read with `weights_only=True`.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -33,6 +32,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from ..atomic import atomic_directory, fsync_directory
+from ..jsonfile import read_json
 from .parallel import DistEnv
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def load_state(path: str | Path) -> dict:
 
 
 def load_config_json(path: str | Path) -> dict:
-    return json.loads((Path(path) / CONFIG_FILE).read_text())
+    return read_json(Path(path) / CONFIG_FILE, "run config")
 
 
 _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
