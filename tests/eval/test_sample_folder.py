@@ -125,12 +125,14 @@ def test_pixels_are_rounded():
 def test_png_writes_are_atomic_and_stale_temporaries_are_found(tmp_path, monkeypatch):
     path = tmp_path / "000000.png"
 
-    def torn_save(self, fp, *args, **kwargs):
-        Path(fp).write_bytes(b"half a png")
+    real_write = Path.write_bytes
+
+    def torn_write(self, data):
+        real_write(self, data[:len(data) // 2])  # half a PNG reaches the disk
         raise OSError("disk full")
 
     with monkeypatch.context() as m:
-        m.setattr(Image.Image, "save", torn_save)
+        m.setattr(Path, "write_bytes", torn_write)
         with pytest.raises(OSError, match="disk full"):
             save_png(np.zeros((2, 2, 3), np.uint8), path)
     assert list(tmp_path.iterdir()) == []

@@ -7,8 +7,9 @@ import pytest
 from serve_helpers import ServerProcess
 
 from variant import load_model
+from variant.cli.checks import is_loopback
 from variant.cli.main import main
-from variant.cli.serve import is_loopback, read_api_key
+from variant.cli.serve import read_api_key
 from variant.sampling.settings import SamplingConfig
 from variant.serve.engine import Engine
 from variant.serve.schema import ImageRequest, RequestError

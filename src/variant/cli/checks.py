@@ -6,7 +6,8 @@ check here names its flag without knowing it. One home per kind of input:
 
     count, natural, seed, int_in(lo, hi)     whole numbers in a range (no 1e3, no 4000 digits)
     float_in(lo, hi)                         finite decimals in a range (no nan, no inf)
-    size, duration                           '16GiB', '500ms' (units.parse_size/parse_duration)
+    size, duration, wait                     '16GiB', '500ms' (units.parse_size/parse_duration;
+                                             a wait may be 0)
     device                                   a torch device that exists here
     port                                     0..65535
     is_loopback(host)                        whether a server address is this machine only
@@ -105,6 +106,17 @@ def duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(err)) from None
     if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"expected a duration above zero, got {text!r}.")
+    return value
+
+
+def wait(text: str) -> float:
+    """'0', '5ms', '2s' -> seconds (>= 0, finite): how long something may wait."""
+    try:
+        value = parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a duration of zero or more, got {text!r}.")
     return value
 
 

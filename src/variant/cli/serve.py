@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import ipaddress
 import logging
 from pathlib import Path
 
 from ..serve.schema import Limits
-from ..units import parse_duration, parse_size
+from . import checks
 from .common import add_model_args
 
 INSTALL_HINT = ('`variant serve` needs the optional serve dependencies: pip install -e '
@@ -36,7 +35,7 @@ def register(sub) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only); any other "
                         "needs --api-key-file, or --insecure")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=checks.port, default=8000, help="port (default 8000)")
     p.add_argument("--api-key-file", default=None,
                    help="file holding the API key: requests then need 'Authorization: Bearer "
                         "KEY' (all routes but /healthz and /readyz)")
@@ -45,27 +44,27 @@ def register(sub) -> None:
     p.add_argument("--front", default=None,
                    help="a `variant tune` front.json of this model, e.g. "
                         "docs/reproduction/front/front.json: configurations, costs, quality")
-    p.add_argument("--slo", type=_arg(parse_duration), default=None,
+    p.add_argument("--slo", type=checks.duration, default=None,
                    help="latency objective of `auto` requests, arrival to answer, e.g. 2s "
                         "(needs --front); requests it cannot meet get 429 with Retry-After")
-    p.add_argument("--max-batch", type=int, default=d.max_batch,
+    p.add_argument("--max-batch", type=checks.count, default=d.max_batch,
                    help=f"images per batch (default {d.max_batch})")
-    p.add_argument("--max-wait", type=_arg(parse_duration), default=d.max_wait,
+    p.add_argument("--max-wait", type=checks.wait, default=d.max_wait,
                    help=f"how long the oldest request waits for its batch to fill (default "
                         f"{d.max_wait * 1000:g}ms)")
-    p.add_argument("--max-images", type=int, default=d.max_images,
+    p.add_argument("--max-images", type=checks.count, default=d.max_images,
                    help=f"images per request (default {d.max_images})")
-    p.add_argument("--max-queue", type=int, default=d.max_queue,
+    p.add_argument("--max-queue", type=checks.count, default=d.max_queue,
                    help=f"requests waiting before new ones get 429 (default {d.max_queue})")
-    p.add_argument("--max-body", type=_arg(parse_size), default=d.max_body_bytes,
+    p.add_argument("--max-body", type=checks.size, default=d.max_body_bytes,
                    help=f"request body bytes (default {d.max_body_bytes // 1024}KiB)")
-    p.add_argument("--max-memory", type=_arg(parse_size), default=None,
+    p.add_argument("--max-memory", type=checks.size, default=None,
                    help="refuse requests predicted to need more, e.g. 8GiB (default: the GPU's "
                         "memory, or on CPU the memory available at start)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=checks.count, default=None,
                    help="torch CPU threads (default: torch's); printed in each response's "
                         "`variant sample` command")
-    p.add_argument("--drain-timeout", type=_arg(parse_duration), default=30.0,
+    p.add_argument("--drain-timeout", type=checks.duration, default=30.0,
                    help="on SIGTERM, how long the running batch may take to finish (default 30s)")
     p.add_argument("--ray", action="store_true",
                    help="run as a Ray Serve deployment (local Ray instance; extra 'ray')")
@@ -75,29 +74,11 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _arg(parse):
-    def checked(text: str):
-        try:
-            return parse(text)
-        except ValueError as err:  # argparse shows this message, not just "invalid value"
-            raise argparse.ArgumentTypeError(str(err)) from None
-    return checked
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def read_api_key(path: str | None, host: str, insecure: bool) -> str | None:
     """The API key, or None; ValueError when a non-loopback host has neither key nor
     --insecure, or the key file is unreadable or empty."""
     if path is None:
-        if not is_loopback(host) and not insecure:
+        if not checks.is_loopback(host) and not insecure:
             raise ValueError(f"--host {host} serves beyond this machine: give --api-key-file "
                              "KEYFILE (clients send 'Authorization: Bearer KEY'), or --insecure "
                              "to serve without authentication.")
