@@ -19,8 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..efficiency.bench import current_rss_bytes
-from ..efficiency.budget import Predictor, Workload, model_bytes
+from ..efficiency.budget import Predictor, Workload, check_fits, model_bytes, runtime_bytes
 from ..images import image_name, png_bytes, to_uint8
 from ..pretrained import RANDOM_PREFIX
 from ..sampling.configuration import Configuration
@@ -74,23 +73,23 @@ class Engine:
     def settle_runtime(self) -> None:
         """Fix the process's memory beyond the weights, measured now (after the warm-up and
         between requests), so that memory refusals do not depend on what is running."""
-        self.runtime_bytes = 0 if self.device.type == "cuda" else max(
-            0, current_rss_bytes() - self.weight_bytes)
+        self.runtime_bytes = runtime_bytes(self.device, self.weight_bytes)
 
     def check_memory(self, config: Configuration, images: int) -> None:
         """Refuse up front (422) a request predicted to exceed --max-memory."""
         if self.max_memory is None:
             return
-        workload = Workload(batch=images, sampling=config.settings, device=self.device.type)
         if self.runtime_bytes is None:
             self.settle_runtime()
-        need = Predictor(self.var.config, self.vae.config, workload,
-                         runtime_bytes=self.runtime_bytes).predict(config.plan).memory_bytes
-        if need > self.max_memory:
-            raise RequestError(422, f"this request needs about {fmt_bytes(need)} ({config.name}, "
-                                    f"{images} images: weights, KV cache and activations), over "
-                                    f"the server's --max-memory of {fmt_bytes(self.max_memory)}; "
-                                    "ask for fewer images or a cheaper configuration.")
+        workload = Workload(batch=images, sampling=config.settings, device=self.device.type)
+        predictor = Predictor(self.var.config, self.vae.config, workload,
+                              runtime_bytes=self.runtime_bytes)
+        try:
+            check_fits(predictor, [config.plan], self.max_memory,
+                       f"the server's --max-memory of {fmt_bytes(self.max_memory)}; ask for "
+                       "fewer images or a cheaper configuration.")
+        except ValueError as err:
+            raise RequestError(422, str(err)) from None
 
     def run(self, request: ImageRequest, config: Configuration) -> Served:
         start = time.perf_counter()
