@@ -78,6 +78,9 @@ def add_sampling_args(parser, *, dtype: bool = True) -> None:
                         help=f"top-p, 0: off (default {d.top_p})")
     parser.add_argument("--more-smooth", action="store_true",
                         help="Gumbel-softmax smoothing of the next-scale input (visual only)")
+    parser.add_argument("--compile", action="store_true",
+                        help="run each scale's step under torch.compile (static shapes per "
+                             "scale; eager, with one log line, where compiling fails)")
     if dtype:
         parser.add_argument("--dtype", choices=sorted(DTYPES), default=d.dtype,
                             help=f"compute dtype (default {d.dtype})")
@@ -118,7 +121,7 @@ def sampling_from_args(args: argparse.Namespace, **changes) -> SamplingConfig:
     fields = {"cfg": args.cfg, "top_k": args.top_k, "top_p": args.top_p,
               "more_smooth": getattr(args, "more_smooth", False),
               "dtype": getattr(args, "dtype", SamplingConfig().dtype),
-              "seed": getattr(args, "seed", None)}
+              "seed": getattr(args, "seed", None), "compile": getattr(args, "compile", False)}
     return SamplingConfig(**{**fields, **levers_from_args(args), **changes})
 
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
+from ..compiling import CompiledSteps
 from .kv_cache import ChunkKVCache, KVMeter, LeanKVCache, RowGroupsCache
 from .levers import (
     Levers,
@@ -158,6 +159,8 @@ def generate(model: ScaleModel, B: int, label_B=None, *, settings: SamplingConfi
         raise ValueError("call model.eval() before sampling (drop-path is active in train mode).")
     levers = settings.levers(plan, model.patch_nums, model.resolve_plan)
     dtype = settings.torch_dtype
+    if settings.compile:  # the same steps, each scale's under torch.compile
+        model = CompiledSteps(model)
     groups = row_groups(model, label_B, plan, settings.use_cfg, levers, dtype, device)
     timer = _Timer(device)
     trace = trace or _no_trace

@@ -30,6 +30,7 @@ class SamplingConfig:
     - `more_smooth`: the official Gumbel-softmax smoothing of the next-scale input (visual only).
     - `dtype`: compute dtype, `'fp32' | 'bf16' | 'fp16'` (a `torch.dtype` is accepted too).
     - `seed`: seeds the per-call generator; None uses torch's global RNG.
+    - `compile`: run each scale's step under `torch.compile` (variant/compiling.py).
 
     The inference levers (sampling/levers.py; all off by default, scales 0-based):
     - `cfg_stop`: first scale sampled from the conditional logits only (None: never).
@@ -49,6 +50,7 @@ class SamplingConfig:
     guide_class: str = "null"
     prune: tuple[float, int] | None = None
     kv_keep: tuple[int, int] | None = None
+    compile: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype", dtype_name(self.dtype))
@@ -101,7 +103,8 @@ class SamplingConfig:
         """The settings as JSON values; levers only when set (so records written before the
         levers existed, e.g. sample folders, still compare equal)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-               if f.name not in _LEVER_DEFAULTS or getattr(self, f.name) != _LEVER_DEFAULTS[f.name]}
+               if f.name not in _OMITTED_AT_DEFAULT
+               or getattr(self, f.name) != _OMITTED_AT_DEFAULT[f.name]}
         if "guide_plan" in out:
             out["guide_plan"] = self.guide_plan_name
         for key in ("prune", "kv_keep"):
@@ -115,6 +118,8 @@ class SamplingConfig:
                 "--dtype", self.dtype]
         if self.more_smooth:
             args.append("--more-smooth")
+        if self.compile:
+            args.append("--compile")
         if self.seed is not None:
             args += ["--seed", str(self.seed)]
         if self.cfg_stop is not None:
@@ -132,3 +137,5 @@ class SamplingConfig:
 
 _LEVER_DEFAULTS = {"cfg_stop": None, "guide_plan": None, "guide_class": "null", "prune": None,
                    "kv_keep": None}
+# Omitted from `to_dict` at these values: records written before the field existed compare equal.
+_OMITTED_AT_DEFAULT = {**_LEVER_DEFAULTS, "compile": False}

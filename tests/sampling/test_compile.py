@@ -1,0 +1,77 @@
+"""Compiled scale steps (variant/compiling.py): the per-scale step traces whole, cache
+bookkeeping included, gives the eager logits, falls back to eager with one log line, and under
+inductor draws the eager tokens (fp32, fixed seed)."""
+
+import logging
+
+import pytest
+import torch
+from helpers import cached_logits
+
+import variant
+from variant.compiling import CompiledStep, CompiledSteps
+from variant.models.var import VAR
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _model_and_inputs():
+    var, _ = variant.load_model("random:tiny")
+    var.eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, var.L - 1, var.Cvae, generator=g)
+    return var, torch.tensor([1, 2]), x
+
+
+@pytest.mark.parametrize("plan", ["full", "d2"])
+def test_compiled_step_traces_each_scale_whole_and_gives_the_eager_logits(plan, caplog):
+    var, label, x = _model_and_inputs()
+    plan = var.resolve_plan(None if plan == "full" else plan)
+    graphs = []
+
+    def count_graphs(gm, example_inputs):  # dynamo's graph, run as traced (no inductor)
+        graphs.append(gm)
+        return gm.forward
+
+    steps = CompiledSteps(var, CompiledStep(VAR, backend=count_graphs))
+    with torch.no_grad(), caplog.at_level(logging.WARNING):
+        eager, eager_cache = cached_logits(var, label, x, plan)
+        compiled, compiled_cache = cached_logits(steps, label, x, plan)
+    assert not caplog.records  # no fallback: the compiled graphs ran
+    assert len(graphs) == var.num_scales  # one whole graph per scale, no graph break
+    assert torch.equal(compiled, eager)
+    assert compiled_cache.peak_bytes == eager_cache.peak_bytes
+
+
+def test_failed_compilation_says_so_once_and_runs_eagerly(caplog):
+    var, label, x = _model_and_inputs()
+
+    def broken(gm, example_inputs):
+        raise RuntimeError("no C++ compiler here")
+
+    steps = CompiledSteps(var, CompiledStep(VAR, backend=broken))
+    plan = var.full_plan()
+    with torch.no_grad(), caplog.at_level(logging.WARNING, logger="variant.compiling"):
+        eager, _ = cached_logits(var, label, x, plan)
+        fallback, _ = cached_logits(steps, label, x, plan)
+        again, _ = cached_logits(steps, label, x, plan)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "no C++ compiler here" in lines[0] and "eagerly" in lines[0]
+    assert torch.equal(fallback, eager) and torch.equal(again, eager)
+
+
+@pytest.mark.slow
+def test_inductor_compiled_sampling_draws_the_eager_tokens(caplog):
+    """`SamplingConfig(compile=True)` through inductor (C++ on CPU): same tokens for a fixed
+    seed in fp32, same KV peak; a second call reuses the graphs."""
+    var, _, _ = _model_and_inputs()
+    settings = variant.SamplingConfig(seed=5)
+    with caplog.at_level(logging.WARNING, logger="variant.compiling"):
+        eager = var.generate(2, [3, 4], settings=settings, plan="d2")
+        compiled = var.generate(2, [3, 4], settings=settings.replace(compile=True), plan="d2")
+        again = var.generate(2, [3, 4], settings=settings.replace(compile=True), plan="d2")
+    assert not caplog.records
+    for out in (compiled, again):
+        assert all(torch.equal(a, b) for a, b in zip(out.indices, eager.indices))
+        assert out.kv_peak_bytes == eager.kv_peak_bytes
+        torch.testing.assert_close(out.images, eager.images, atol=1e-4, rtol=0)
