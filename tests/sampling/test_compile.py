@@ -6,9 +6,9 @@ import logging
 
 import pytest
 import torch
-from helpers import cached_logits
 
 import variant
+from helpers import cached_logits
 from variant.compiling import CompiledStep, CompiledSteps
 from variant.models.var import VAR
 
