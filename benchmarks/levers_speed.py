@@ -31,7 +31,7 @@ import torch
 from variant import load_model
 from variant.efficiency.bench import BenchSettings, profile_scales
 from variant.efficiency.budget import transformer_seconds
-from variant.models.configuration import resolve_configurations
+from variant.sampling.configuration import resolve_configurations
 from variant.models.cost import CostModel
 from variant.sampling.sampler import generate
 from variant.sampling.settings import SamplingConfig

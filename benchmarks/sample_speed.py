@@ -257,7 +257,7 @@ def main(argv=None) -> int:
     if args.official_worker:
         official_worker(args)
         return 0
-    from variant.models.plan import DepthPlan
+    from variant.sampling.plan import DepthPlan
 
     torch.set_num_threads(args.threads)
     var, vae = build_ours(args.depth, args.seed)

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 import variant
-from variant.models.plan import DepthPlan
+from variant.sampling.plan import DepthPlan
 
 MODELS = ("builtin", "random:builtin", "random:builtin+noise")
 PLANS = ("full", "d4", "d2")

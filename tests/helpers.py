@@ -2,9 +2,10 @@
 
 import torch
 
-from variant.models.plan import DepthPlan
 from variant.models.var import VAR
 from variant.sampling.kv_cache import LeanKVCache
+from variant.sampling.levers import Levers
+from variant.sampling.plan import DepthPlan
 from variant.sampling.sampler import RowGroup, scale_loop
 
 
@@ -28,7 +29,8 @@ def cached_logits(var: VAR, label_B, x_BLCv, plan: DepthPlan, dtype=torch.float3
     num_heads, head_dim = var.kv_layout
     cache = LeanKVCache(plan, var.patch_nums, var.depth, x_BLCv.shape[0], num_heads, head_dim,
                         dtype, x_BLCv.device, grow_late=grow_late)
-    scale_loop(var, [RowGroup(label_B, plan, cache)], teacher)
+    levers = Levers.neutral(plan, var.num_scales)
+    scale_loop(var, [RowGroup(label_B, plan, cache, var.num_scales)], teacher, levers)
     cache.release_all()
     assert cache.live_bytes == 0
     return torch.cat(logits, 1), cache

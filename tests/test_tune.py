@@ -26,7 +26,7 @@ from variant.front import (
     format_front,
     load_front,
 )
-from variant.models.configuration import folder_name
+from variant.sampling.configuration import folder_name
 from variant.tune import TuneSettings, default_grid, family, mark_fronts
 
 MIB = 2**20
@@ -80,12 +80,12 @@ def test_default_grid_without_a_subnet_names_the_flag(subnets):
 ])
 def test_family(spec, expected):
     assert family(spec) == expected
-    assert expected in tune.FAMILIES
+    assert expected in tune.families()
 
 
 def test_every_grid_spec_has_a_family():
     families = {family(s) for s in default_grid(8, 6, (4, 2))}
-    assert families == set(tune.FAMILIES)
+    assert families == set(tune.families())
 
 
 def test_slug():

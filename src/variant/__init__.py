@@ -21,10 +21,10 @@ Depth is never a letter: the paper's D (layers) is written `depth` / `total_dept
 """
 
 from .config import PATCH_NUMS_256, PATCH_NUMS_512, VAEConfig, VARConfig
-from .models.plan import DepthPlan, equidistant_layers
 from .models.var import VAR, build_var
 from .models.vqvae import VQVAE, build_vae
 from .pretrained import load_model, save_pretrained
+from .sampling.plan import DepthPlan, equidistant_layers
 from .sampling.protocol import ScaleModel
 from .sampling.sampler import GenerationResult, generate
 from .sampling.settings import SamplingConfig

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .analysis.analyze import pyplot, save_figure
-from .tune import FAMILIES
+from .tune import families
 
 MARKER_SIZE = 7  # points
 STYLE = {"depth": ("tab:blue", "o"), "cfg-stop": ("tab:orange", "s"),
@@ -96,7 +96,7 @@ def write_front_plot(front: dict, path: str | Path) -> Path | None:
     panel_points = []
     for ax, (axis, cost_key, xlabel, scale) in zip(axes, panels):
         points = []
-        for fam in FAMILIES:
+        for fam in families():
             mine = [r for r in rows if r["family"] == fam and r["quality"][key]["mean"] is not None
                     and r["cost"].get(cost_key) is not None]
             if not mine:

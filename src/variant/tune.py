@@ -4,7 +4,7 @@
     front = tuner.run()             # resumable: finished parts are read back, not redone
     write_front_plot(front, "runs/tune/front.png")   # front_plot.py
 
-For every configuration (a plan spec with levers, models/configuration.py):
+For every configuration (a plan spec with levers, sampling/configuration.py):
 - quality: `num_per_class` images of each class per seed, sampled into
   `{out}/configs/{slug}/seed{s}/` (resumable image by image, eval.sample_folder) and scored by the
   metric (the built-in one for the built-in data, FID/IS against a reference otherwise); every
@@ -40,52 +40,47 @@ from .atomic import write_text_atomic
 from .efficiency.bench import child_env, device_name
 from .eval.sample_folder import SamplingSpec, sample_to_folder
 from .front import COST_AXES, FRONT_FORMAT
-from .models.configuration import Configuration, folder_name, parse_configuration
-from .models.plan import default_bridge
+from .sampling.configuration import Configuration, folder_name, parse_configuration
+from .sampling.lever import LEVERS
+from .sampling.plan import default_bridge
 from .sampling.settings import SamplingConfig
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("depth", "cfg-stop", "guide plan", "autoguidance", "pruning", "KV retention",
-            "combination")
-_LEVER_FAMILY = {"cfg_stop": "cfg-stop", "prune": "pruning", "kv_keep": "KV retention"}
+def families() -> tuple[str, ...]:
+    """Every family name a front may show: depth plans, each declared lever's, combinations."""
+    return ("depth", *(f for lever in LEVERS.values() for f in lever.families), "combination")
 
 
 def default_grid(depth: int, num_scales: int, subnets: Sequence[int]) -> list[str]:
-    """Depth plans, each lever alone on the full network, and the promising combinations.
-
-    Levers act on the last two scales (cfg-stop, pruning at keep 0.5); the guide plans use the
-    shallowest subnet; KV retention keeps the first scale and the two before each scale."""
+    """Depth plans, each lever alone on the full network, and the promising combinations: what
+    each lever declares (`Lever.grid`): its parts on the full network, on every subnet (alone,
+    then all such parts joined) and on the deepest subnet."""
     subs = sorted({int(d) for d in subnets if 1 < d < depth}, reverse=True)
     if not subs:
         raise ValueError(f"the grid needs at least one subnet depth in 2..{depth - 1}; give "
                          "--subnets (e.g. --subnets 4 2).")
-    late, small = max(1, num_scales - 2), subs[-1]
+    parts = [lever.grid(num_scales, subs) for lever in LEVERS.values()]
     grid = ["full"] + [f"d{d}" for d in subs]
-    grid += [f"full+cfgstop{late}", f"full+guide=d{small}", f"full+autoguide=d{small}",
-             f"full+prune0.5@{late}"]
-    if num_scales > 4:
-        grid.append("full+kv1,2")
+    grid += [f"full+{part}" for p in parts for part in p.get("full", [])]
+    per_subnet = [part for p in parts for part in p.get("subnets", [])]
     for d in subs:
-        grid += [f"d{d}+cfgstop{late}", f"d{d}+prune0.5@{late}",
-                 f"d{d}+cfgstop{late}+prune0.5@{late}"]
-    if len(subs) > 1:
-        grid.append(f"d{subs[0]}+autoguide=d{small}")
+        grid += [f"d{d}+{part}" for part in per_subnet]
+        if len(per_subnet) > 1:
+            grid.append("+".join([f"d{d}", *per_subnet]))
+    grid += [f"d{subs[0]}+{part}" for p in parts for part in p.get("deepest", [])]
     return grid
 
 
 def family(spec: str) -> str:
     """The lever family of a configuration spec, for colours and for the discussion."""
     plan_spec, levers = parse_configuration(spec)
-    kinds = set(levers) - {"guide_class"}
+    kinds = {f for name in levers if (f := LEVERS[name].family(levers)) is not None}
     if not kinds:
         return "depth"
     if len(kinds) > 1 or plan_spec.lower() != "full":
         return "combination"
-    (kind,) = kinds
-    if kind == "guide_plan":
-        return "autoguidance" if levers.get("guide_class") == "same" else "guide plan"
-    return _LEVER_FAMILY[kind]
+    return kinds.pop()
 
 
 def mark_fronts(rows: list[dict], key: str = "fid", lower_is_better: bool = True) -> None:

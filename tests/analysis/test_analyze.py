@@ -15,7 +15,7 @@ from variant.analysis.analyze import (
 )
 from variant.cli.main import main
 from variant.config import VARConfig
-from variant.models.plan import DepthPlan
+from variant.sampling.plan import DepthPlan
 
 
 def test_parse_ranges():

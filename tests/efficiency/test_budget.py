@@ -11,8 +11,8 @@ from variant.efficiency.budget import (
     load_profile,
     model_bytes,
 )
-from variant.models.plan import DepthPlan
 from variant.pretrained import random_model
+from variant.sampling.plan import DepthPlan
 from variant.units import parse_duration, parse_size
 
 TINY = model_preset("tiny")  # D=4, width 64, scales (1, 2, 4), default bridge 2
@@ -85,8 +85,10 @@ def _profile(**changes):
     profile = {"format": "variant-latency-profile", "device": "cpu", "rows": 4,
                "settings": {"batch": 2, "dtype": "fp32"},
                "model": {"depth": 4, "width": 64, "patch_nums": [1, 2, 4]},
-               "scales": [{"seconds_per_layer": s, "overhead_seconds": 0.01}
-                          for s in (0.1, 0.2, 0.4)],
+               # seconds per layer 0.05 + 0.005 x rows x tokens: no attention term, so every
+               # layer of any plan takes its scale's time (the step model fits it exactly)
+               "scales": [{"seconds_per_layer": s, "overhead_seconds": 0.01, "tokens": n}
+                          for s, n in ((0.07, 1), (0.13, 4), (0.37, 16))],
                "decoder_seconds": 0.5}
     profile.update(changes)
     return profile
@@ -94,12 +96,13 @@ def _profile(**changes):
 
 def test_latency_budget_from_profile():
     pred = _predictor(batch=2, profile=_profile())
-    # full: 3 x 0.01 + 4 x (0.1 + 0.2 + 0.4) + 0.5 = 3.33; d3: 2.93; d2: 2.53
-    assert pred.latency(DepthPlan.full(4, 3)) == pytest.approx(3.33)
-    assert _choose(Budget(max_latency=3.0), pred) == "d3"
-    assert _choose(Budget(max_latency=2.6), pred) == "d2"
+    # full: 3 x 0.01 + 4 x (0.07 + 0.13 + 0.37) + 0.5 = 2.81; d3: 2.44; d2: 2.07
+    assert pred.latency(DepthPlan.full(4, 3)) == pytest.approx(2.81)
+    assert pred.latency(DepthPlan.paper(4, 3, 2, 3)) == pytest.approx(2.44)
+    assert _choose(Budget(max_latency=2.6), pred) == "d3"
+    assert _choose(Budget(max_latency=2.2), pred) == "d2"
     double = _predictor(batch=4, profile=_profile())  # scaled linearly with the batch
-    assert double.latency(DepthPlan.full(4, 3)) == pytest.approx(6.66)
+    assert double.latency(DepthPlan.full(4, 3)) == pytest.approx(5.62)
     with pytest.raises(ValueError, match="measured for a model"):
         _predictor(profile=_profile(model={"depth": 5, "width": 64, "patch_nums": [1, 2, 4]}))
     with pytest.raises(ValueError, match="needs a latency profile"):

@@ -18,7 +18,7 @@ from variant.eval.sample_folder import (
     save_png_atomic,
     shard,
 )
-from variant.models.plan import DepthPlan
+from variant.sampling.plan import DepthPlan
 from variant.sampling.settings import SamplingConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")

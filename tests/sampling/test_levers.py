@@ -16,12 +16,12 @@ from variant.models.cost import CostModel
 from variant.pretrained import random_model
 from variant.sampling import attention, kv_cache, sampler
 from variant.sampling.attention import Attendable, multi_part_attention
+from variant.sampling.configuration import Configuration
 from variant.sampling.kv_cache import ChunkKVCache, LeanKVCache, RowGroupsCache
+from variant.sampling.lever import LEVERS
 from variant.sampling.levers import (
     Levers,
     gather_positions,
-    parse_kv_keep,
-    parse_prune,
     pivotal_positions,
     restore_positions,
 )
@@ -62,8 +62,8 @@ def run(var, B=2, plan=None, **settings):
     return generate(var, B, LABELS[B], settings=SamplingConfig(**settings), plan=plan)
 
 
-def levers_of(var, settings: SamplingConfig, plan) -> Levers | None:
-    return settings.levers(var.resolve_plan(plan), var.patch_nums, var.resolve_plan)
+def levers_of(var, settings: SamplingConfig, plan) -> Levers:
+    return Configuration.of(var, plan, settings).levers
 
 
 # ------------------------------------------------------------------ neutral and non-neutral
@@ -73,7 +73,7 @@ def test_neutral_settings_are_identities(builtin, spec):
     K = var.num_scales  # 6
     plan = var.resolve_plan(spec)
     plain = run(var, plan=plan)
-    assert plain.levers is None
+    assert plain.levers.is_neutral
     neutral = [dict(cfg_stop=K), dict(prune=(1.0, 0)), dict(prune="1@3"),
                dict(kv_keep=(0, K - 1)), dict(kv_keep=(2, 3)), dict(kv_keep="4,4"),
                dict(guide_plan=plan), dict(guide_plan=spec),
@@ -82,7 +82,7 @@ def test_neutral_settings_are_identities(builtin, spec):
                dict(cfg_stop=K, prune=(1.0, 0), kv_keep=(1, K - 2), guide_plan=spec)]
     for lever in neutral:
         result = run(var, plan=plan, **lever)
-        assert result.levers is None, lever
+        assert result.levers.is_neutral, lever
         assert same_indices(result, plain), lever
         assert result.kv_peak_bytes == plain.kv_peak_bytes, lever
         assert torch.equal(result.images, plain.images), lever
@@ -104,7 +104,7 @@ def test_non_neutral_levers_change_tokens_and_costs(builtin, spec):
                   dict(guide_plan=other, guide_class="same")]:
         settings = SamplingConfig(seed=3, **lever)
         result = run(var, plan=plan, **lever)
-        assert result.levers is not None and result.levers == levers_of(var, settings, plan)
+        assert not result.levers.is_neutral and result.levers == levers_of(var, settings, plan)
         assert not same_indices(result, plain), lever
         flops = cost.flops(plan, include_head=True, levers=result.levers)
         assert flops != plain_flops or result.kv_peak_bytes != plain.kv_peak_bytes, lever
@@ -118,10 +118,10 @@ def test_grouped_path_equals_plain_path_when_the_lever_changes_nothing(builtin):
     one_scale_each = DepthPlan([[k] for k in range(var.num_scales)], var.depth)
     plain = run(var, plan=one_scale_each, cfg=0.0)
     retained = run(var, plan=one_scale_each, cfg=0.0, kv_keep=(0, 0))
-    assert retained.levers is not None and retained.levers.kv_keep == (0, 0)
+    assert not retained.levers.is_neutral and retained.levers.get("kv_keep") == (0, 0)
     assert same_indices(plain, retained)
     stopped = run(var, cfg=1.5, cfg_stop=0)
-    assert stopped.levers is not None and stopped.levers.cfg_stop == 0
+    assert not stopped.levers.is_neutral and stopped.levers.get("cfg_stop") == 0
     assert same_indices(stopped, run(var, cfg=0.0))
 
 
@@ -187,9 +187,9 @@ def test_kv_peak_matches_the_cost_model_over_random_combinations(builtin):
             continue
         ran += 1
         resolved = var.resolve_plan(plan)
-        expected_levers = settings.levers(resolved, var.patch_nums, var.resolve_plan)
+        expected_levers = levers_of(var, settings, resolved)
         assert result.levers == expected_levers
-        if result.levers is not None:
+        if not result.levers.is_neutral:
             kinds.update(re.match("[a-z]+", part).group()
                          for part in result.levers.spec_parts())
         predicted = CostModel(var.config, settings.dtype, settings.rows(B)).kv_peak_bytes(
@@ -349,7 +349,7 @@ def census(monkeypatch):
 def test_census_of_held_storages_equals_the_reported_peak(builtin, census, spec, levers):
     var = builtin
     result = run(var, B=2, plan=spec, **levers)
-    assert (result.levers is None) == (not levers)
+    assert (result.levers.is_neutral) == (not levers)
     assert census.samples > 0 and census.peak > 0
     assert census.peak == result.kv_peak_bytes
     assert census.held() == 0  # everything released after the run
@@ -403,7 +403,7 @@ def test_cfg_stop_frees_the_guiding_rows(builtin, census, cfg_stop):
     settings = SamplingConfig(seed=3, cfg_stop=cfg_stop)
     result = generate(var, 2, LABELS[2], settings=settings, trace=trace)
     groups = census.groups
-    assert result.levers.cfg_stop == cfg_stop
+    assert result.levers.get("cfg_stop") == cfg_stop
     assert [g.rows.tolist() for g in groups] == [[1, 7], [var.num_classes] * 2]
     assert groups[1].plan.num_scales == cfg_stop  # the guiding plan is truncated
     assert sorted(held) == list(range(K))
@@ -526,10 +526,7 @@ def test_a_cache_with_default_sizes_refuses_a_pruned_scale():
 
 # ------------------------------------------------------------------ KV retention
 def make_levers(K=6, **changes) -> Levers:
-    args = dict(num_scales=K, patch_nums=(1, 2, 3, 4, 6, 8)[:K], plan=DepthPlan.full(2, K),
-                guided=False, cfg_stop=None, guide_plan=None, guide_class="null", prune=None,
-                kv_keep=None)
-    return Levers.build(**{**args, **changes})
+    return Levers.build(changes, DepthPlan.full(2, K), (1, 2, 3, 4, 6, 8)[:K], guided=False)
 
 
 def test_visible_by_hand():
@@ -544,8 +541,8 @@ def test_visible_by_hand():
     assert [s for s in range(6) if firsts.visible(s, 5)] == [0, 1, 5]
     assert [s for s in range(6) if firsts.visible(s, 1)] == [0, 1]
     # a window covering every earlier scale is neutral: the plain sampler runs
-    assert make_levers(kv_keep=(0, 5)) is None and make_levers(kv_keep=(3, 2)) is None
-    assert make_levers(kv_keep=(0, 4)).kv_keep == (0, 4)
+    assert make_levers(kv_keep=(0, 5)).is_neutral and make_levers(kv_keep=(3, 2)).is_neutral
+    assert make_levers(kv_keep=(0, 4)).get("kv_keep") == (0, 4)
     plain = make_levers(prune=(0.5, 4))
     assert all(plain.visible(s, k) == (s <= k) for s in range(6) for k in range(6))
 
@@ -654,10 +651,11 @@ def test_bad_settings_are_clear_errors(kwargs, phrases):
 
 
 def test_parsers_accept_both_forms():
-    assert parse_prune("0.5@8") == parse_prune((0.5, 8)) == (0.5, 8)
-    assert parse_prune(" .25 @ 3 ") == (0.25, 3)
-    assert parse_kv_keep("1,2") == parse_kv_keep((1, 2)) == (1, 2)
-    assert parse_prune(None) is None and parse_kv_keep(None) is None
+    prune, kv_keep = LEVERS["prune"].read, LEVERS["kv_keep"].read
+    assert prune("0.5@8") == prune((0.5, 8)) == (0.5, 8)
+    assert prune(" .25 @ 3 ") == (0.25, 3)
+    assert kv_keep("1,2") == kv_keep((1, 2)) == (1, 2)
+    assert prune(None) is None and kv_keep(None) is None
 
 
 @pytest.mark.parametrize("kwargs, phrases", [
@@ -689,7 +687,8 @@ def test_var_generate_takes_the_lever_keywords():
                               guide_plan="d2", guide_class="same")
     by_settings = engine_generate(var, 2, [1, 2], settings=settings)
     assert by_keywords.levers == by_settings.levers
-    assert by_keywords.levers.guide_class == "same" and by_keywords.levers.prune == (0.5, 4)
+    assert by_keywords.levers.get("guide_class") == "same"
+    assert by_keywords.levers.get("prune") == (0.5, 4)
     assert all(torch.equal(a, b) for a, b in zip(by_keywords.indices, by_settings.indices))
 
 
@@ -706,6 +705,6 @@ def test_row_groups_run_together_give_the_plain_tokens(builtin):
     plain = generate(var, 3, LABELS[3], settings=SamplingConfig(seed=5), plan=plan)
     grouped = generate(var, 3, LABELS[3], settings=SamplingConfig(seed=5, kv_keep=(0, 0)),
                        plan=plan)
-    assert plain.levers is None and grouped.levers is not None and grouped.levers.guided
+    assert plain.levers.is_neutral and not grouped.levers.is_neutral and grouped.levers.guided
     assert all(torch.equal(a, b) for a, b in zip(plain.indices, grouped.indices))
     assert grouped.kv_peak_bytes == plain.kv_peak_bytes  # both groups' new keys count at once

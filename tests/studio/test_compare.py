@@ -98,7 +98,8 @@ def _flat_profile(var, vae, bench):
     return {"format": PROFILE_FORMAT, "version": 1, "device": "cpu", "rows": bench.rows,
             "model": {"depth": var.depth, "width": var.C, "patch_nums": list(var.patch_nums)},
             "settings": bench.to_dict(), "decoder_seconds": 0.0,
-            "scales": [{"seconds_per_layer": 0.01, "overhead_seconds": 0.0}] * var.num_scales}
+            "scales": [{"seconds_per_layer": 0.01, "overhead_seconds": 0.0, "tokens": p * p}
+                       for p in var.patch_nums]}
 
 
 def test_a_latency_budget_measures_one_profile_per_workload(studio, monkeypatch):

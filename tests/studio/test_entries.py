@@ -1,6 +1,6 @@
 import pytest
 
-from variant.models.plan import DepthPlan
+from variant.sampling.plan import DepthPlan
 from variant.studio.entries import budget_label, parse_budget, parse_entry
 from variant.units import parse_duration, parse_size
 

@@ -35,8 +35,8 @@ def test_a_kv_budget_runs_the_best_measured_configuration_within_it(model):
                                         configurations=("d2", "KV under 1 MiB")))
     plain, chosen = comparison.outcomes
     assert (plain.name, plain.how) == ("d2", "plan")
-    assert chosen.name == "d4+cfgstop4" and chosen.levers is not None
-    assert chosen.levers.cfg_stop == 4 and chosen.plan.name == "d4"
+    assert chosen.name == "d4+cfgstop4" and not chosen.levers.is_neutral
+    assert chosen.levers.get("cfg_stop") == 4 and chosen.plan.name == "d4"
     assert chosen.how.startswith("KV ≤ 1.00 MiB → d4+cfgstop4 (measured on the front: fid 4.87 "
                                  "(4.38–5.36) over 5 seeds; ")
     assert chosen.how.endswith("for 3 images, scaled from its batch of 16)")

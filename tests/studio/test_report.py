@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
-from variant.models.plan import DepthPlan
+from variant.sampling.plan import DepthPlan
 from variant.sampling.settings import SamplingConfig
 from variant.studio import Comparison, ModelInfo, Outcome, Request
 from variant.studio.entries import parse_entry
@@ -85,7 +85,7 @@ def test_command_lines_name_the_model_plan_labels_and_settings(tmp_path):
     model = tmp_path / "model"
     model.mkdir()
     info = ModelInfo(source=str(model), vae="vae.pth", revision=None)
-    # a JSON plan's file is named by a hash of its spec (models.configuration.folder_name)
+    # a JSON plan's file is named by a hash of its spec (sampling.configuration.folder_name)
     assert re.fullmatch(r"2-custom-[0-9a-f]{10}\.png", png_name(1, c.outcomes[1]))
     line = sample_command(info, c, c.outcomes[1], png_name(1, c.outcomes[1]))
     args = shlex.split(line)

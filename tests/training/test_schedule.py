@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from variant.models.plan import DepthPlan
+from variant.sampling.plan import DepthPlan
 from variant.training import LRSchedule, PlanSchedule, RatioSchedule, TrainConfig
 from variant.training.schedule import draw_subnet_depth
 

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from ..models.cost import CostModel
-from ..models.plan import (
+from ..sampling.plan import (
     DepthPlan,
     check_scale_range,
     default_bridge,

@@ -37,8 +37,8 @@ from ..efficiency.budget import Workload, check_profile, load_profile
 from ..eval.evaluate import evaluate_plans
 from ..eval.quality import build_metric
 from ..eval.sample_folder import SamplingSpec
-from ..models.plan import default_plan_specs
 from ..pretrained import is_generated_source
+from ..sampling.plan import default_plan_specs
 from .common import (
     add_model_args,
     add_plan_args,

@@ -34,9 +34,9 @@ from ..efficiency.bench import (
     save_json,
 )
 from ..efficiency.budget import Predictor, Workload
-from ..models.configuration import Configuration, resolve_configurations
-from ..models.plan import default_plan_specs
 from ..pretrained import read_var_config
+from ..sampling.configuration import Configuration, resolve_configurations
+from ..sampling.plan import default_plan_specs
 from ..sampling.settings import SamplingConfig
 from ..units import fmt_bytes
 from .budget import model_info
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         var_config = var.config
     specs = args.plans or default_plan_specs(var_config.depth)
     configs = resolve_plans(specs, var_config, args.bridge, settings.sampling)
-    is_full = [c.levers is None and c.plan.is_full(var_config.depth) for c in configs]
+    is_full = [c.levers.is_neutral and c.plan.is_full(var_config.depth) for c in configs]
     if args.profile and not any(is_full):
         raise ValueError("--profile times the full plan: add 'full' to --plans.")
     predictor = _predictor(args, var_config)
@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         rows.append(add_accounting(row, plan, var_config, own, config.levers))
         # the planner's memory model knows depth plans only (levers: not predicted)
         row["memory_predicted_bytes"] = (predictor.predict(plan).memory_bytes
-                                         if config.levers is None else None)
+                                         if config.levers.is_neutral else None)
     compare_to_full(rows)
     _report(args, settings, rows, profile, var_config, isolate)
     return 0

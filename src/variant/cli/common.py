@@ -6,10 +6,10 @@ import argparse
 
 import torch
 
-from ..models.configuration import Configuration
-from ..models.plan import DepthPlan
 from ..pretrained import BUILTIN, load_model
-from ..sampling.levers import GUIDE_CLASSES
+from ..sampling.configuration import EXAMPLE, Configuration
+from ..sampling.lever import LEVERS
+from ..sampling.plan import DepthPlan
 from ..sampling.settings import SamplingConfig
 from ..units import DTYPES
 
@@ -33,8 +33,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 def add_plan_args(parser: argparse.ArgumentParser, multiple: bool = False) -> None:
     help_plan = ("depth plan: 'full', a subnet depth such as 'd8' (paper plan with --bridge), "
                  "'d8@bridge5', 'd8@r7-r10' (subnet at scales 7-10 only), or a JSON list of "
-                 "per-scale layer lists; levers may follow, joined by '+', e.g. "
-                 "d8+cfgstop8+prune0.5@8 (see the lever flags)")
+                 f"per-scale layer lists; levers may follow, joined by '+', e.g. {EXAMPLE} "
+                 "(see the lever flags)")
     if multiple:
         parser.add_argument("--plans", nargs="+", default=None,
                             help=help_plan + "; several allowed (default: full and the paper's "
@@ -88,32 +88,17 @@ def add_sampling_args(parser, *, dtype: bool = True) -> None:
 
 
 def add_lever_args(parser) -> None:
-    """--cfg-stop/--guide-plan/--guide-class/--prune/--kv-keep (sampling/levers.py)."""
-    d = SamplingConfig()
+    """One flag per declared inference lever (sampling/levers.py), with its help and example."""
     if not isinstance(parser, argparse.ArgumentParser):  # already a group: groups do not nest
         levers = parser
     else:
         levers = parser.add_argument_group(
             "inference levers", "off by default; they stack with any plan. Scales are 0-based "
                                 "(K=10 at 256 px: 8 = the last two scales). The same levers may "
-                                "be joined to a plan spec, e.g. --plan d8+cfgstop8+prune0.5@8")
-    levers.add_argument("--cfg-stop", type=int, default=None, metavar="K",
-                        help="scales >= K sample from the conditional rows only, the guiding "
-                             "rows' KV freed (Switti); e.g. --cfg-stop 8")
-    levers.add_argument("--guide-plan", default=None, metavar="PLAN",
-                        help="depth plan of the guiding rows; e.g. --guide-plan d2")
-    levers.add_argument("--guide-class", choices=GUIDE_CLASSES, default=d.guide_class,
-                        help="class of the guiding rows: null (classifier-free guidance) or same "
-                             "(autoguidance by the guide plan); e.g. --guide-plan d2 "
-                             "--guide-class same")
-    levers.add_argument("--prune", default=None, metavar="KEEP@SCALE",
-                        help="from scale SCALE on only the fraction KEEP of positions (highest "
-                             "FastVAR score) run the layers, the rest restored from the previous "
-                             "scale; e.g. --prune 0.5@8")
-    levers.add_argument("--kv-keep", default=None, metavar="FIRST,RECENT",
-                        help="each scale attends to the first FIRST scales, the RECENT scales "
-                             "before it and itself; the rest of the cache is freed; e.g. "
-                             "--kv-keep 1,2")
+                                f"be joined to a plan spec, e.g. --plan {EXAMPLE}")
+    for lever in LEVERS.values():
+        levers.add_argument(lever.flag, dest=lever.name, type=lever.flag_type, default=None,
+                            metavar=lever.metavar, choices=lever.choices, help=lever.help)
 
 
 def sampling_from_args(args: argparse.Namespace, **changes) -> SamplingConfig:
@@ -126,13 +111,10 @@ def sampling_from_args(args: argparse.Namespace, **changes) -> SamplingConfig:
 
 
 def given_levers(args: argparse.Namespace) -> list[str]:
-    """The lever flags set to something other than their defaults, as flags."""
-    d = SamplingConfig()
-    return ["--" + k.replace("_", "-") for k, v in levers_from_args(args).items()
-            if v != getattr(d, k)]
+    """The lever flags given, as flags."""
+    return [LEVERS[k].flag for k in levers_from_args(args)]
 
 
 def levers_from_args(args: argparse.Namespace) -> dict:
     """The lever flags given (absent ones keep `SamplingConfig`'s defaults)."""
-    keys = ("cfg_stop", "guide_plan", "guide_class", "prune", "kv_keep")
-    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    return {k: getattr(args, k) for k in LEVERS if getattr(args, k, None) is not None}

@@ -23,7 +23,7 @@ from ..eval.evaluate import evaluate_plans, format_table
 from ..eval.fid_is import too_few_samples
 from ..eval.quality import build_metric, save_reference_statistics
 from ..eval.sample_folder import SamplingSpec
-from ..models.plan import default_plan_specs
+from ..sampling.plan import default_plan_specs
 from .common import (
     add_model_args,
     add_plan_args,

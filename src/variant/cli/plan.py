@@ -16,16 +16,16 @@ from ..front import (
     load_front,
     row_cost,
 )
-from ..models.configuration import Configuration, resolve_configurations
 from ..models.cost import CostModel
-from ..models.plan import (
+from ..pretrained import read_var_config
+from ..sampling.configuration import Configuration, resolve_configurations
+from ..sampling.plan import (
     DepthPlan,
     default_subnet_depths,
     equidistant_layers,
     paper_family,
     resolve_bridge,
 )
-from ..pretrained import read_var_config
 from ..sampling.settings import SamplingConfig, guided_rows
 from ..units import DTYPES, fmt_bytes
 from .budget import add_budget_args, budget_requested, run_budget
@@ -100,7 +100,7 @@ def plan_rows(cfg: VARConfig, configs: list[Configuration], batch: int, dtype: s
                "kv_vs_official_bytes": kv_bytes / official, "official_kv_bytes": official,
                "kv_peak_token_layers": None, "kv_measured_token_layers": None,
                "kv_vs_official_tokens": None}
-        if levers is None:
+        if levers.is_neutral:
             # kv_bytes is the cache itself run on the meta device; in token-layers it sits
             # beside the lean bound
             measured = kv_bytes // cost.kv_bytes_per_token_layer()

@@ -31,8 +31,8 @@ import torch
 
 from ..atomic import write_text_atomic
 from ..models.cost import CostModel
-from ..models.plan import DepthPlan
 from ..sampling.levers import Levers
+from ..sampling.plan import DepthPlan
 from ..sampling.sampler import generate
 from ..sampling.settings import SamplingConfig
 from ..units import fmt_bytes
@@ -142,7 +142,7 @@ def measure_plan(var, vae, plan: DepthPlan, settings: BenchSettings, *,
 def add_accounting(row: dict, plan: DepthPlan, var_config, settings: BenchSettings,
                    levers: Levers | None = None) -> dict:
     """FLOPs (one sampling call, head included) and the KV prediction next to the measurements;
-    `levers`: the configuration's (models.configuration), None for a plain plan."""
+    `levers`: the configuration's (sampling.configuration), None for a plain plan."""
     cost = CostModel(var_config, settings.dtype, settings.rows)
     flops = cost.flops(plan, include_head=True, levers=levers)
     row.update({"gflops_per_image": flops / settings.batch / 1e9, "flops": flops,

@@ -8,9 +8,9 @@ Predictions come from the accounting, not from running the model:
   released before decoding), + on CPU the resident size of the Python/torch runtime;
 - latency: a profile measured by `variant bench --profile` on this machine (per scale: seconds
   per layer and the non-block overhead; decoder seconds), scaled linearly to the batch. Under
-  inference levers a layer step runs fewer rows (cfg_stop, a guide plan), fewer tokens (prune)
-  or a shorter context (kv_keep); its time is the profile's for that scale times the ratio of a
-  roofline-style step model `a + b * rows * n + c * rows * n * m` (a: reading the layer's
+  inference levers a layer step runs fewer rows, fewer tokens or a shorter context; every layer
+  step of the work (sampling/work.py) takes the profile's time for its scale times the ratio of
+  a roofline-style step model `a + b * rows * n + c * rows * n * m` (a: reading the layer's
   weights, b: the per-token work, c: attention over m tokens), fitted to the profile's own
   per-scale times (`StepModel`). Row groups that run the same layers share one weight read, as
   the sampler batches them.
@@ -28,12 +28,13 @@ import numpy as np
 import torch
 
 from ..models.cost import CostModel
-from ..models.plan import DepthPlan, paper_family, resolve_bridge
 from ..models.var import VAR
 from ..models.vqvae import VQVAE
 from ..sampling.attention import MAX_SCORE_BYTES
-from ..sampling.levers import Levers, run_together
+from ..sampling.levers import Levers
+from ..sampling.plan import DepthPlan, paper_family, resolve_bridge
 from ..sampling.settings import guided_rows
+from ..sampling.work import steps
 from ..units import DTYPES, dtype_bytes, fmt_bytes
 from .bench import PROFILE_FORMAT
 
@@ -177,13 +178,11 @@ class Predictor:
 
 def transformer_seconds(profile: dict, plan: DepthPlan, levers: Levers | None,
                         patch_nums) -> float:
-    """Predicted transformer seconds of `plan` (and `levers`) at the profile's batch: per scale
-    the measured overhead plus its layers x the measured seconds per layer; under levers each
-    layer step scaled by the `StepModel` fitted to the profile."""
-    if levers is None:
-        return sum(s["overhead_seconds"] + len(layers) * s["seconds_per_layer"]
-                   for s, layers in zip(profile["scales"], plan.layer_sets))
-    return StepModel.fit(profile).transformer_seconds(profile, plan, levers, patch_nums)
+    """Predicted transformer seconds of `plan` (and `levers`; None: none set) at the profile's
+    batch: per scale the measured overhead, plus every layer step of the work scaled by the
+    `StepModel` fitted to the profile."""
+    levers = levers or Levers.neutral(plan, len(patch_nums))
+    return StepModel.fit(profile).transformer_seconds(profile, levers, patch_nums)
 
 
 @dataclass(frozen=True)
@@ -218,19 +217,21 @@ class StepModel:
                 best = (err, full)
         return cls(*map(float, best[1]))
 
-    def transformer_seconds(self, profile: dict, plan: DepthPlan, levers: Levers,
-                            patch_nums) -> float:
-        """The transformer time of `plan` under `levers` at the profile's batch: per scale its
-        overhead, plus for every layer step the profile's seconds per layer at that scale scaled
-        by this model's ratio (rows, tokens and context of the step vs the full plan's)."""
+    def transformer_seconds(self, profile: dict, levers: Levers, patch_nums) -> float:
+        """The transformer time of the work of `levers` (sampling/work.py) at the profile's
+        batch: per scale its overhead, plus for every layer step the profile's seconds per layer
+        at that scale scaled by this model's ratio (rows, tokens and context of the step vs the
+        full plan's)."""
         rows_full = profile["rows"]
-        if levers.guided and not profile["settings"].get("cfg"):
+        if levers.guided and not levers.is_neutral and not profile["settings"].get("cfg"):
             raise ValueError("the latency profile was measured without guidance (cfg 0) but these "
                              "levers guide; measure a profile with guidance (variant bench "
                              "--profile with the default --cfg).")
         batch = rows_full // 2 if levers.guided else rows_full
-        sizes, full_sizes = levers.sizes(patch_nums), [p * p for p in patch_nums]
-        branches = levers.branches(plan)
+        full_sizes = [p * p for p in patch_nums]
+        work = {}
+        for step in steps(levers, patch_nums, batch):
+            work.setdefault(step.scale_index, []).append(step)
         total = 0.0
         for k, scale in enumerate(profile["scales"]):
             total += scale["overhead_seconds"]
@@ -238,14 +239,12 @@ class StepModel:
             if reference <= 0:
                 continue
             per_layer = scale["seconds_per_layer"] / reference
-            n = sizes[k]
-            for group in run_together(branches, k):
-                for layer in group[0].plan.layers_at(k):
-                    step = self.a
-                    for b in group:
-                        m = levers.context_tokens(b.plan, sizes, layer, k)
-                        step += self.b * batch * n + self.c * batch * n * m
-                    total += per_layer * step
+            for step in work.get(k, ()):
+                cost = self.a
+                for part in step.parts:
+                    cost += (self.b * part.rows * part.tokens
+                             + self.c * part.rows * part.tokens * part.context)
+                total += per_layer * cost
         return total
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.configuration import Configuration, folder_name
 from ..models.cost import CostModel
-from ..models.plan import DepthPlan
+from ..sampling.configuration import Configuration, folder_name
+from ..sampling.plan import DepthPlan
 from .npz import check_image_batch, create_npz_from_sample_folder
 from .sample_folder import (
     SamplingSpec,
@@ -43,7 +43,7 @@ def plan_slug(plan: DepthPlan) -> str:
 
 def _slug(name: str, plan: DepthPlan) -> str:
     """A plain plan's folder keeps `plan_slug` (folders of earlier runs resume); a plan with
-    levers is named by `models.configuration.folder_name`."""
+    levers is named by `sampling.configuration.folder_name`."""
     return plan_slug(plan) if name == plan.name else folder_name(name)
 
 
@@ -53,7 +53,8 @@ def _runs(var, items, spec: SamplingSpec) -> list[tuple[DepthPlan, SamplingSpec,
     for item in items:
         if isinstance(item, Configuration):
             own = dataclasses.replace(spec, settings=item.settings.replace(seed=None))
-            plan, name, levers = var.resolve_plan(item.plan), item.name, item.levers
+            plan, name = item.plan, item.name
+            levers = None if item.levers.is_neutral else item.levers
         else:
             plan = var.resolve_plan(item)
             own, name, levers = spec, plan.name, None

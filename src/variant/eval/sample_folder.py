@@ -36,7 +36,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..atomic import TMP_SUFFIX, atomic_file, write_text_atomic
-from ..models.plan import DepthPlan
+from ..sampling.plan import DepthPlan
 from ..sampling.sampler import generate
 from ..sampling.settings import SamplingConfig
 

@@ -32,9 +32,10 @@ import torch
 
 from ..config import VARConfig
 from ..sampling.levers import Levers
+from ..sampling.plan import DepthPlan
 from ..sampling.sampler import predict_kv_peak_bytes
+from ..sampling.work import scale_rows, steps
 from ..units import dtype_bytes, dtype_name, parse_dtype
-from .plan import DepthPlan
 
 
 class CostModel:
@@ -57,28 +58,42 @@ class CostModel:
         """Hidden width h of each block's FFN, as the model builds it."""
         return round(self.config.width * self.config.mlp_ratio)
 
+    # ------------------------------------------------------------------ the work
+    def levers_of(self, plan: DepthPlan, levers: Levers | None) -> Levers:
+        """`levers` checked against this workload (None: none set, one group of all rows)."""
+        c = self.config
+        plan.check(c.depth, c.num_scales)
+        if levers is None:
+            return Levers.neutral(plan, c.num_scales)
+        if levers.guided and self.rows % 2:
+            raise ValueError(f"guided levers need an even number of rows (the batch, doubled "
+                             f"by guidance), got {self.rows}.")
+        return levers
+
+    def batch(self, levers: Levers) -> int:
+        """Images of the workload: its rows over the rows each image has in the plain pass."""
+        return self.rows // 2 if levers.guided else self.rows
+
     # ------------------------------------------------------------------ FLOPs
     def flops_per_scale(self, plan: DepthPlan, include_head: bool = False,
                         levers: Levers | None = None) -> list[int]:
         """FLOPs of each scale under `plan` and `levers`, all rows, attention included (module
-        docstring). Under levers each row group counts its own plan, scales and context."""
+        docstring): every layer step of the work (sampling/work.py), each row group with its
+        own plan, scales, tokens and context."""
         c, pn = self.config, self.config.patch_nums
-        plan.check(c.depth, c.num_scales)
+        levers = self.levers_of(plan, levers)
         D, F = c.width, self.ffn_width
         per_token_layer = 2 * (3 * D * D + D * D + 2 * D * F)  # qkv, proj, fc1, fc2
-        head = 2 * D * c.V + 2 * c.Cvae * D  # vocab head, word embedding
         out = [0] * c.num_scales
-        for group_plan, stop, rows in self._groups(plan, levers):
-            sizes = [p * p for p in pn] if levers is None else levers.sizes(pn)
-            for k in range(stop):
-                n, total = sizes[k], 0
-                for layer in group_plan.layers_at(k):
-                    context = (plan.context_tokens(pn, layer, k) if levers is None
-                               else levers.context_tokens(group_plan, sizes, layer, k))
-                    total += n * per_token_layer + 2 * 2 * n * context * D  # QK^T and PV
-                if include_head:
-                    total += pn[k] ** 2 * head  # every position gets logits, pruned or not
-                out[k] += total * rows
+        batch = self.batch(levers)
+        for step in steps(levers, pn, batch):
+            out[step.scale_index] += sum(  # QK^T and PV over the context
+                part.rows * (part.tokens * per_token_layer + 2 * 2 * part.tokens * part.context
+                             * D) for part in step.parts)
+        if include_head:  # every position gets logits, pruned or not
+            head = 2 * D * c.V + 2 * c.Cvae * D  # vocab head, word embedding
+            for k, p in enumerate(pn):
+                out[k] += scale_rows(levers, batch, k) * p ** 2 * head
         return out
 
     def flops(self, plan: DepthPlan, include_head: bool = False,
@@ -86,26 +101,15 @@ class CostModel:
         """FLOPs of one pass over all scales under `plan` (and `levers`), all rows."""
         return sum(self.flops_per_scale(plan, include_head, levers))
 
-    def _groups(self, plan: DepthPlan, levers: Levers | None) -> list[tuple[DepthPlan, int, int]]:
-        """(plan, scales run, rows) of each row group, as the sampler forms them."""
-        if levers is None:
-            return [(plan, self.config.num_scales, self.rows)]
-        if levers.guided and self.rows % 2:
-            raise ValueError(f"guided levers need an even number of rows (the batch, doubled "
-                             f"by guidance), got {self.rows}.")
-        batch = self.rows // 2 if levers.guided else self.rows
-        return [(b.plan, b.stop, batch) for b in levers.branches(plan)]
-
     # ------------------------------------------------------------------ token-layers
     def token_layers(self, plan: DepthPlan, levers: Levers | None = None) -> float:
-        """Tokens processed summed over layers, one sequence. Under levers: summed over all
-        rows' work, divided by the rows of the plain pass (so full = its token-layers)."""
-        if levers is None:
-            return plan.token_layers(self.config.patch_nums)
-        sizes = levers.sizes(self.config.patch_nums)
-        total = sum(rows * sum(sizes[k] * len(p.layers_at(k)) for k in range(stop))
-                    for p, stop, rows in self._groups(plan, levers))
-        return total / self.rows
+        """Tokens processed summed over layers, one sequence: all rows' work divided by the rows
+        of the plain pass (so the full network's is its token-layers)."""
+        levers = self.levers_of(plan, levers)
+        total = sum(part.rows * part.tokens
+                    for step in steps(levers, self.config.patch_nums, self.batch(levers))
+                    for part in step.parts)
+        return total // self.rows if total % self.rows == 0 else total / self.rows
 
     def kv_peak_token_layers(self, plan: DepthPlan) -> int:
         """The lean bound: the peak of key/value token-layers alive at once, one sequence
@@ -126,9 +130,9 @@ class CostModel:
         measures, exactly. The sampler's own loop and caches run on the meta device with a
         model that has only shapes (`sampling.sampler.predict_kv_peak_bytes`)."""
         c = self.config
-        plan.check(c.depth, c.num_scales)
+        levers = self.levers_of(plan, levers)
         return predict_kv_peak_bytes(tuple(c.patch_nums), c.depth, (c.heads, c.head_dim),
-                                     self.rows, plan, levers, self.dtype)
+                                     self.batch(levers), levers, self.dtype)
 
     def official_kv_bytes(self) -> int:
         """The official sampler's KV cache (keys fp32 under 16-bit autocast with L2 norm)."""

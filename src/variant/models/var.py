@@ -19,11 +19,12 @@ import torch
 from torch import nn
 
 from ..config import PATCH_NUMS_256, VARConfig
-from ..sampling.kv_cache import LeanKVCache
+from ..sampling.configuration import Configuration
+from ..sampling.kv_cache import KVCache
+from ..sampling.plan import DepthPlan
 from ..sampling.sampler import GenerationResult, generate
 from ..sampling.settings import SamplingConfig
 from .layers import AdaLNBeforeHead, AdaLNSelfAttn, SharedAdaLin
-from .plan import DepthPlan
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,7 @@ class VAR(nn.Module):
         return x_RlD, ScaleContext(cond_RD, self.shared_ada_lin(cond_RD), lvl_pos)
 
     def run_layers(self, scale_index: int, x_RlD: torch.Tensor, ctx: ScaleContext,
-                   layers: Sequence[int], cache: LeanKVCache) -> torch.Tensor:
+                   layers: Sequence[int], cache: KVCache) -> torch.Tensor:
         for layer in layers:
             x_RlD = self.blocks[layer](x_RlD, ctx.block_cond, kv=cache.callback(layer, scale_index))
         return x_RlD
@@ -267,25 +268,21 @@ class VAR(nn.Module):
     # ------------------------------------------------------------------ sampling
     def generate(self, B: int, label_B=None, *, cfg: float | None = None,
                  top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-                 plan: DepthPlan | None = None, more_smooth: bool | None = None,
+                 plan: DepthPlan | str | None = None, more_smooth: bool | None = None,
                  dtype: str | torch.dtype | None = None, settings: SamplingConfig | None = None,
-                 progress: bool = False, cfg_stop: int | None = None,
-                 guide_plan: DepthPlan | str | None = None, guide_class: str | None = None,
-                 prune: tuple[float, int] | str | None = None,
-                 kv_keep: tuple[int, int] | str | None = None) -> GenerationResult:
+                 progress: bool = False, **levers) -> GenerationResult:
         """Sample B images (see `variant.sampling.sampler.generate`; this is a thin delegate).
 
         The keyword settings override `settings` (default: the official `SamplingConfig()`);
-        a None keyword keeps the setting's value. The levers (`cfg_stop`, `guide_plan`,
-        `guide_class`, `prune`, `kv_keep`; sampling/levers.py) are `SamplingConfig`'s.
+        a None keyword keeps the setting's value. `levers`: any declared inference lever by
+        name (`cfg_stop=8`, ...; sampling/levers.py), as `SamplingConfig` takes them.
         """
         given = {"cfg": cfg, "top_k": top_k, "top_p": top_p, "seed": seed,
-                 "more_smooth": more_smooth, "dtype": dtype, "cfg_stop": cfg_stop,
-                 "guide_plan": guide_plan, "guide_class": guide_class, "prune": prune,
-                 "kv_keep": kv_keep}
+                 "more_smooth": more_smooth, "dtype": dtype, **levers}
         settings = (settings or SamplingConfig()).replace(
             **{k: v for k, v in given.items() if v is not None})
-        return generate(self, B, label_B, settings=settings, plan=plan, progress=progress)
+        return generate(self, B, label_B, configuration=Configuration.of(self, plan, settings),
+                        progress=progress)
 
     # ------------------------------------------------------------------ initialisation
     @torch.no_grad()

@@ -25,15 +25,39 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 
 from .attention import Attendable, RowSplit
 
 if TYPE_CHECKING:
-    from ..models.plan import DepthPlan
+    from .plan import DepthPlan
+
+
+# Called by a block's attention with this scale's new keys and values (R, A, l, E): stores what
+# later scales read and returns everything the layer attends to at this scale.
+StoreAndRead = Callable[[torch.Tensor, torch.Tensor], "Attendable | RowSplit"]
+
+
+@runtime_checkable
+class KVCache(Protocol):
+    """What the scale loop and a model's `run_layers` need from a KV cache (the lean cache, the
+    chunked cache of KV retention, and several row groups' caches behind one pass)."""
+
+    def callback(self, layer: int, scale_index: int) -> StoreAndRead:
+        """The store-and-read function of `layer` at scale k (it runs there)."""
+        ...
+
+    def release_all(self) -> None:
+        """Free every buffer (after the last scale)."""
+        ...
+
+    @property
+    def peak_bytes(self) -> int:
+        """The largest key/value bytes alive at once, counted by the shared `KVMeter`."""
+        ...
 
 
 class _LayerSlot:
@@ -288,8 +312,16 @@ class RowGroupsCache:
     each group's rows (consecutive, in order) store into and read from their own cache. The
     caches share one meter, which counts what all groups read at once (`KVMeter.together`)."""
 
-    def __init__(self, caches: Sequence, rows: Sequence[int]):
+    def __init__(self, caches: Sequence[KVCache], rows: Sequence[int]):
         self.caches, self.rows = list(caches), [int(r) for r in rows]
+
+    def release_all(self) -> None:
+        for cache in self.caches:
+            cache.release_all()
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.caches[0].peak_bytes
 
     def callback(self, layer: int, scale_index: int):
         callbacks = [c.callback(layer, scale_index) for c in self.caches]

@@ -32,8 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 
 if TYPE_CHECKING:  # typing only: the engine does not depend on any model family at run time
-    from ..models.plan import DepthPlan
-    from .kv_cache import LeanKVCache
+    from .kv_cache import KVCache
 
 
 @runtime_checkable
@@ -56,11 +55,6 @@ class ScaleModel(Protocol):
         """(A, E): heads and head dim of the keys/values one layer keeps per token."""
         ...
 
-    def resolve_plan(self, plan: DepthPlan | str | None) -> DepthPlan:
-        """The plan to run (None: the full network; a spec string such as 'd2' for a guide
-        plan), checked against this model."""
-        ...
-
     def check_labels(self, label_B: torch.Tensor, allow_null: bool) -> None:
         """Raise ValueError unless `label_B` is a 1-D integer tensor of valid condition ids."""
         ...
@@ -70,7 +64,7 @@ class ScaleModel(Protocol):
         ...
 
     def run_layers(self, scale_index: int, x_RlD: torch.Tensor, ctx: Any,
-                   layers: Sequence[int], cache: LeanKVCache) -> torch.Tensor:
+                   layers: Sequence[int], cache: KVCache) -> torch.Tensor:
         """Run `layers` (in order) on one scale's tokens against the cache -> h (R, l, D)."""
         ...
 

@@ -28,19 +28,15 @@ import torch
 from tqdm.auto import tqdm
 
 from ..compiling import CompiledSteps
-from .kv_cache import ChunkKVCache, KVMeter, LeanKVCache, RowGroupsCache
-from .levers import (
-    Levers,
-    gather_positions,
-    pivotal_positions,
-    restore_positions,
-    run_together,
-)
+from .configuration import Configuration
+from .kv_cache import ChunkKVCache, KVCache, KVMeter, LeanKVCache, RowGroupsCache
+from .levers import Levers, gather_positions, pivotal_positions, restore_positions
 from .protocol import ScaleModel
 from .settings import SamplingConfig
+from .work import run_together
 
 if TYPE_CHECKING:
-    from ..models.plan import DepthPlan
+    from .plan import DepthPlan
 
 # Called as trace(event, scale_index) at "scale" (a scale starts), "layers" (its layers are
 # done) and "decode" (the decoder starts, scale_index -1): the benchmark's per-scale timers.
@@ -60,7 +56,7 @@ class GenerationResult:
     plan: DepthPlan
     timings: dict[str, float] = field(default_factory=dict)  # seconds: transformer, decoder
     settings: SamplingConfig = field(default_factory=SamplingConfig)
-    levers: Levers | None = None  # the normalised levers that ran (None: plain sampler)
+    levers: Levers | None = None  # the normalised levers that ran
 
 
 @dataclass(eq=False)
@@ -69,35 +65,30 @@ class RowGroup:
 
     rows: torch.Tensor  # (R,) condition ids
     plan: DepthPlan
-    cache: Any  # LeanKVCache or ChunkKVCache
-    stop: int | None = None  # scales 0..stop-1 run (None: all)
+    cache: KVCache
+    stop: int  # scales 0..stop-1 run
     x: torch.Tensor | None = None  # this scale's input (R, l, D)
     ctx: Any = None
     h_prev: torch.Tensor | None = None  # the previous scale's final hidden states, for pruning
 
 
-def row_groups(model: ScaleModel, label_B: torch.Tensor, plan: DepthPlan, use_cfg: bool,
-               levers: Levers | None, dtype: torch.dtype, device) -> list[RowGroup]:
-    """The row groups of one call, their caches sharing one `KVMeter`."""
+def row_groups(model: ScaleModel, label_B: torch.Tensor, levers: Levers, dtype: torch.dtype,
+               device) -> list[RowGroup]:
+    """The row groups of one call (sampling/work.py), their caches sharing one `KVMeter`."""
     num_heads, head_dim = model.kv_layout
     null = torch.full_like(label_B, model.num_classes)
-    meter = KVMeter()
-    if levers is None:  # the official layout: conditional rows, then unconditional, one pass
-        rows = torch.cat((label_B, null)) if use_cfg else label_B
-        cache = LeanKVCache(plan, model.patch_nums, model.depth, rows.numel(), num_heads,
-                            head_dim, dtype, device, meter=meter)
-        return [RowGroup(rows, plan, cache)]
+    rows_of = {"own": label_B, "null": null, "own+null": torch.cat((label_B, null))}
+    cache_type = ChunkKVCache if levers.restricts_context else LeanKVCache
     sizes = levers.sizes(model.patch_nums)
+    meter = KVMeter()
     groups = []
-    for branch in levers.branches(plan):
-        rows = null if branch.guiding and levers.guide_class == "null" else label_B
-        pn, own = model.patch_nums[:branch.stop], sizes[:branch.stop]
-        args = (branch.plan, pn, model.depth, rows.numel(), num_heads, head_dim, dtype, device)
-        if levers.kv_keep is not None:
-            cache = ChunkKVCache(*args, visible=levers.visible, sizes=own, meter=meter)
-        else:
-            cache = LeanKVCache(*args, sizes=own, meter=meter)
-        groups.append(RowGroup(rows, branch.plan, cache, branch.stop))
+    for group in levers.groups:
+        rows = rows_of[group.condition]
+        pn, own = model.patch_nums[:group.stop], sizes[:group.stop]
+        cache = cache_type(group.plan, pn, model.depth, rows.numel(), num_heads, head_dim, dtype,
+                           device, sizes=own, meter=meter, **(
+                               {"visible": levers.visible} if levers.restricts_context else {}))
+        groups.append(RowGroup(rows, group.plan, cache, group.stop))
     return groups
 
 
@@ -135,20 +126,25 @@ def _labels(model: ScaleModel, B: int, label_B, rng, device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate(model: ScaleModel, B: int, label_B=None, *, settings: SamplingConfig | None = None,
-             plan: DepthPlan | None = None, progress: bool = False,
+def generate(model: ScaleModel, B: int, label_B=None, *,
+             configuration: Configuration | None = None, settings: SamplingConfig | None = None,
+             plan: DepthPlan | str | None = None, progress: bool = False,
              trace: Trace | None = None) -> GenerationResult:
-    """Sample B images from `model` under `plan` (None: the full network).
+    """Sample B images from `model` under a configuration (plan, settings and levers).
 
-    `label_B`: None (uniform random classes, drawn first from the seeded generator), an int
-    (negative: unconditional), or a sequence/tensor of B class ids. `settings`: guidance, top-k,
-    top-p, smoothing, compute dtype and seed (default: the official ones, `SamplingConfig()`);
+    `configuration`: resolved once by the caller (`Configuration.of`/`resolve`); without it,
+    one is built here from `plan` (None: the full network) and `settings` (default: the official
+    ones, `SamplingConfig()`). `label_B`: None (uniform random classes, drawn first from the
+    seeded generator), an int (negative: unconditional), or a sequence/tensor of B class ids.
     bf16/fp16 run under autocast while the residual stream stays fp32.
     """
-    settings = settings or SamplingConfig()
+    if configuration is None:
+        configuration = Configuration.of(model, plan, settings)
+    elif plan is not None or settings is not None:
+        raise ValueError("give a configuration, or a plan and settings, not both.")
+    settings, levers = configuration.settings, configuration.levers
     if not isinstance(B, int) or B <= 0:
         raise ValueError(f"batch size B must be a positive integer, got {B!r}.")
-    plan = model.resolve_plan(plan)
     device = model.device
     seed = settings.seed
     rng = None if seed is None else torch.Generator(device=device).manual_seed(int(seed))
@@ -157,11 +153,10 @@ def generate(model: ScaleModel, B: int, label_B=None, *, settings: SamplingConfi
     model.check_labels(label_B, allow_null=unconditional)
     if model.training:
         raise ValueError("call model.eval() before sampling (drop-path is active in train mode).")
-    levers = settings.levers(plan, model.patch_nums, model.resolve_plan)
     dtype = settings.torch_dtype
     if settings.compile:  # the same steps, each scale's under torch.compile
         model = CompiledSteps(model)
-    groups = row_groups(model, label_B, plan, settings.use_cfg, levers, dtype, device)
+    groups = row_groups(model, label_B, levers, dtype, device)
     timer = _Timer(device)
     trace = trace or _no_trace
     with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
@@ -173,8 +168,8 @@ def generate(model: ScaleModel, B: int, label_B=None, *, settings: SamplingConfi
         trace("decode", -1)
         images = model.decode(tokens.f_hat)
     timer.lap("decoder")
-    return GenerationResult(images, tokens.indices, label_B, groups[0].cache.peak_bytes, plan,
-                            timer.laps, settings, levers)
+    return GenerationResult(images, tokens.indices, label_B, groups[0].cache.peak_bytes,
+                            configuration.plan, timer.laps, settings, levers)
 
 
 # Given scale k's logits (R, l, V), choose its tokens and return the next scale's
@@ -183,7 +178,7 @@ TokenPolicy = Callable[[int, torch.Tensor], "torch.Tensor | None"]
 
 
 def scale_loop(model: ScaleModel, groups: Sequence[RowGroup], policy: TokenPolicy,
-               levers: Levers | None = None, progress: bool = False,
+               levers: Levers, progress: bool = False,
                trace: Trace = _no_trace) -> None:
     """The scale loop of next-scale prediction, the only one in the package.
 
@@ -194,6 +189,7 @@ def scale_loop(model: ScaleModel, groups: Sequence[RowGroup], policy: TokenPolic
     only the pivotal positions run the layers (sampling/levers.py).
     """
     K = model.num_scales
+    thin = levers.thins_tokens
     for group in groups:
         group.x, group.ctx = model.start(group.rows)
     joint = {}  # the context of groups run together, by their positions in `groups`
@@ -215,7 +211,7 @@ def scale_loop(model: ScaleModel, groups: Sequence[RowGroup], policy: TokenPolic
             if pivots is not None:
                 h_prev = torch.cat([g.h_prev for g in batch]) if len(batch) > 1 else batch[0].h_prev
                 h_RlD = restore_positions(h_RlD, pivots, h_prev, model.patch_nums[k])
-            if levers is not None and levers.prune is not None:
+            if thin:
                 for g, h in zip(batch, h_RlD.split([g.rows.numel() for g in batch])):
                     g.h_prev = h
             logits.append(model.logits(h_RlD, ctx))
@@ -225,7 +221,7 @@ def scale_loop(model: ScaleModel, groups: Sequence[RowGroup], policy: TokenPolic
             continue
         pivots = _pivots(levers, k + 1, x_BlC)
         for group in groups:
-            if group.stop is None or k + 1 < group.stop:
+            if k + 1 < group.stop:
                 x_RlD = model.scale_input(k + 1, x_BlC, group.ctx)
                 R = group.rows.numel()
                 group.x = x_RlD if x_RlD.shape[0] == R else x_RlD.repeat(R // x_RlD.shape[0], 1, 1)
@@ -233,8 +229,8 @@ def scale_loop(model: ScaleModel, groups: Sequence[RowGroup], policy: TokenPolic
                 group.x = group.h_prev = None
 
 
-def _pivots(levers: Levers | None, scale_index: int, x_BlC: torch.Tensor):
-    if levers is None or levers.prune is None:
+def _pivots(levers: Levers, scale_index: int, x_BlC: torch.Tensor):
+    if not levers.thins_tokens:
         return None
     n = levers.tokens_run(scale_index, x_BlC.shape[1])
     return None if n == x_BlC.shape[1] else pivotal_positions(x_BlC, n)
@@ -314,21 +310,13 @@ class _ShapeModel:
 
 @functools.lru_cache(maxsize=512)
 def predict_kv_peak_bytes(patch_nums: tuple[int, ...], depth: int, kv_layout: tuple[int, int],
-                          rows: int, plan: DepthPlan, levers: Levers | None,
-                          dtype: torch.dtype) -> int:
-    """The peak key/value bytes of one sampling call, without running a model.
-
-    `rows`: the rows of the plain pass (the batch, doubled under guidance). Runs `scale_loop`
-    with the same row groups and caches as `generate`, on the meta device.
-    """
+                          batch: int, levers: Levers, dtype: torch.dtype) -> int:
+    """The peak key/value bytes of one sampling call of `batch` images, without running a
+    model: `scale_loop` with the same row groups and caches as `generate`, on the meta device.
+    The one KV prediction of the package (the cost model's)."""
     model = _ShapeModel(patch_nums, depth, kv_layout, dtype)
-    batch = rows // 2 if levers is not None and levers.guided else rows
-    if levers is None:  # one group of all rows (guided or not, the layout is the same)
-        cache = LeanKVCache(plan, patch_nums, depth, rows, *kv_layout, dtype, "meta")
-        groups = [RowGroup(torch.zeros(rows, dtype=torch.long), plan, cache)]
-    else:
-        labels = torch.zeros(batch, dtype=torch.long)
-        groups = row_groups(model, labels, plan, levers.guided, levers, dtype, "meta")
+    labels = torch.zeros(batch, dtype=torch.long)
+    groups = row_groups(model, labels, levers, dtype, "meta")
     sides = [p * p for p in patch_nums]
 
     def shapes_only(k, logits):

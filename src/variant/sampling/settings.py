@@ -13,7 +13,8 @@ from typing import Any
 import torch
 
 from ..units import dtype_name, parse_dtype
-from .levers import Levers, check_guide_class, parse_kv_keep, parse_prune
+from . import levers as _declared  # noqa: F401  (registers the levers)
+from .lever import LEVERS, read_levers
 
 
 def guided_rows(batch: int, cfg: float | bool) -> int:
@@ -21,7 +22,7 @@ def guided_rows(batch: int, cfg: float | bool) -> int:
     return batch * (2 if cfg else 1)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, init=False)
 class SamplingConfig:
     """How to draw tokens. Defaults are the official VAR demo's (cfg 1.5, top-k 900, top-p 0.96).
 
@@ -32,11 +33,9 @@ class SamplingConfig:
     - `seed`: seeds the per-call generator; None uses torch's global RNG.
     - `compile`: run each scale's step under `torch.compile` (variant/compiling.py).
 
-    The inference levers (sampling/levers.py; all off by default, scales 0-based):
-    - `cfg_stop`: first scale sampled from the conditional logits only (None: never).
-    - `guide_plan`: the guiding rows' depth plan (a `DepthPlan` or a plan spec such as 'd2';
-      None: the plan itself); `guide_class`: 'null' (classifier-free) or 'same' (autoguidance).
-    - `prune`: (keep, first pruned scale) or '0.5@8'; `kv_keep`: (first, recent) or '1,2'.
+    Every declared inference lever (sampling/levers.py) is a keyword too, read as an attribute
+    (`SamplingConfig(cfg_stop=8).cfg_stop`); off by default. `lever_values` holds the ones set
+    to something other than their neutral value, in declaration order.
     """
 
     cfg: float = 1.5
@@ -45,28 +44,30 @@ class SamplingConfig:
     more_smooth: bool = False
     dtype: str = "fp32"
     seed: int | None = None
-    cfg_stop: int | None = None
-    guide_plan: Any = None
-    guide_class: str = "null"
-    prune: tuple[float, int] | None = None
-    kv_keep: tuple[int, int] | None = None
     compile: bool = False
+    lever_values: tuple[tuple[str, Any], ...] = ()
+
+    def __init__(self, *, lever_values: tuple = (), **given) -> None:
+        base = {f.name for f in dataclasses.fields(self)} - {"lever_values"}
+        levers = read_levers({**dict(lever_values),
+                              **{k: v for k, v in given.items() if k not in base}})
+        for name in base:
+            object.__setattr__(self, name, given.get(name, getattr(type(self), name)))
+        object.__setattr__(self, "lever_values", tuple(
+            (n, levers[n]) for n in LEVERS if n in levers and levers[n] != LEVERS[n].neutral))
+        self.__post_init__()
+
+    def __getattr__(self, name: str) -> Any:
+        lever = LEVERS.get(name) if not name.startswith("_") else None
+        if lever is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return dict(self.__dict__.get("lever_values", ())).get(name, lever.neutral)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype", dtype_name(self.dtype))
         if self.top_k < 0 or not 0.0 <= self.top_p <= 1.0 or self.cfg < 0:
             raise ValueError(f"need top_k >= 0, 0 <= top_p <= 1 and cfg >= 0; got top_k="
                              f"{self.top_k}, top_p={self.top_p}, cfg={self.cfg}.")
-        object.__setattr__(self, "prune", parse_prune(self.prune))
-        object.__setattr__(self, "kv_keep", parse_kv_keep(self.kv_keep))
-        check_guide_class(self.guide_class)
-        if self.cfg_stop is not None and (not isinstance(self.cfg_stop, int)
-                                          or isinstance(self.cfg_stop, bool) or self.cfg_stop < 0):
-            raise ValueError(f"cfg_stop must be a 0-based scale index (an int >= 0), got "
-                             f"{self.cfg_stop!r}; e.g. cfg_stop=8 leaves the last two of 10 "
-                             "scales unguided.")
-        if isinstance(self.guide_plan, str) and not self.guide_plan.strip():
-            raise ValueError("guide_plan is empty: give a plan spec such as 'd2', or None.")
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -81,20 +82,10 @@ class SamplingConfig:
         """Rows in each transformer pass: the batch, doubled by classifier-free guidance."""
         return guided_rows(batch, self.use_cfg)
 
-    def levers(self, plan, patch_nums, resolve_plan) -> Levers | None:
-        """This call's levers under `plan` on a model with these scales, normalised: None when
-        every lever is neutral, so the plain sampler runs (sampling/levers.py).
-        `resolve_plan` turns `guide_plan` into a checked plan (a model's `resolve_plan`)."""
-        guide = None if self.guide_plan is None else resolve_plan(self.guide_plan)
-        return Levers.build(num_scales=len(patch_nums), patch_nums=patch_nums, plan=plan,
-                            guided=self.use_cfg, cfg_stop=self.cfg_stop, guide_plan=guide,
-                            guide_class=self.guide_class, prune=self.prune,
-                            kv_keep=self.kv_keep)
-
     @property
-    def guide_plan_name(self) -> str | None:
-        plan = self.guide_plan
-        return plan if plan is None or isinstance(plan, str) else plan.name
+    def levers(self) -> dict[str, Any]:
+        """Every lever's setting by name (neutral ones included)."""
+        return {name: getattr(self, name) for name in LEVERS}
 
     def replace(self, **changes) -> SamplingConfig:
         return dataclasses.replace(self, **changes)
@@ -103,13 +94,8 @@ class SamplingConfig:
         """The settings as JSON values; levers only when set (so records written before the
         levers existed, e.g. sample folders, still compare equal)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-               if f.name not in _OMITTED_AT_DEFAULT
-               or getattr(self, f.name) != _OMITTED_AT_DEFAULT[f.name]}
-        if "guide_plan" in out:
-            out["guide_plan"] = self.guide_plan_name
-        for key in ("prune", "kv_keep"):
-            if key in out:
-                out[key] = list(out[key])
+               if f.name != "lever_values" and (f.name != "compile" or self.compile)}
+        out.update((n, LEVERS[n].to_json(v)) for n, v in self.lever_values)
         return out
 
     def cli_args(self) -> list[str]:
@@ -122,20 +108,6 @@ class SamplingConfig:
             args.append("--compile")
         if self.seed is not None:
             args += ["--seed", str(self.seed)]
-        if self.cfg_stop is not None:
-            args += ["--cfg-stop", str(self.cfg_stop)]
-        if self.guide_plan is not None:
-            args += ["--guide-plan", self.guide_plan_name]
-        if self.guide_class != "null":
-            args += ["--guide-class", self.guide_class]
-        if self.prune is not None:
-            args += ["--prune", f"{self.prune[0]!r}@{self.prune[1]}"]
-        if self.kv_keep is not None:
-            args += ["--kv-keep", f"{self.kv_keep[0]},{self.kv_keep[1]}"]
+        for name, value in self.lever_values:
+            args += [LEVERS[name].flag, LEVERS[name].show(value)]
         return args
-
-
-_LEVER_DEFAULTS = {"cfg_stop": None, "guide_plan": None, "guide_class": "null", "prune": None,
-                   "kv_keep": None}
-# Omitted from `to_dict` at these values: records written before the field existed compare equal.
-_OMITTED_AT_DEFAULT = {**_LEVER_DEFAULTS, "compile": False}

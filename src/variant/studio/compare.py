@@ -41,10 +41,10 @@ from ..front import (
     choose_from_front,
     row_cost,
 )
-from ..models.configuration import Configuration
 from ..models.cost import CostModel
-from ..models.plan import DepthPlan, default_subnet_depths, resolve_bridge
+from ..sampling.configuration import Configuration
 from ..sampling.levers import Levers
+from ..sampling.plan import DepthPlan, default_subnet_depths, resolve_bridge
 from ..sampling.sampler import generate
 from ..sampling.settings import SamplingConfig
 from ..units import fmt_bytes
@@ -114,7 +114,8 @@ class Outcome:
 
     @property
     def is_full(self) -> bool:
-        return self.levers is None and self.plan.is_full(self.plan.depth)
+        neutral = self.levers is None or self.levers.is_neutral
+        return neutral and self.plan.is_full(self.plan.depth)
 
 
 @dataclass
@@ -353,7 +354,7 @@ class Studio:
         `plan` is a spec when a front chose it."""
         spec = plan if isinstance(plan, str) else entry.text if entry.has_levers else None
         if spec is None:
-            return Configuration(plan, settings, None)
+            return Configuration.of(self.var, plan, settings)
         return Configuration.resolve(spec, self.var.depth, self.var.patch_nums, settings)
 
     def _run(self, labels: list[int], configs: list[Configuration], repeats: int,

@@ -3,7 +3,7 @@
 An entry is either
 - a configuration spec, exactly as `variant sample --plan` takes it: a plan (`full`, `d4`,
   `d4@bridge3`, `d4@r5-r6`, or a JSON list of per-scale layer lists), optionally with levers
-  joined by '+' (`d4+cfgstop4+prune0.5@4`, `full+autoguide=d2`; models/configuration.py); or
+  joined by '+' (`d4+cfgstop4+prune0.5@4`, `full+autoguide=d2`; sampling/configuration.py); or
 - a budget: `best under 200 ms`, `under 2 GB`, `KV under 1 MiB`, `memory under 4 GiB and 300 ms`.
   A time is a latency limit per batch; a size is a memory limit (weights + KV + activations)
   unless the clause names the KV cache (`KV`, `cache`). The budget planner
@@ -18,8 +18,8 @@ import re
 from dataclasses import dataclass
 
 from ..efficiency.budget import Budget
-from ..models.configuration import parse_configuration
-from ..models.plan import DepthPlan
+from ..sampling.configuration import parse_configuration
+from ..sampling.plan import DepthPlan
 from ..units import fmt_bytes, parse_duration, parse_size
 
 PLAN_EXAMPLES = ("full, d4, d4@bridge3, d4@r5-r6, a JSON list of per-scale layer lists, with "

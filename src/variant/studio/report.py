@@ -16,8 +16,8 @@ from pathlib import Path
 
 from ..atomic import write_text_atomic
 from ..cli.sample import save_png
-from ..models.configuration import folder_name
 from ..pretrained import RANDOM_PREFIX
+from ..sampling.configuration import folder_name
 from ..units import fmt_bytes
 from .compare import Comparison, ModelInfo, Outcome
 

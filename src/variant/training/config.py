@@ -47,7 +47,7 @@ class TrainConfig:
     # ---- supernet
     subnet_depths: tuple[int, ...] = _f((2,), "subnet depths d drawn uniformly on a subnet step")
     bridge: int = _f(-1, "scales in the bridge zone, run by the full network (< 0: "
-                     "models.plan.default_bridge, the paper's 6 of 10 scaled to the scales)")
+                     "sampling.plan.default_bridge, the paper's 6 of 10 scaled to the scales)")
     ratio: str = _f("progressive", "subnet-step probability p: 'progressive' (three phases), "
                     "'fixed:P' (e.g. fixed:0.1) or 'full-only'")
     phase_epochs: tuple[float, ...] = _f((5.0, 15.0, 10.0), "epochs of phase 1 (p = p_start), "

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..atomic import write_text_atomic
-from ..models.plan import parse_spec
+from ..sampling.plan import parse_spec
 from .loss import summarize
 from .parallel import DistEnv
 

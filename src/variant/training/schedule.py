@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.plan import DepthPlan, paper_family, resolve_bridge
+from ..sampling.plan import DepthPlan, paper_family, resolve_bridge
 from .config import TrainConfig
 
 FULL = "full"

@@ -4,7 +4,7 @@ import pytest
 
 from variant import DepthPlan, equidistant_layers
 from variant.config import PATCH_NUMS_256
-from variant.models.plan import (
+from variant.sampling.plan import (
     PlanSpec,
     default_bridge,
     default_plan_specs,

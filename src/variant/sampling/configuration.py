@@ -1,6 +1,6 @@
 """Sampling configurations: a depth plan plus inference levers, named by one spec string.
 
-    d8                        a plan spec (models/plan.py)
+    d8                        a plan spec (sampling/plan.py)
     d8+cfgstop8               guidance off from scale 8 on (0-based: the last two of 10 scales)
     full+guide=d2             classifier-free guidance whose unconditional rows run d2
     full+autoguide=d2         guided by d2 with the image's own class (autoguidance)
@@ -18,21 +18,22 @@ above (`Configuration.resolve(name, ...)` gives back the same configuration).
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..sampling.levers import Levers, parse_kv_keep, parse_prune
-from ..sampling.settings import SamplingConfig
+from .lever import LEVERS, PlanShape, spec_syntax
+from .levers import Levers
 from .plan import DepthPlan
+from .settings import SamplingConfig
 
-EXAMPLE = "d8+cfgstop8+prune0.5@8"
-_HELP = ("levers are cfgstopK, guide=PLAN, autoguide=PLAN, pruneKEEP@SCALE and kvFIRST,RECENT "
-         f"(scales 0-based), joined to a plan by '+', e.g. {EXAMPLE} or full+autoguide=d2")
-_CFG_STOP = re.compile(r"^cfgstop(\d+)$", re.IGNORECASE)
-_GUIDE = re.compile(r"^(auto)?guide=(.+)$", re.IGNORECASE)
-_PRUNE = re.compile(r"^prune(.+)$", re.IGNORECASE)
-_KV = re.compile(r"^kv(?:keep)?(\d+\s*,\s*\d+)$", re.IGNORECASE)
+EXAMPLE = "+".join(["d8", *(lever.example.split("+", 1)[1] for lever in LEVERS.values()
+                            if lever.example.startswith("d8+"))][:3])
+
+
+def _help() -> str:
+    guided = next(lv.example for lv in LEVERS.values() if "guide=" in lv.example)
+    return (f"levers are {spec_syntax()} (scales 0-based), joined to a plan by '+', e.g. "
+            f"{EXAMPLE} or {guided}")
 
 
 def parse_configuration(spec: str) -> tuple[str, dict]:
@@ -42,78 +43,84 @@ def parse_configuration(spec: str) -> tuple[str, dict]:
         raise ValueError(f"configuration {spec!r} has no plan before its levers: start with a "
                          f"plan, e.g. {EXAMPLE}.")
     levers: dict = {}
-
-    def put(key: str, value, part: str) -> None:
-        if key in levers:
-            raise ValueError(f"{key} is set twice ({part!r} repeats it); keep one")
-        levers[key] = value
-
     for part in parts:
         try:
-            if m := _CFG_STOP.match(part):
-                put("cfg_stop", int(m.group(1)), part)
-            elif m := _GUIDE.match(part):
-                put("guide_plan", m.group(2), part)
-                levers["guide_class"] = "same" if m.group(1) else "null"
-            elif m := _PRUNE.match(part):
-                put("prune", parse_prune(m.group(1)), part)
-            elif m := _KV.match(part):
-                put("kv_keep", parse_kv_keep(m.group(1)), part)
-            else:
+            given = next((g for lever in LEVERS.values()
+                          if (g := lever.parse_part(part)) is not None), None)
+            if given is None:
                 raise ValueError(f"unknown lever {part!r}")
+            first = next(iter(given))
+            if first in levers:
+                raise ValueError(f"{first} is set twice ({part!r} repeats it); keep one")
+            levers.update(given)
         except ValueError as err:
             reason = str(err).rstrip(".")
-            raise ValueError(f"cannot read configuration {spec!r}: {reason}; {_HELP}.") from None
+            raise ValueError(f"cannot read configuration {spec!r}: {reason}; "
+                             f"{_help()}.") from None
     return plan_spec, levers
 
 
 @dataclass(frozen=True)
 class Configuration:
-    """A plan, the settings it samples with (levers included) and its normalised levers."""
+    """A plan, the settings it samples with (levers included) and its normalised levers: what
+    one sampling call runs, resolved and checked once (`resolve`, `of`)."""
 
     plan: DepthPlan
     settings: SamplingConfig
-    levers: Levers | None  # None: the plain sampler
+    levers: Levers
 
     @property
     def name(self) -> str:
-        parts = [] if self.levers is None else self.levers.spec_parts()
-        return "+".join([self.plan.name, *parts])
+        return "+".join([self.plan.name, *self.levers.spec_parts()])
 
     @classmethod
     def resolve(cls, spec: str, depth: int, patch_nums: Sequence[int], settings: SamplingConfig,
                 bridge: int | None = None) -> Configuration:
         """Parse `spec` for a model of `depth` layers and these scales; its levers are merged
         into `settings` (from the command's flags); plans named in it use `bridge`."""
-        K = len(patch_nums)
+        shape = PlanShape(depth, tuple(patch_nums), bridge)
         plan_spec, given = parse_configuration(spec)
-        plan = DepthPlan.from_spec(plan_spec, depth, K, bridge)
+        plan = DepthPlan.from_spec(plan_spec, depth, len(patch_nums), bridge)
         merged = {}
         for key, value in given.items():
-            flag = getattr(settings, key)
-            if key == "guide_plan":
-                value = DepthPlan.from_spec(value, depth, K, bridge)
-                if flag is not None:
-                    flag = flag if isinstance(flag, DepthPlan) else DepthPlan.from_spec(
-                        flag, depth, K, bridge)
-            if key == "guide_class" and "guide_plan" not in given:
-                continue
-            default = getattr(SamplingConfig(), key)
-            if flag != default and flag != value:
+            lever = LEVERS[key]
+            value, flag = lever.resolve(value, shape), lever.resolve(getattr(settings, key), shape)
+            if flag != lever.neutral and flag != value:
                 raise ValueError(f"configuration {spec!r} sets {key} to {_show(value)} but the "
                                  f"command's flags set it to {_show(flag)}; give it one way, "
                                  f"in the spec (e.g. {EXAMPLE}) or by its flag.")
             merged[key] = value
-        settings = settings.replace(**merged)
-        if isinstance(settings.guide_plan, str):
-            settings = settings.replace(
-                guide_plan=DepthPlan.from_spec(settings.guide_plan, depth, K, bridge))
         try:
-            levers = settings.levers(plan, patch_nums, lambda p: p)
+            return cls.build(plan, settings.replace(**merged), shape)
         except ValueError as err:
             raise ValueError(f"configuration {spec!r}: {str(err).rstrip('.')}. (A configuration "
                              f"spec looks like {EXAMPLE}.)") from None
-        return cls(plan, settings, levers)
+
+    @classmethod
+    def build(cls, plan: DepthPlan, settings: SamplingConfig, shape: PlanShape) -> Configuration:
+        """`plan` (checked against `shape`) with the levers of `settings`, resolved and
+        normalised once."""
+        plan.check(shape.depth, shape.num_scales)
+        values = {name: LEVERS[name].resolve(value, shape)
+                  for name, value in settings.lever_values}
+        settings = settings.replace(**values)
+        return cls(plan, settings, Levers.build(values, plan, shape.patch_nums, settings.use_cfg))
+
+    @classmethod
+    def of(cls, model, plan: DepthPlan | str | None = None,
+           settings: SamplingConfig | None = None) -> Configuration:
+        """What `generate` runs on `model` (a `ScaleModel`): `plan` (None: the full network; a
+        spec may carry levers) with `settings` (default: the official ones)."""
+        settings = settings or SamplingConfig()
+        shape = PlanShape(model.depth, tuple(model.patch_nums))
+        if isinstance(plan, str):
+            return cls.resolve(plan, shape.depth, shape.patch_nums, settings)
+        if plan is None:
+            plan = DepthPlan.full(shape.depth, shape.num_scales)
+        elif not isinstance(plan, DepthPlan):
+            raise ValueError(f"plan must be a variant.DepthPlan, a plan spec or None, got "
+                             f"{type(plan).__name__}.")
+        return cls.build(plan, settings, shape)
 
 
 def resolve_configurations(specs: Sequence[str], depth: int, patch_nums: Sequence[int],

@@ -1,4 +1,4 @@
-"""Configuration specs (a plan plus levers, models/configuration.py): parsing, canonical names,
+"""Configuration specs (a plan plus levers, sampling/configuration.py): parsing, canonical names,
 errors; the cost model under levers against hand counts; `variant sample` running them."""
 
 import itertools
@@ -10,8 +10,8 @@ import pytest
 from variant import DepthPlan, VARConfig, load_model
 from variant.cli.main import main
 from variant.config import PATCH_NUMS_256
-from variant.models.configuration import EXAMPLE, Configuration, parse_configuration
 from variant.models.cost import CostModel
+from variant.sampling.configuration import EXAMPLE, Configuration, parse_configuration
 from variant.sampling.levers import Levers
 from variant.sampling.settings import SamplingConfig
 
@@ -62,17 +62,17 @@ def test_canonical_names_round_trip(spec, name):
 def test_resolved_levers_by_hand():
     c = resolve("d8+cfgstop8+prune0.5@8")
     assert c.plan == DepthPlan.paper(D30, 8, None, K10)
-    assert (c.levers.cfg_stop, c.levers.prune, c.levers.kv_keep) == (8, (0.5, 8), None)
-    assert c.levers.guide_plan is None and c.levers.guided
+    assert [c.levers.get(n) for n in ("cfg_stop", "prune", "kv_keep")] == [8, (0.5, 8), None]
+    assert c.levers.get("guide_plan") is None and c.levers.guided
     assert (c.settings.cfg_stop, c.settings.prune) == (8, (0.5, 8))
     auto = resolve("full+autoguide=d2")
-    assert auto.levers.guide_plan.layer_sets == DepthPlan.paper(D30, 2, 6, K10).layer_sets
-    assert auto.levers.guide_class == "same" and auto.levers.cfg_stop == K10
+    assert auto.levers.get("guide_plan").layer_sets == DepthPlan.paper(D30, 2, 6, K10).layer_sets
+    assert auto.levers.get("guide_class") == "same" and auto.levers.get("cfg_stop") is None
     assert isinstance(auto.settings.guide_plan, DepthPlan)  # resolved once, for the sampler
     guide = resolve("full+guide=d2")
-    assert guide.levers.guide_class == "null" and guide.levers != auto.levers
+    assert guide.levers.get("guide_class") == "null" and guide.levers != auto.levers
     kv = resolve("d8+kv1,2")
-    assert kv.levers.kv_keep == (1, 2)
+    assert kv.levers.get("kv_keep") == (1, 2)
     assert [s for s in range(K10) if kv.levers.visible(s, 9)] == [0, 7, 8, 9]
 
 
@@ -97,13 +97,13 @@ def test_lever_order_does_not_matter():
 def test_neutral_levers_give_the_bare_name(spec, bare):
     c = resolve(spec)
     assert c.name == bare
-    assert (c.levers is None) == ("+" not in bare)
+    assert (c.levers.is_neutral) == ("+" not in bare)
 
 
 def test_bridge_applies_to_the_plan_and_the_guide_plan():
     c = resolve("d8+guide=d2+cfgstop8", bridge=5)
     assert c.plan == DepthPlan.paper(D30, 8, 5, K10)
-    assert c.levers.guide_plan.layer_sets == DepthPlan.paper(D30, 2, 5, K10).layer_sets
+    assert c.levers.get("guide_plan").layer_sets == DepthPlan.paper(D30, 2, 5, K10).layer_sets
     assert c.name == "d8@bridge5+cfgstop8+guide=d2@bridge5"
     again = resolve(c.name)  # the name carries the bridge: no --bridge needed
     assert again.plan == c.plan and again.levers == c.levers
@@ -309,10 +309,10 @@ def test_token_layers_under_levers():
     assert two_rows.token_layers(kv.plan, kv.levers) == 10  # retention changes no work
     # guide plan = plan: the normalised configuration has no levers, the plain number ...
     same = config("full+guide=full")
-    assert same.levers is None and two_rows.token_layers(same.plan, same.levers) == 10
+    assert same.levers.is_neutral and two_rows.token_layers(same.plan, same.levers) == 10
     # ... and so does a neutral Levers built by hand (both groups, each half the rows)
-    neutral = Levers(num_scales=2, guided=True, cfg_stop=2, guide_plan=None, guide_class="null",
-                     prune=None, kv_keep=None)
+    neutral = Levers.build({"cfg_stop": 2}, full, TWO.patch_nums, guided=True)
+    assert neutral.is_neutral
     assert two_rows.token_layers(full, neutral) == 10
     assert two_rows.flops(full, True, neutral) == two_rows.flops(full, True)
 
@@ -439,7 +439,7 @@ def test_a_guide_plan_that_differs_only_after_cfg_stop_is_dropped():
     # d2 runs the full network in the bridge zone (scales 0-5), so with guidance stopping at
     # scale 4 the guiding rows run exactly the plan's layers: the same configuration
     c = resolve("full+cfgstop4+guide=d2")
-    assert c.name == "full+cfgstop4" and c.levers.guide_plan is None
+    assert c.name == "full+cfgstop4" and c.levers.get("guide_plan") is None
     assert resolve("full+cfgstop8+guide=d2").name == "full+cfgstop8+guide=d2"
     with pytest.raises(ValueError, match="guides the model by itself"):
         resolve("full+cfgstop4+autoguide=d2")
