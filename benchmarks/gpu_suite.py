@@ -67,6 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="torch.compile backend of the compiled rows (default: inductor; "
                         "with --tiny: eager, dynamo without code generation)")
     p.add_argument("--no-tests", action="store_true", help="skip the gpu tests")
+    p.add_argument("--deps", default=None,
+                   help="a folder of packages this machine lacks (pip install --target), "
+                        "searched after the machine's own")
     p.add_argument("--_official-worker", dest="official_worker", default=None,
                    help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -208,6 +211,8 @@ class Suite:
         job_path = Path(state_path).with_suffix(".json")
         job_path.write_text(json.dumps(job))
         cmd = [sys.executable, os.path.abspath(__file__), "--_official-worker", str(job_path)]
+        if self.args.deps:
+            cmd += ["--deps", self.args.deps]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         lines: queue.Queue = queue.Queue()
         threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout] + [lines.put(None)],
@@ -309,8 +314,14 @@ class Suite:
                                      else f"{tests} is absent"}
             return
         report = self.out / "gpu-tests.xml"
-        cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", str(tests),
-               f"--junitxml={report}", "-p", "no:cacheprovider"]
+        pytest_args = ["-q", "-m", "gpu", str(tests), f"--junitxml={report}", "-p",
+                       "no:cacheprovider"]
+        # pytest in a child process, with the same search path (--deps after the machine's own)
+        cmd = [sys.executable, "-c", "import sys; sys.path[:0] = sys.argv[1:3]; "
+               "sys.path += [p for p in sys.argv[3:4] if p]; import pytest; "
+               "sys.exit(pytest.main(sys.argv[4:]))",
+               str(Path(__file__).resolve().parent.parent / "src"), str(tests),
+               self.args.deps or "", *pytest_args]
         limit = max(10.0, min(300.0, self.budget.left() - self.budget.reserve))
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
@@ -335,6 +346,8 @@ class Suite:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.deps:
+        sys.path.append(str(Path(args.deps).resolve()))
     if args.official_worker:
         official_var.worker(args.official_worker)
         return 0
