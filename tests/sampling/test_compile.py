@@ -75,3 +75,16 @@ def test_inductor_compiled_sampling_draws_the_eager_tokens(caplog):
         assert all(torch.equal(a, b) for a, b in zip(out.indices, eager.indices))
         assert out.kv_peak_bytes == eager.kv_peak_bytes
         torch.testing.assert_close(out.images, eager.images, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("command", [["sample"], ["bench"], ["tune", "--out", "x"]])
+def test_compile_flag_reaches_the_sampling_config(command):
+    from variant.cli.common import sampling_from_args
+    from variant.cli.main import build_parser
+
+    args = build_parser().parse_args([*command, "--compile"])
+    settings = sampling_from_args(args)
+    assert settings.compile and "--compile" in settings.cli_args()
+    assert settings.to_dict()["compile"] is True
+    plain = sampling_from_args(build_parser().parse_args(command))
+    assert not plain.compile and "compile" not in plain.to_dict()  # records stay as they were
