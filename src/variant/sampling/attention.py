@@ -12,6 +12,7 @@ A attention heads, L tokens held, l tokens of one scale, E head dim.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 from collections.abc import Callable
@@ -176,10 +177,13 @@ def _flex(q, k, v, scale, attn_bias=None):
         def score_mod(score, b, h, q_idx, kv_idx):
             return score + bias_LL[q_idx, kv_idx]
 
-    fn = _compiled_flex() if q.device.type == "cuda" else flex.flex_attention
+    compiled = q.device.type == "cuda"
+    fn = _compiled_flex() if compiled else flex.flex_attention
     aux_request = getattr(flex, "AuxRequest", None)  # torch >= 2.9; older ones: return_lse
-    with warnings.catch_warnings():  # eager off CUDA is deliberate (see ROUTES)
-        warnings.filterwarnings("ignore", message=".*without torch.compile.*")
+    # eager off CUDA is deliberate (see ROUTES): its "without torch.compile" warning is not news
+    with contextlib.nullcontext() if compiled else warnings.catch_warnings():
+        if not compiled:
+            warnings.filterwarnings("ignore", message=".*without torch.compile.*")
         if aux_request is None:
             return fn(q, k, v, score_mod=score_mod, scale=scale, return_lse=True)
         o, aux = fn(q, k, v, score_mod=score_mod, scale=scale, return_aux=aux_request(lse=True))
