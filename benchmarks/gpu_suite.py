@@ -316,6 +316,8 @@ class Suite:
         report = self.out / "gpu-tests.xml"
         pytest_args = ["-q", "-m", "gpu", str(tests), f"--junitxml={report}", "-p",
                        "no:cacheprovider"]
+        if self.args.official:  # the memory check against the official sampler
+            pytest_args += ["--official", str(Path(self.args.official).resolve())]
         # pytest in a child process, with the same search path (--deps after the machine's own)
         cmd = [sys.executable, "-c", "import sys; sys.path[:0] = sys.argv[1:3]; "
                "sys.path += [p for p in sys.argv[3:4] if p]; import pytest; "

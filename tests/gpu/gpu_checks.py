@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -138,3 +140,50 @@ def pytest_approx(value: float):
     import pytest
 
     return pytest.approx(value, rel=1e-2)
+
+
+def check_memory_below_official(device: str, official: str, tmp: Path) -> dict:
+    """Our sampler's memory growth during a call is below the official sampler's by at least
+    the KV saving (same weights, batch, dtype, CFG): on CUDA, `max_memory_allocated` growth;
+    everywhere, the KV saving itself (the official sampler keeps D x L tokens, keys in fp32).
+    The official sampler runs in its own process (benchmarks/official_var.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import official_var
+
+    cuda = torch.device(device).type == "cuda"
+    shape = ({"V": 4096, "Cvae": 32, "ch": 160, "patch_nums": [1, 2, 3, 4, 5, 6, 8, 10, 13, 16],
+              "num_classes": 1000, "depth": 16} if cuda else
+             {"V": 64, "Cvae": 8, "ch": 32, "patch_nums": [1, 2, 3, 4], "num_classes": 10,
+              "depth": 4})
+    shape.update(width=64 * shape["depth"], heads=shape["depth"])
+    batch, dtype = (16, "bf16") if cuda else (2, "bf16")
+    torch.manual_seed(0)
+    vae = variant.build_vae(V=shape["V"], Cvae=shape["Cvae"], ch=shape["ch"],
+                            patch_nums=shape["patch_nums"])
+    var = variant.build_var(vae, depth=shape["depth"], num_classes=shape["num_classes"],
+                            patch_nums=shape["patch_nums"], drop_path_rate=0.0)
+    state = tmp / "weights.pt"
+    torch.save({"var": var.state_dict(), "vae": vae.state_dict()}, state)
+    job = {"official": official, "device": device, "threads": 1, "state": str(state),
+           "shape": shape, "warmup": 1, "repeats": 1,
+           "items": [{"kind": "sample", "batch": batch, "dtype": dtype}]}
+    (tmp / "job.json").write_text(json.dumps(job))
+    suite = Path(official_var.__file__).with_name("gpu_suite.py")
+    proc = subprocess.run([sys.executable, str(suite), "--_official-worker", str(tmp / "job.json")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    theirs = [json.loads(line[len(official_var.MARK):]) for line in proc.stdout.splitlines()
+              if line.startswith(official_var.MARK)][-1]
+    var, vae = var.to(device).eval(), vae.to(device)
+    labels = [i % shape["num_classes"] for i in range(batch)]
+    out = []
+    var.generate(batch, labels, seed=0, dtype=dtype)  # warm-up, as the official worker does
+    seconds, ours_growth = official_var._peak(
+        device, lambda: out.append(var.generate(batch, labels, seed=0, dtype=dtype)))
+    official_kv = CostModel(var.config, dtype, 2 * batch).official_kv_bytes()
+    saving = official_kv - out[0].kv_peak_bytes
+    assert saving > 0
+    if cuda:
+        assert ours_growth <= theirs["peak_growth"] - saving, (ours_growth, theirs, saving)
+    return {"ours_growth": ours_growth, "official_growth": theirs["peak_growth"],
+            "kv_saving": saving}

@@ -37,3 +37,11 @@ def test_seeded_sampling_repeats(device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_two_bf16_training_steps_and_resume(device, fsdp):
     gpu_checks.check_bf16_training_steps(device, fsdp)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_sampling_memory_below_official_by_the_kv_saving(device, request, tmp_path):
+    official = request.config.getoption("--official")
+    if official is None:
+        pytest.skip("needs --official DIR, a FoundationVision/VAR checkout")
+    gpu_checks.check_memory_below_official(device, official, tmp_path)
