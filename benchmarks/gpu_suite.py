@@ -60,9 +60,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--official", default=None, help="a plain checkout of FoundationVision/VAR")
     p.add_argument("--tiny", action="store_true", help="tiny shapes on CPU (CI)")
     p.add_argument("--budget-s", type=float, default=480.0, help="stop before this many seconds")
-    p.add_argument("--repeats", type=int, default=3, help="timed calls per row")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed calls per row (default 3; 2 with --tiny)")
     p.add_argument("--device", default=None, help="default: cuda (cpu with --tiny)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads on CPU (default 2; 1 with --tiny, robust on a shared CPU)")
     p.add_argument("--compile-backend", default=None,
                    help="torch.compile backend of the compiled rows (default: inductor; "
                         "with --tiny: eager, dynamo without code generation)")
@@ -75,6 +77,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.official_worker is None and not args.out:
         p.error("--out DIR is required")
+    if args.repeats is None:
+        args.repeats = 2 if args.tiny else 3
+    if args.threads is None:
+        args.threads = 1 if args.tiny else 2
     if args.official and not (Path(args.official) / "models" / "var.py").is_file():
         p.error(f"--official {args.official} is not a checkout of FoundationVision/VAR "
                 "(no models/var.py there); clone it and give its root")
