@@ -5,8 +5,8 @@ import torch
 
 from variant.builtin import builtin_model_dir
 from variant.cli.main import main
-from variant.cli.sample import to_uint8
 from variant.eval.metric_net import classify, load_metric_net
+from variant.images import to_uint8
 from variant.pretrained import load_model
 
 

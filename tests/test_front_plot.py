@@ -9,7 +9,7 @@ import pytest
 plt = pytest.importorskip("matplotlib.pyplot")
 Text = pytest.importorskip("matplotlib.text").Text
 
-from variant.front_plot import place_labels, write_front_plot  # noqa: E402
+from variant.front.plot import place_labels, write_front_plot  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,7 @@ def test_shipped_front_figure_has_every_spec_once(tmp_path, monkeypatch):
         drawn.append(sorted(label.get_text() for label in labels))
         return labels
 
-    monkeypatch.setattr("variant.front_plot.place_labels", recording)
+    monkeypatch.setattr("variant.front.plot.place_labels", recording)
     path = write_front_plot(front, tmp_path / "front.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     specs = sorted(r["spec"] for r in front["rows"])

@@ -13,17 +13,17 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "variant"
 
 # Lowest first. A module may import modules of its own layer or of lower layers.
 LAYERS = [
-    ("variant.config", "variant.units", "variant.atomic", "variant.compiling"),
+    ("variant.config", "variant.units", "variant.atomic", "variant.images", "variant.compiling"),
     ("variant.sampling",),  # the engine: scale loop, protocol, lean cache, sampling settings
     ("variant.models",),  # model families (VAR, the VQVAE) implement the engine's protocol
     ("variant.data", "variant.pretrained", "variant.builtin", "variant.tokenizer_io"),
     # training (the supernet's and the tokenizer's), quality, speed/memory/budget, analyses
     ("variant.training", "variant.tokenizer", "variant.eval", "variant.efficiency",
      "variant.analysis"),
-    # the top: the pipeline behind `variant demo`, the studio page, the commands
-    ("variant.demo", "variant.demo_report", "variant.studio", "variant.tune",
-     "variant.front", "variant.front_plot", "variant.cli",
-     "variant.__main__", "variant"),
+    # the pipeline behind `variant demo`, the studio page, measured fronts
+    ("variant.demo", "variant.studio", "variant.front"),
+    # the top: the commands (nothing below names them) and the package's public face
+    ("variant.cli", "variant.__main__", "variant"),
 ]
 
 

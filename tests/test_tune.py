@@ -1,4 +1,4 @@
-"""`variant tune` (variant.tune, cli/tune.py) and `variant plan --front` (cli/plan.py run_front).
+"""`variant tune` (variant.front.tune, cli/tune.py) and `variant plan --front` (cli/plan.py).
 
 The pure parts (grid, families, intervals, fronts, choosing from a front) run on made-up rows;
 one small end-to-end run of the built-in model (two configurations, two seeds, four images per
@@ -16,18 +16,20 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import variant.tune as tune
+import variant.front.tune as tune
 from variant.cli.main import main
 from variant.efficiency.bench import device_name
+from variant.efficiency.choice import Budget, choose
 from variant.front import (
     FRONT_FORMAT,
     check_front_device,
-    choose_from_front,
     format_front,
+    front_options,
     load_front,
 )
+from variant.front.tune import TuneSettings, default_grid, family, mark_fronts
 from variant.sampling.configuration import folder_name
-from variant.tune import TuneSettings, default_grid, family, mark_fronts
+from variant.units import fmt_bytes
 
 MIB = 2**20
 
@@ -170,34 +172,39 @@ def _front(rows=None, threads=4, device="x86_64"):
                      "settings": {"cfg": 1.5, "top_k": 900, "top_p": 0.96, "dtype": "fp32"}}}
 
 
+def choose_from_front(front, batch=None, **limits):
+    """The one chooser over the front's measured options."""
+    return choose(Budget(**limits), front_options(front, batch))
+
+
 def test_choose_best_within_latency_and_neighbours():
     choice = choose_from_front(_front(), max_latency=2.5)
-    assert choice.chosen["spec"] == "d4"
-    assert choice.cheaper["spec"] == "d2"  # best of those faster than d4
-    assert choice.better["spec"] == "full"  # the only one with a better fid than 12
-    assert choice.axis == "latency" and choice.limits == {"latency": 2.5}
+    assert choice.chosen.spec == "d4"
+    assert choice.cheaper.spec == "d2"  # best of those faster than d4
+    assert choice.better.spec == "full"  # the only one with a better fid than 12
+    assert choice.axis == "latency"
     # the budget exactly at a configuration's cost admits it
-    assert choose_from_front(_front(), max_latency=4.0).chosen["spec"] == "full"
+    assert choose_from_front(_front(), max_latency=4.0).chosen.spec == "full"
     top = choose_from_front(_front(), max_latency=100)
-    assert top.chosen["spec"] == "full" and top.better is None
-    assert top.cheaper["spec"] == "d4"
+    assert top.chosen.spec == "full" and top.better is None
+    assert top.cheaper.spec == "d4"
     bottom = choose_from_front(_front(), max_latency=0.4)
-    assert bottom.chosen["spec"] == "d2+cfgstop4" and bottom.cheaper is None
-    assert bottom.better["spec"] == "d2"
+    assert bottom.chosen.spec == "d2+cfgstop4" and bottom.cheaper is None
+    assert bottom.better.spec == "d2"
 
 
 def test_choose_scales_latency_and_kv_with_the_batch():
     # --batch 1 of a front timed at batch 8: costs are 1/8 (full: 0.5 s, 100 MiB)
-    assert choose_from_front(_front(), max_latency=1.5).chosen["spec"] == "d2"
-    assert choose_from_front(_front(), max_latency=1.5, batch=1).chosen["spec"] == "full"
-    assert choose_from_front(_front(), max_latency=0.3, batch=1).chosen["spec"] == "d4"
-    assert choose_from_front(_front(), max_kv=100 * MIB, batch=1).chosen["spec"] == "full"
-    assert choose_from_front(_front(), max_kv=100 * MIB).chosen["spec"] == "d2+cfgstop4"
+    assert choose_from_front(_front(), max_latency=1.5).chosen.spec == "d2"
+    assert choose_from_front(_front(), max_latency=1.5, batch=1).chosen.spec == "full"
+    assert choose_from_front(_front(), max_latency=0.3, batch=1).chosen.spec == "d4"
+    assert choose_from_front(_front(), max_kv=100 * MIB, batch=1).chosen.spec == "full"
+    assert choose_from_front(_front(), max_kv=100 * MIB).chosen.spec == "d2+cfgstop4"
     # batch 16: twice the front's costs
-    assert choose_from_front(_front(), max_latency=4.0, batch=16).chosen["spec"] == "d4"
+    assert choose_from_front(_front(), max_latency=4.0, batch=16).chosen.spec == "d4"
     # memory is compared as measured, whatever the batch
-    assert (choose_from_front(_front(), max_memory=2 * 2**30, batch=1).chosen["spec"]
-            == choose_from_front(_front(), max_memory=2 * 2**30, batch=64).chosen["spec"]
+    assert (choose_from_front(_front(), max_memory=2 * 2**30, batch=1).chosen.spec
+            == choose_from_front(_front(), max_memory=2 * 2**30, batch=64).chosen.spec
             == "d4")
 
 
@@ -205,32 +212,30 @@ def test_choose_several_budgets():
     front = _front()
     # latency alone admits d4; KV 350 MiB rules it out: full+cfgstop4 is the best left
     choice = choose_from_front(front, max_latency=3.5, max_kv=350 * MIB)
-    assert choice.chosen["spec"] == "full+cfgstop4"
-    assert choice.limits == {"latency": 3.5, "kv": 350 * MIB} and choice.axis == "latency"
+    assert choice.chosen.spec == "full+cfgstop4"
+    assert choice.axis == "latency"
     both = choose_from_front(front, max_latency=3.5, max_kv=350 * MIB, max_memory=2 * 2**30)
-    assert both.chosen["spec"] == "d2"
-    assert both.limits["memory"] == 2 * 2**30
+    assert both.chosen.spec == "d2"
 
 
 def test_choose_nothing_meets_names_the_cheapest():
-    with pytest.raises(ValueError, match="no configuration meets the budget") as err:
+    with pytest.raises(ValueError, match="nothing fits the budget") as err:
         choose_from_front(_front(), max_latency=0.1)
-    msg = str(err.value)
-    assert "d2+cfgstop4" in msg and "400 ms per batch" in msg and "fid 20.00" in msg
-    with pytest.raises(ValueError, match=r"cheapest is d2\+cfgstop4 at 12\.50 MiB"):
+    assert "the cheapest, d2+cfgstop4, needs latency 0.40 s > 0.10 s" in str(err.value)
+    with pytest.raises(ValueError, match=r"cheapest, d2\+cfgstop4, needs KV 12\.5 MiB > 10\.0"):
         choose_from_front(_front(), max_kv=10 * MIB, batch=1)  # 100 MiB / 8
 
 
 def test_choose_needs_a_budget_and_measured_rows():
-    with pytest.raises(ValueError, match="--max-latency, --max-kv, --max-memory"):
+    with pytest.raises(ValueError, match="at least one limit"):
         choose_from_front(_front())
     rows = [_row("full", 10.0, None, 400, 1000), _row("d2", None, 1.0, 100, 1000)]
-    with pytest.raises(ValueError, match="no configuration of the front has a measured latency"):
+    with pytest.raises(ValueError, match="none of the 1 configurations has a latency cost"):
         choose_from_front(_front(rows), max_latency=5)
     # rows without the budget's cost or a quality are not candidates
     rows = [_row("full", 10.0, None, 400, 1000), _row("d4", 11.0, 2.0, 400, 1000),
             _row("d2", None, 1.0, 100, 1000)]
-    assert choose_from_front(_front(rows), max_latency=5).chosen["spec"] == "d4"
+    assert choose_from_front(_front(rows), max_latency=5).chosen.spec == "d4"
 
 
 def test_check_front_device():
@@ -472,8 +477,8 @@ def test_plan_front_nothing_fits_names_the_cheapest(tuned, capsys):
     err = capsys.readouterr().err
     cheapest = min(front["rows"], key=lambda r: r["cost"]["kv_peak_bytes"])
     assert cheapest["spec"] == "d2+cfgstop4"
-    mib = cheapest["cost"]["kv_peak_bytes"] / 2 / 2**20  # --batch 1 of a batch-2 front
-    assert f"the cheapest is d2+cfgstop4 at {mib:.2f} MiB" in err
+    kv = fmt_bytes(cheapest["cost"]["kv_peak_bytes"] / 2)  # --batch 1 of a batch-2 front
+    assert f"the cheapest, d2+cfgstop4, needs KV {kv} > 1 B" in err
     assert "Traceback" not in err
 
 

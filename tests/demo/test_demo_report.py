@@ -5,7 +5,7 @@ import json
 import pytest
 
 from variant.demo import DEMO_MODES, Demo
-from variant.demo_report import (
+from variant.demo.report import (
     mean_interval,
     plot_study,
     study_differences,

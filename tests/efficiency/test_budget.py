@@ -3,16 +3,17 @@ import pytest
 from variant.cli.main import main
 from variant.config import model_preset
 from variant.efficiency.budget import (
-    Budget,
     Predictor,
     Workload,
     candidate_plans,
-    choose_plan,
     load_profile,
     model_bytes,
+    predicted_options,
 )
+from variant.efficiency.choice import Budget, choose
 from variant.pretrained import random_model
 from variant.sampling.plan import DepthPlan
+from variant.sampling.settings import SamplingConfig
 from variant.units import parse_duration, parse_size
 
 TINY = model_preset("tiny")  # D=4, width 64, scales (1, 2, 4), default bridge 2
@@ -20,12 +21,13 @@ KIB = 1024  # one token-layer at batch 1 with CFG in fp32: 2 rows x 64 x 4 B x (
 
 
 def _predictor(batch=1, dtype="fp32", profile=None):
-    return Predictor(TINY.var, TINY.vae, Workload(batch=batch, dtype=dtype), profile)
+    workload = Workload(batch=batch, sampling=SamplingConfig(dtype=dtype))
+    return Predictor(TINY.var, TINY.vae, workload, profile)
 
 
 def _choose(budget, predictor=None):
     plans = candidate_plans(4, 3, 2)
-    return choose_plan(predictor or _predictor(), budget, plans)[0].plan.name
+    return choose(budget, predicted_options(predictor or _predictor(), plans)).chosen.spec
 
 
 def test_parse_size_and_duration():
@@ -57,8 +59,8 @@ def test_kv_budget_picks_hand_computed_plan():
     assert _choose(Budget(max_kv=30 * KIB)) == "d2"
     bf16 = _predictor(batch=2, dtype="bf16")  # 4 rows x 2 B: the same bytes per token-layer
     assert _choose(Budget(max_kv=31 * KIB), bf16) == "d3"
-    with pytest.raises(ValueError, match=r"even d2@bridge0 needs KV 26.0 KiB > 25.0 KiB; "
-                                         r"raise the budget or lower the batch \(now 1\)"):
+    with pytest.raises(ValueError, match=r"cheapest, d2@bridge0, needs KV 26.0 KiB > 25.0 KiB; "
+                                         r"raise the budget or lower the batch"):
         _choose(Budget(max_kv=25 * KIB))
 
 
@@ -76,7 +78,7 @@ def test_memory_prediction_parts():
     d3 = pred.predict(DepthPlan.paper(4, 3, 2, 3))
     assert full.memory_bytes - d3.memory_bytes == 5 * KIB
     assert _choose(Budget(max_memory=d3.memory_bytes)) == "d3"
-    with pytest.raises(ValueError, match="even d2@bridge0 needs memory"):
+    with pytest.raises(ValueError, match="cheapest, d2@bridge0, needs memory"):
         _choose(Budget(max_memory=real))
     assert _predictor(dtype="bf16").weights == real * 3 // 2  # + autocast's 16-bit copies
 
@@ -105,8 +107,8 @@ def test_latency_budget_from_profile():
     assert double.latency(DepthPlan.full(4, 3)) == pytest.approx(5.62)
     with pytest.raises(ValueError, match="measured for a model"):
         _predictor(profile=_profile(model={"depth": 5, "width": 64, "patch_nums": [1, 2, 4]}))
-    with pytest.raises(ValueError, match="needs a latency profile"):
-        _choose(Budget(max_latency=1.0))
+    with pytest.raises(ValueError, match="has a latency cost .* needs a profile"):
+        _choose(Budget(max_latency=1.0))  # no profile: no predicted latency
 
 
 def test_plan_cli_budget(capsys):
@@ -118,7 +120,7 @@ def test_plan_cli_budget(capsys):
     assert "the next deeper plan, full, needs KV 36.0 KiB > 32.0 KiB" in out
     assert "variant bench --model random:tiny --plans d3 --batch 1" in out
     assert main(argv + ["20KiB"]) == 2
-    assert "even d2@bridge0 needs KV 26.0 KiB" in capsys.readouterr().err
+    assert "the cheapest, d2@bridge0, needs KV 26.0 KiB" in capsys.readouterr().err
     assert main(["plan", "--depth", "30", "--batch", "64", "--max-kv", "16GiB"]) == 0
     assert "chosen plan: full" in capsys.readouterr().out
 

@@ -15,9 +15,9 @@ from variant.eval.sample_folder import (
     image_path,
     remove_stale_temporaries,
     sample_to_folder,
-    save_png_atomic,
     shard,
 )
+from variant.images import save_png
 from variant.sampling.plan import DepthPlan
 from variant.sampling.settings import SamplingConfig
 
@@ -113,10 +113,10 @@ def test_bad_specs_and_plans(tiny, tmp_path):
 
 
 def test_pixels_are_rounded():
-    from variant.eval.sample_folder import images_to_uint8
+    from variant.images import to_uint8
 
     x = torch.tensor([0.0, 0.499 / 255, 0.5 / 255 + 1e-6, 254.6 / 255, 1.2]).view(1, 1, 1, 5)
-    out = images_to_uint8(x.expand(1, 3, 1, 5).contiguous())
+    out = to_uint8(x.expand(1, 3, 1, 5).contiguous())
     assert out.shape == (1, 1, 5, 3)
     assert out[0, 0, :, 0].tolist() == [0, 0, 1, 255, 255]
     assert np.all(out[..., 0] == out[..., 2])
@@ -132,9 +132,9 @@ def test_png_writes_are_atomic_and_stale_temporaries_are_found(tmp_path, monkeyp
     with monkeypatch.context() as m:
         m.setattr(Image.Image, "save", torn_save)
         with pytest.raises(OSError, match="disk full"):
-            save_png_atomic(np.zeros((2, 2, 3), np.uint8), path)
+            save_png(np.zeros((2, 2, 3), np.uint8), path)
     assert list(tmp_path.iterdir()) == []
-    save_png_atomic(np.zeros((2, 2, 3), np.uint8), path)
+    save_png(np.zeros((2, 2, 3), np.uint8), path)
     (tmp_path / ".000001.png.123.abcd.tmp").write_bytes(b"torn")  # what a killed rank leaves
     assert remove_stale_temporaries(tmp_path) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["000000.png"]

@@ -10,11 +10,10 @@ import shlex
 
 import pytest
 
-from variant import tune
 from variant.cli.common import sampling_from_args
 from variant.cli.main import build_parser, main
 from variant.config import VARConfig
-from variant.front import FRONT_FORMAT
+from variant.front import FRONT_FORMAT, tune
 from variant.models.cost import CostModel
 from variant.pretrained import random_model
 from variant.sampling.configuration import Configuration, parse_configuration

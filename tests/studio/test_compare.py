@@ -10,17 +10,19 @@ from PIL import Image
 from variant.cli.main import main as variant_main
 from variant.efficiency.bench import PROFILE_FORMAT
 from variant.models.cost import CostModel
+from variant.sampling.settings import SamplingConfig
 from variant.studio import Request, Studio
-from variant.studio import compare as compare_module
-from variant.studio.compare import describe_error, request_from_form
+from variant.studio import budgets as budgets_module
 from variant.studio.report import commands_text, write_downloads
+from variant.studio.request import describe_error, request_from_form
 from variant.units import parse_size
 
 
 @pytest.fixture(scope="module")
 def full_vs_d2(studio):
     progress = []
-    comparison = studio.compare(Request(classes=("disc", 2), num_images=3, seed=5,
+    comparison = studio.compare(Request(classes=("disc", 2), num_images=3,
+                                        sampling=SamplingConfig(seed=5),
                                         configurations=("full", "", "d2")),
                                 progress=lambda f, message: progress.append((f, message)))
     return comparison, progress
@@ -77,7 +79,8 @@ def _info():
 
 
 def test_timed_runs_take_turns_and_keep_the_images(studio, full_vs_d2):
-    again = studio.compare(Request(classes=(0, 2), num_images=3, seed=5, repeats=2,
+    again = studio.compare(Request(classes=(0, 2), num_images=3, sampling=SamplingConfig(seed=5),
+                                   repeats=2,
                                    configurations=("full", "d2")))
     assert [len(o.runs) for o in again.outcomes] == [2, 2]
     for o, first in zip(again.outcomes, full_vs_d2[0].outcomes):
@@ -104,7 +107,7 @@ def _flat_profile(var, vae, bench):
 
 def test_a_latency_budget_measures_one_profile_per_workload(studio, monkeypatch):
     calls = []
-    monkeypatch.setattr(compare_module, "profile_scales",
+    monkeypatch.setattr(budgets_module, "profile_scales",
                         lambda *a, **k: calls.append(a[2].batch) or _flat_profile(*a))
     fresh = Studio(studio.var, studio.vae, studio.info, max_images=8)
     # full: 6 scales x 8 layers x 10 ms = 480 ms; the built-in model was trained with subnets
@@ -114,7 +117,8 @@ def test_a_latency_budget_measures_one_profile_per_workload(studio, monkeypatch)
         o = comparison.outcomes[0]
         assert o.plan.name == "d4"
         assert o.how.startswith("latency ≤ 450 ms → d4 (predicted latency 400 ms, KV ")
-    with pytest.raises(ValueError, match=r"no plan fits: even d2@bridge0 needs latency 0\.12 s "
+    with pytest.raises(ValueError, match=r"nothing fits the budget: even the cheapest, "
+                                         r"d2@bridge0, needs latency 0\.12 s "
                                          r"> 0\.10 s; raise the budget or lower the batch"):
         fresh.compare(Request(num_images=1, configurations=("best under 100 ms",)))
     assert calls == [1]  # measured once for this workload, then reused
@@ -140,14 +144,17 @@ def test_a_request_beyond_the_memory_budget_is_refused(studio):
     ({"repeats": 9}, r"timed runs must be 1\.\.5"),
 ])
 def test_bad_requests_name_the_problem(studio, changes, words):
-    with pytest.raises(ValueError, match=words):
+    with pytest.raises(ValueError, match=words):  # settings are checked as the request is made
+        sampling = {k: changes.pop(k) for k in ("top_p", "dtype") if k in changes}
+        changes["sampling"] = SamplingConfig(seed=0, **sampling)
         studio.compare(Request(**{"configurations": ("full",), **changes}))
 
 
 def test_form_values_become_a_request():
     r = request_from_form([0, "ring"], 4.0, "3", 1.5, 900.0, 0.96, "bf16", 2, "full", "d2", None,
                           "")
-    assert (r.classes, r.num_images, r.seed, r.top_k, r.repeats) == ((0, "ring"), 4, 3, 900, 2)
+    assert (r.classes, r.num_images, r.sampling.seed, r.sampling.top_k, r.repeats) == (
+        (0, "ring"), 4, 3, 900, 2)
     assert r.configurations == ("full", "d2", "", "")
     with pytest.raises(ValueError, match="seed must be a number, got 'abc'"):
         request_from_form([], 4, "abc", 1.5, 900, 0.96, "fp32", 1)

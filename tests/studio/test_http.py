@@ -77,13 +77,14 @@ def test_a_request_is_answered_with_grids_costs_and_commands(server):
 @pytest.mark.parametrize("change, words", [
     ({9: "d9"}, "configuration 'd9': subnet_depth must be in 1..8"),
     ({9: "fastest"}, "cannot read configuration 'fastest': give a plan (full, d4"),
-    ({9: "memory under 1 KB"}, "no plan fits: even d2@bridge0 needs memory"),
+    ({9: "memory under 1 KB"}, "nothing fits the budget: even the cheapest, d2@bridge0, "
+                               "needs memory"),
     ({5: 1.5}, "Value 1.5 is greater than maximum value 1"),
     ({1: 99}, "Value 99 is greater than maximum value 8"),
     ({0: ["unicorn"]}, "'unicorn' (type: <class 'str'>) is not in the list of choices"),
     ({2: "abc"}, "Could not preprocess input component at index 2"),
     ({8: "", 9: ""}, "choose at least one configuration"),
-    ({9: "best under 1 ms"}, "budget 'best under 1 ms': no plan fits"),
+    ({9: "best under 1 ms"}, "budget 'best under 1 ms': nothing fits"),
 ])
 def test_bad_input_is_answered_with_a_message(server, change, words):
     data = [change.get(i, v) for i, v in enumerate(GOOD)]

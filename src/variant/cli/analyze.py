@@ -39,6 +39,7 @@ from ..eval.quality import build_metric
 from ..eval.sample_folder import SamplingSpec
 from ..pretrained import is_generated_source
 from ..sampling.plan import default_plan_specs
+from ..sampling.settings import SamplingConfig
 from .common import (
     add_model_args,
     add_plan_args,
@@ -141,7 +142,8 @@ def run_asymmetry(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.latency_profile:
         profile = load_profile(args.latency_profile)
-        check_profile(profile, cfg, Workload(dtype=args.dtype, device=args.device))
+        check_profile(profile, cfg, Workload(sampling=SamplingConfig(dtype=args.dtype),
+                                             device=args.device))
     else:
         settings = BenchSettings(batch=min(args.batch_size, 8),
                                  sampling=sampling_from_args(args))

@@ -185,8 +185,7 @@ def _predictor(args, var_config):
     """The budget planner's accounting for this workload, to print next to the measurements."""
     vae_config, _ = model_info(args.model, var_config)
     cuda = args.device.startswith("cuda")
-    workload = Workload(batch=args.batch, dtype=args.dtype, use_cfg=args.cfg != 0,
-                        device=args.device)
+    workload = Workload(batch=args.batch, sampling=sampling_from_args(args), device=args.device)
     return Predictor(var_config, vae_config, workload, runtime_bytes=0 if cuda
                      else current_rss_bytes())
 

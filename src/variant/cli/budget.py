@@ -14,13 +14,13 @@ import torch
 from ..config import VAEConfig
 from ..efficiency.bench import current_rss_bytes, save_json
 from ..efficiency.budget import (
-    Budget,
     Predictor,
     Workload,
     candidate_plans,
-    choose_plan,
     load_profile,
+    predicted_options,
 )
+from ..efficiency.choice import Budget, choose
 from ..pretrained import read_model_config
 from ..sampling.settings import SamplingConfig
 from ..units import fmt_bytes, parse_duration, parse_size
@@ -40,6 +40,18 @@ def add_budget_args(parser: argparse.ArgumentParser) -> None:
                    help="latency profile JSON written by `variant bench --profile`")
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="where the model will run (cpu adds the runtime's resident size)")
+
+
+def budget_from_args(args) -> Budget:
+    """The `Budget` of --max-kv/--max-memory/--max-latency, each checked with its flag named."""
+    limits = {"max_kv": args.max_kv, "max_memory": args.max_memory,
+              "max_latency": args.max_latency}
+    for name, value in limits.items():
+        if value is not None and not 0 < value < float("inf"):
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}.")
+    if not any(v is not None for v in limits.values()):
+        raise ValueError("give at least one of --max-kv, --max-memory, --max-latency.")
+    return Budget(**limits)
 
 
 def budget_requested(args) -> bool:
@@ -62,15 +74,20 @@ def run_budget(args, read_config) -> int:
     K, depth = var_config.num_scales, var_config.depth
     bridge = args.bridge if args.bridge is not None else meta.get("bridge")  # None: default
     subnets = args.subnets or meta.get("subnet_depths")
-    workload = Workload(batch=args.batch, dtype=args.dtype, use_cfg=not args.no_cfg,
-                        device=args.device)
-    budget = Budget(max_kv=args.max_kv, max_memory=args.max_memory,
-                    max_latency=args.max_latency)
+    sampling = SamplingConfig(dtype=args.dtype)  # the official settings, guidance as asked
+    workload = Workload(batch=args.batch, device=args.device,
+                        sampling=sampling.replace(cfg=0.0) if args.no_cfg else sampling)
+    budget = budget_from_args(args)
     profile = load_profile(args.profile) if args.profile else None
+    if budget.max_latency is not None and profile is None:
+        raise ValueError("--max-latency needs a latency profile of this machine: run "
+                         "`variant bench --model ... --profile profile.json` and pass "
+                         "--profile profile.json.")
     runtime = 0 if args.device.startswith("cuda") else current_rss_bytes()
     predictor = Predictor(var_config, vae_config, workload, profile, runtime)
     plans = candidate_plans(depth, K, bridge, subnets, pin_bridge=args.bridge is not None)
-    chosen, rejected = choose_plan(predictor, budget, plans)
+    choice = choose(budget, predicted_options(predictor, plans))
+    chosen, rejected = choice.chosen.source, [o.source for o in choice.ahead]
     _print_decision(args, var_config, workload, budget, chosen, rejected, subnets, profile)
     if args.json_out:
         save_json(args.json_out, {"chosen": _as_dict(chosen), "rejected":
@@ -115,7 +132,5 @@ def _print_decision(args, cfg, workload, budget, chosen, rejected, subnets, prof
         print(f"  the next deeper plan, {rejected[-1].plan.name}, needs "
               f"{', '.join(rejected[-1].over(budget))}")
     model = args.model or "MODEL"
-    settings = SamplingConfig(dtype=workload.dtype)  # the official settings, guidance as asked
-    settings = settings if workload.use_cfg else settings.replace(cfg=0.0)
     print(f"\nconfirm with: variant bench --model {model} --plans {plan.name} --batch "
-          f"{workload.batch} {' '.join(settings.cli_args())} --device {workload.device}")
+          f"{workload.batch} {' '.join(workload.sampling.cli_args())} --device {workload.device}")

@@ -52,7 +52,7 @@ def resolve_plan(spec: str, var, bridge: int | None) -> DepthPlan:
 
 def resolve_configuration(spec: str, var_config, bridge: int | None,
                           settings: SamplingConfig) -> Configuration:
-    """A plan spec with optional levers ('d8+cfgstop8') for a model's config (or the model)."""
+    """A plan spec with optional levers for a model's config (or the model)."""
     return Configuration.resolve(spec, var_config.depth, var_config.patch_nums, settings, bridge)
 
 

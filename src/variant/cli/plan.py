@@ -9,16 +9,11 @@ import shlex
 import torch
 
 from ..config import PATCH_NUMS_256, PATCH_NUMS_512, VARConfig
-from ..front import (
-    check_front_device,
-    choose_from_front,
-    front_settings,
-    load_front,
-    row_cost,
-)
+from ..efficiency.choice import choose
+from ..front import check_front_device, front_options, front_settings, load_front
 from ..models.cost import CostModel
 from ..pretrained import read_var_config
-from ..sampling.configuration import Configuration, resolve_configurations
+from ..sampling.configuration import EXAMPLE, Configuration, resolve_configurations
 from ..sampling.plan import (
     DepthPlan,
     default_subnet_depths,
@@ -28,7 +23,7 @@ from ..sampling.plan import (
 )
 from ..sampling.settings import SamplingConfig, guided_rows
 from ..units import DTYPES, fmt_bytes
-from .budget import add_budget_args, budget_requested, run_budget
+from .budget import add_budget_args, budget_from_args, budget_requested, run_budget
 from .common import add_lever_args, given_levers, levers_from_args
 
 
@@ -49,7 +44,7 @@ def register(sub) -> None:
                    help="subnet depths (default: the paper's 16 8 4 2, those below the depth)")
     p.add_argument("--plans", nargs="+", default=None,
                    help="configurations to cost instead of full + --subnets: plan specs, levers "
-                        "allowed, e.g. --plans full d8 d8+cfgstop8+prune0.5@8 full+kv1,2 (the "
+                        f"allowed, e.g. --plans full d8 {EXAMPLE} (the "
                         "first is the reference of the ratios)")
     p.add_argument("--bridge", type=int, default=None,
                    help="scales in the bridge zone (default: 6 of 10, the paper's N)")
@@ -118,29 +113,30 @@ def run_front(args: argparse.Namespace) -> int:
     if args.max_latency is not None:
         check_front_device(front, args.device, args.threads or torch.get_num_threads(),
                            args.allow_other_device)
-    choice = choose_from_front(front, max_latency=args.max_latency, max_kv=args.max_kv,
-                               max_memory=args.max_memory, batch=args.batch)
+    choice = choose(budget_from_args(args), front_options(front, args.batch))
     meta = front["meta"]
     key = meta["metric_key"]
     print(f"front of {meta['model']} ({len(front['rows'])} configurations, {meta['metric']} "
           f"{key} over seeds {meta['seeds']}; timed on {meta['device_name']}, "
           f"{meta['threads']} threads, batch {meta['bench_batch']}, scaled to --batch "
           f"{args.batch})")
-    for label, row in (("best within budget", choice.chosen), ("next cheaper", choice.cheaper),
-                       ("next better (over budget)", choice.better)):
-        if row is None:
+    for label, option in (("best within budget", choice.chosen),
+                          ("next cheaper", choice.cheaper),
+                          ("next better (over budget)", choice.better)):
+        if option is None:
             print(f"{label}: none")
             continue
+        row, costs = option.source, option.costs
         q, c = row["quality"][key], row["cost"]
         band = "" if q["low"] is None else f" (95% {q['low']:.2f}–{q['high']:.2f})"
         mem = ("" if c["peak_memory_bytes"] is None
                else f", peak memory {fmt_bytes(c['peak_memory_bytes'])} at batch "
                     f"{meta['bench_batch']}")
         print(f"{label}: {row['spec']} | {key} {q['mean']:.2f}{band} | "
-              f"{row_cost(front, row, 'latency', args.batch) * 1000:.0f} ms per batch | KV "
-              f"{fmt_bytes(round(row_cost(front, row, 'kv', args.batch)))}{mem}")
+              f"{costs['latency'] * 1000:.0f} ms per batch | KV "
+              f"{fmt_bytes(round(costs['kv']))}{mem}")
     print("\n" + shlex.join(["variant", "sample", "--model", meta["model"], "--plan",
-                             choice.chosen["spec"], *front_settings(front).cli_args()]))
+                             choice.chosen.spec, *front_settings(front).cli_args()]))
     return 0
 
 

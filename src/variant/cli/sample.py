@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from ..atomic import atomic_file, write_text_atomic
+from ..atomic import write_text_atomic
 from ..eval.npz import write_npz
+from ..images import make_grid, save_png, to_uint8
 from ..models.cost import CostModel
 from ..sampling.sampler import generate
 from ..units import fmt_bytes
@@ -55,23 +55,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def to_uint8(images_B3HW: torch.Tensor) -> np.ndarray:
-    """[0, 1] floats -> (B, H, W, 3) uint8, rounding to nearest (the official demo truncates)."""
-    x = images_B3HW.detach().float().mul(255).round_().clamp_(0, 255).to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
-
-
-def make_grid(images_BHW3: np.ndarray, nrow: int, pad: int = 2) -> np.ndarray:
-    B, H, W, _ = images_BHW3.shape
-    rows = math.ceil(B / nrow)
-    grid = np.full((rows * (H + pad) + pad, nrow * (W + pad) + pad, 3), 255, np.uint8)
-    for i, img in enumerate(images_BHW3):
-        r, c = divmod(i, nrow)
-        top, left = pad + r * (H + pad), pad + c * (W + pad)
-        grid[top:top + H, left:left + W] = img
-    return grid
-
-
 def check_writable(path: Path) -> None:
     """Fail before sampling if `path`'s folder cannot be created or written."""
     try:
@@ -81,11 +64,6 @@ def check_writable(path: Path) -> None:
     except OSError as err:
         raise PermissionError(f"cannot write to {path.parent} ({err.strerror}); choose another "
                               "--out location.") from err
-
-
-def save_png(array_HW3: np.ndarray, path: Path) -> None:
-    with atomic_file(path) as tmp:
-        Image.fromarray(array_HW3).save(tmp, format="PNG")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,7 +20,8 @@ import torch
 from ..efficiency.budget import load_profile
 from ..front import load_front
 from ..pretrained import read_model_config, resolve_source
-from ..studio.compare import ModelInfo, Studio, default_memory_budget
+from ..studio.compare import Studio
+from ..studio.request import ModelInfo, default_memory_budget
 from ..units import fmt_bytes, parse_size
 from .common import add_model_args, load_from_args
 

@@ -9,11 +9,11 @@ import torch
 
 from ..eval.quality import build_metric
 from ..front import format_front
-from ..front_plot import write_front_plot
+from ..front.plot import write_front_plot
+from ..front.tune import Tuner, TuneSettings, default_grid
 from ..pretrained import read_model_config
 from ..sampling.configuration import resolve_configurations
 from ..sampling.plan import default_subnet_depths
-from ..tune import Tuner, TuneSettings, default_grid
 from .common import add_model_args, add_sampling_args, load_from_args, sampling_from_args
 
 log = logging.getLogger(__name__)

@@ -180,7 +180,7 @@ class ScaleTimer:
     """
 
     def __init__(self, model, plan=None):
-        plan = model.resolve_plan(plan)
+        plan = plan or DepthPlan.full(model.depth, model.num_scales)
         self.cuda = model.device.type == "cuda"
         K = model.num_scales
         self.layers = [len(plan.layers_at(k)) for k in range(K)]

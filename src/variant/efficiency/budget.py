@@ -21,6 +21,7 @@ Predictions come from the accounting, not from running the model:
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,43 +34,36 @@ from ..models.vqvae import VQVAE
 from ..sampling.attention import MAX_SCORE_BYTES
 from ..sampling.levers import Levers
 from ..sampling.plan import DepthPlan, paper_family, resolve_bridge
-from ..sampling.settings import guided_rows
+from ..sampling.settings import SamplingConfig
 from ..sampling.work import steps
-from ..units import DTYPES, dtype_bytes, fmt_bytes
+from ..units import dtype_bytes
 from .bench import PROFILE_FORMAT
-
-
-@dataclass(frozen=True, kw_only=True)
-class Budget:
-    max_kv: int | None = None  # bytes
-    max_memory: int | None = None  # bytes
-    max_latency: float | None = None  # seconds per batch
-
-    def __post_init__(self) -> None:
-        if self.max_kv is None and self.max_memory is None and self.max_latency is None:
-            raise ValueError("give at least one of --max-kv, --max-memory, --max-latency.")
-        for name in ("max_kv", "max_memory", "max_latency"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}.")
+from .choice import Budget, Option
 
 
 @dataclass(frozen=True, kw_only=True)
 class Workload:
+    """One sampling call to plan for: its batch, sampling settings and device."""
+
     batch: int = 1
-    dtype: str = "fp32"
-    use_cfg: bool = True
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.batch < 1:
-            raise ValueError(f"--batch must be >= 1, got {self.batch}.")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}.")
+            raise ValueError(f"a workload needs a batch of at least 1 image, got {self.batch}.")
+
+    @property
+    def dtype(self) -> str:
+        return self.sampling.dtype
+
+    @property
+    def use_cfg(self) -> bool:
+        return self.sampling.use_cfg
 
     @property
     def rows(self) -> int:
-        return guided_rows(self.batch, self.use_cfg)
+        return self.sampling.rows(self.batch)
 
     @property
     def element_size(self) -> int:
@@ -87,16 +81,13 @@ class Prediction:
     latency_s: float | None
     parts: dict = field(default_factory=dict)  # memory breakdown, bytes
 
+    @property
+    def costs(self) -> dict[str, float | None]:
+        return {"latency": self.latency_s, "kv": self.kv_bytes, "memory": self.memory_bytes}
+
     def over(self, budget: Budget) -> list[str]:
         """The limits this plan exceeds, as readable phrases."""
-        out = []
-        if budget.max_kv is not None and self.kv_bytes > budget.max_kv:
-            out.append(f"KV {fmt_bytes(self.kv_bytes)} > {fmt_bytes(budget.max_kv)}")
-        if budget.max_memory is not None and self.memory_bytes > budget.max_memory:
-            out.append(f"memory {fmt_bytes(self.memory_bytes)} > {fmt_bytes(budget.max_memory)}")
-        if budget.max_latency is not None and self.latency_s > budget.max_latency:
-            out.append(f"latency {self.latency_s:.2f} s > {budget.max_latency:.2f} s")
-        return out
+        return budget.over(self.costs)
 
 
 def model_bytes(var_config, vae_config) -> int:
@@ -301,22 +292,6 @@ def candidate_plans(depth: int, num_scales: int, bridge: int | None = None, subn
     return plans
 
 
-def choose_plan(predictor: Predictor, budget: Budget, candidates: list[DepthPlan]):
-    """(the first candidate that fits, predictions of the candidates before it).
-
-    Raises ValueError naming what the least demanding candidate needs when nothing fits.
-    """
-    if budget.max_latency is not None and predictor.profile is None:
-        raise ValueError("--max-latency needs a latency profile of this machine: run "
-                         "`variant bench --model ... --profile profile.json` and pass "
-                         "--profile profile.json.")
-    rejected = []
-    for plan in candidates:
-        pred = predictor.predict(plan)
-        if not pred.over(budget):
-            return pred, rejected
-        rejected.append(pred)
-    last = rejected[-1]
-    raise ValueError(f"no plan fits: even {last.plan.name} needs "
-                     f"{', '.join(last.over(budget))}; raise the budget or lower the batch "
-                     f"(now {predictor.workload.batch}).")
+def predicted_options(predictor: Predictor, candidates: Sequence[DepthPlan]) -> list[Option]:
+    """The candidates (most capable first) with their predicted costs, for `choice.choose`."""
+    return [Option(p.plan.name, p.costs, None, p) for p in map(predictor.predict, candidates)]

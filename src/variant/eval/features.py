@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..images import to_uint8
 from .metric_net import load_metric_net
 from .npz import check_image_batch, iter_npz_batches
-from .sample_folder import images_to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def _as_uint8_NHW3(images) -> np.ndarray:
             images = images.cpu().numpy()
             images = images.transpose(0, 2, 3, 1) if images.shape[1] == 3 else images
         else:
-            images = images_to_uint8(images)
+            images = to_uint8(images)
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
         raise ValueError("images must be uint8 (N, H, W, 3), uint8 (N, 3, H, W) or float "

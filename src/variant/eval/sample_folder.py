@@ -35,7 +35,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..atomic import TMP_SUFFIX, atomic_file, write_text_atomic
+from ..atomic import TMP_SUFFIX, write_text_atomic
+from ..images import save_png, to_uint8
 from ..sampling.plan import DepthPlan
 from ..sampling.sampler import generate
 from ..sampling.settings import SamplingConfig
@@ -142,17 +143,6 @@ def is_complete_png(path: Path, size: tuple[int, int] | None = None) -> bool:
         return False
 
 
-def images_to_uint8(images_B3HW: torch.Tensor) -> np.ndarray:
-    """[0, 1] floats (B, 3, H, W) -> uint8 (B, H, W, 3), rounding to nearest."""
-    x = images_B3HW.detach().float().mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
-
-
-def save_png_atomic(array_HW3: np.ndarray, path: Path) -> None:
-    with atomic_file(path) as tmp:  # unique per process: ranks never share a temporary
-        Image.fromarray(array_HW3).save(tmp, format="PNG")
-
-
 def folder_meta(spec: SamplingSpec, plan: DepthPlan, image_size: int, model: str) -> dict:
     return {"format": "variant-samples", "version": 1, "model": model,
             "image_size": int(image_size), "plan": plan.name,
@@ -216,10 +206,10 @@ def sample_to_folder(var, vae, plan: DepthPlan, folder: str | Path, spec: Sampli
         result = generate(var, n, labels, settings=settings, plan=plan)
         for name, sec in result.timings.items():
             timings[name] = timings.get(name, 0.0) + sec
-        images = images_to_uint8(result.images)
+        images = to_uint8(result.images)
         first = chunk.class_id * spec.num_per_class + chunk.start
         for index in need:
-            save_png_atomic(images[index - first], image_path(folder, index))
+            save_png(images[index - first], image_path(folder, index))
         generated += len(need)
     seconds = time.perf_counter() - start
     if skipped:

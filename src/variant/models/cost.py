@@ -90,7 +90,7 @@ class CostModel:
             out[step.scale_index] += sum(  # QK^T and PV over the context
                 part.rows * (part.tokens * per_token_layer + 2 * 2 * part.tokens * part.context
                              * D) for part in step.parts)
-        if include_head:  # every position gets logits, pruned or not
+        if include_head:  # every position gets logits, whether it ran the layers or not
             head = 2 * D * c.V + 2 * c.Cvae * D  # vocab head, word embedding
             for k, p in enumerate(pn):
                 out[k] += scale_rows(levers, batch, k) * p ** 2 * head

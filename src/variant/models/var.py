@@ -275,7 +275,7 @@ class VAR(nn.Module):
 
         The keyword settings override `settings` (default: the official `SamplingConfig()`);
         a None keyword keeps the setting's value. `levers`: any declared inference lever by
-        name (`cfg_stop=8`, ...; sampling/levers.py), as `SamplingConfig` takes them.
+        name (sampling/levers.py), as `SamplingConfig` takes them.
         """
         given = {"cfg": cfg, "top_k": top_k, "top_p": top_p, "seed": seed,
                  "more_smooth": more_smooth, "dtype": dtype, **levers}

@@ -176,10 +176,12 @@ class LeanKVCache(_CacheBase):
                 self._allocate(slot, slot.first)
 
     @classmethod
-    def dry_run(cls, plan: DepthPlan, patch_nums: Sequence[int], depth: int, *,
+    def _dry_run(cls, plan: DepthPlan, patch_nums: Sequence[int], depth: int, *,
                 grow_late: frozenset[int] | None = None,
                 sizes: Sequence[int] | None = None) -> LeanKVCache:
-        """Run the cache's bookkeeping for every (scale, layer) of `plan` on the meta device.
+        """The cache's own bookkeeping for every (scale, layer) of `plan` on the meta device,
+        for choosing its layout (`_late_growth`); the KV prediction of a sampling call is the
+        sampler's whole loop on the meta device (`sampler.predict_kv_peak_bytes`).
 
         One row, one head, head dim 1, fp32: `token_layers_peak` is the measured peak in
         token-layers, which the bytes of any batch, width and dtype scale linearly.
@@ -362,13 +364,13 @@ def _late_growth(plan: DepthPlan, sizes: tuple[int, ...], depth: int) -> frozens
         return frozenset()
     chosen: frozenset[int] = frozenset()
     patch_nums = [1] * len(sizes)  # only the sizes matter
-    best = LeanKVCache.dry_run(plan, patch_nums, depth, grow_late=chosen, sizes=sizes).peak_bytes
+    best = LeanKVCache._dry_run(plan, patch_nums, depth, grow_late=chosen, sizes=sizes).peak_bytes
     for layer in reversed(range(depth)):
         scales = plan.scales_of_layer(layer)
         if not scales or scales[-1] < bridge:
             continue
         trial = chosen | {layer}
-        peak = LeanKVCache.dry_run(plan, patch_nums, depth, grow_late=trial,
+        peak = LeanKVCache._dry_run(plan, patch_nums, depth, grow_late=trial,
                                    sizes=sizes).peak_bytes
         if peak <= best:
             chosen, best = trial, peak

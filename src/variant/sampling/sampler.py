@@ -7,10 +7,11 @@ keeps the arg-max; one multinomial draw (with replacement) per scale on a genera
 call. With `cfg == 0` the unconditional half is skipped (guidance would be a no-op).
 
 The sampler drives any `ScaleModel` (sampling/protocol.py); the scale loop exists once, here.
-Without levers (sampling/levers.py) one pass runs the conditional and unconditional rows
-together under one lean cache, as the official sampler does. With levers the rows run as groups
-(`RowGroup`): the conditional rows under the plan and the guiding rows under the guide plan up
-to cfg_stop, each with its own cache, both counted by one `KVMeter`. `predict_kv_peak_bytes`
+The rows run as the groups of the configuration's work (sampling/work.py), each a `RowGroup`
+with its own cache, all counted by one `KVMeter`: with every lever neutral one group of the
+conditional and unconditional rows under one lean cache, as the official sampler runs them;
+under levers (sampling/levers.py) the conditional rows under the plan and the guiding rows under
+their own plan up to their last scale. `predict_kv_peak_bytes`
 runs this same loop on the meta device with a model that does no arithmetic: the cost model's
 KV prediction, exact by construction of the order of allocations.
 Shape legend: the package's (variant/__init__.py); R rows as in sampling/protocol.py.

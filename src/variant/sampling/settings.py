@@ -34,7 +34,7 @@ class SamplingConfig:
     - `compile`: run each scale's step under `torch.compile` (variant/compiling.py).
 
     Every declared inference lever (sampling/levers.py) is a keyword too, read as an attribute
-    (`SamplingConfig(cfg_stop=8).cfg_stop`); off by default. `lever_values` holds the ones set
+    (`SamplingConfig(**{name: value}).name`); off by default. `lever_values` holds the ones set
     to something other than their neutral value, in declaration order.
     """
 

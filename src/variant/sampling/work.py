@@ -87,7 +87,7 @@ def scale_rows(levers: Levers, batch: int, scale_index: int) -> int:
 
 
 def truncate(plan: DepthPlan, stop: int) -> DepthPlan:
-    """`plan` cut to its first `stop` scales (the guiding rows' plan under cfg_stop)."""
+    """`plan` cut to its first `stop` scales (the guiding rows' plan when guidance stops)."""
     if stop == plan.num_scales:
         return plan
     return type(plan)(plan.layer_sets[:stop], plan.total_depth)

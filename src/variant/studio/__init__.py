@@ -7,6 +7,7 @@ command lines and downloads). `app` is the thin Gradio layer (the optional `stud
 the only module that imports Gradio.
 """
 
-from .compare import Comparison, ModelInfo, Outcome, Request, Studio
+from .compare import Comparison, Outcome, Studio
+from .request import ModelInfo, Request
 
 __all__ = ["Comparison", "ModelInfo", "Outcome", "Request", "Studio"]

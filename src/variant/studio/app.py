@@ -19,9 +19,10 @@ import gradio as gr
 
 from ..units import DTYPES
 from .classes import class_choices
-from .compare import MAX_CONFIGURATIONS, MAX_REPEATS, Studio, describe_error, request_from_form
+from .compare import Studio
 from .entries import ENTRY_HELP
 from .report import commands_text, cost_chart_svg, cost_table_html, stats_html, write_downloads
+from .request import MAX_CONFIGURATIONS, MAX_REPEATS, describe_error, request_from_form
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +73,16 @@ def _settings(studio: Studio) -> list:
                  "the seed)")
         num_images = gr.Slider(1, studio.max_images, value=default.num_images, step=1,
                                label="Images per configuration", elem_id="num-images")
-        seed = gr.Number(default.seed, precision=0, label="Seed", elem_id="seed")
+        seed = gr.Number(default.sampling.seed, precision=0, label="Seed", elem_id="seed")
     with gr.Row():
-        cfg = gr.Number(default.cfg, minimum=0, step=0.1, label="cfg (0: off)", elem_id="cfg")
-        top_k = gr.Number(default.top_k, precision=0, minimum=0, label="top-k (0: off)",
+        cfg = gr.Number(default.sampling.cfg, minimum=0, step=0.1, label="cfg (0: off)",
+                        elem_id="cfg")
+        top_k = gr.Number(default.sampling.top_k, precision=0, minimum=0, label="top-k (0: off)",
                           elem_id="top-k")
-        top_p = gr.Slider(0, 1, value=default.top_p, step=0.01, label="top-p (0: off)",
+        top_p = gr.Slider(0, 1, value=default.sampling.top_p, step=0.01, label="top-p (0: off)",
                           elem_id="top-p")
-        dtype = gr.Radio(sorted(DTYPES), value=default.dtype, label="dtype", elem_id="dtype")
+        dtype = gr.Radio(sorted(DTYPES), value=default.sampling.dtype, label="dtype",
+                         elem_id="dtype")
         repeats = gr.Slider(1, MAX_REPEATS, value=default.repeats, step=1,
                             label="Timed runs (median)", elem_id="repeats")
     return [classes, num_images, seed, cfg, top_k, top_p, dtype, repeats]

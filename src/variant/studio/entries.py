@@ -9,7 +9,7 @@ An entry is either
   unless the clause names the KV cache (`KV`, `cache`). The budget planner
   (`efficiency.budget`) resolves it to the deepest plan predicted to fit; a studio given a
   measured front (`variant studio --front front.json`, from `variant tune`) resolves it to the
-  front's best measured configuration within it instead (studio.compare.Studio.from_front).
+  front's best measured configuration within it instead (studio.budgets.Budgets.from_front).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..efficiency.budget import Budget
+from ..efficiency.choice import Budget
 from ..sampling.configuration import parse_configuration
 from ..sampling.plan import DepthPlan
 from ..units import fmt_bytes, parse_duration, parse_size

@@ -15,11 +15,12 @@ import shlex
 from pathlib import Path
 
 from ..atomic import write_text_atomic
-from ..cli.sample import save_png
+from ..images import save_png
 from ..pretrained import RANDOM_PREFIX
 from ..sampling.configuration import folder_name
 from ..units import fmt_bytes
-from .compare import Comparison, ModelInfo, Outcome
+from .compare import Comparison, Outcome
+from .request import ModelInfo
 
 COLUMNS = ("configuration", "plan", "transformer s", "decoder s", "images/s", "peak KV",
            "GFLOPs/image", "speed-up vs full (transformer)", "KV saving vs full")

@@ -2,7 +2,7 @@
 
     tuner = Tuner(var, vae, configs, "runs/tune", TuneSettings(...), metric, model="builtin")
     front = tuner.run()             # resumable: finished parts are read back, not redone
-    write_front_plot(front, "runs/tune/front.png")   # front_plot.py
+    write_front_plot(front, "runs/tune/front.png")   # front/plot.py
 
 For every configuration (a plan spec with levers, sampling/configuration.py):
 - quality: `num_per_class` images of each class per seed, sampled into
@@ -18,8 +18,8 @@ For every configuration (a plan spec with levers, sampling/configuration.py):
 `front.json` lists every configuration with its spec, family, quality (with interval), costs and
 whether it is on the front of quality against latency, KV bytes and peak memory (no other
 configuration is at most as costly with a better mean, one of the two strictly). Reading, checking
-and choosing from it: front.py (`variant plan --front`, `variant studio --front`); its figure:
-front_plot.py.
+and choosing from it: variant.front (`variant plan --front`, `variant studio --front`); its
+figure: front/plot.py.
 """
 
 from __future__ import annotations
@@ -35,15 +35,15 @@ from pathlib import Path
 
 import torch
 
-from .analysis.stats import interval
-from .atomic import write_text_atomic
-from .efficiency.bench import child_env, device_name
-from .eval.sample_folder import SamplingSpec, sample_to_folder
-from .front import COST_AXES, FRONT_FORMAT
-from .sampling.configuration import Configuration, folder_name, parse_configuration
-from .sampling.lever import LEVERS
-from .sampling.plan import default_bridge
-from .sampling.settings import SamplingConfig
+from ..analysis.stats import interval
+from ..atomic import write_text_atomic
+from ..efficiency.bench import child_env, device_name
+from ..eval.sample_folder import SamplingSpec, sample_to_folder
+from ..sampling.configuration import Configuration, folder_name, parse_configuration
+from ..sampling.lever import LEVERS
+from ..sampling.plan import default_bridge
+from ..sampling.settings import SamplingConfig
+from . import COST_AXES, FRONT_FORMAT
 
 log = logging.getLogger(__name__)
 

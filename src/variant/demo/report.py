@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .analysis.analyze import pyplot, save_figure
-from .analysis.stats import difference_interval, interval
-from .eval.evaluate import format_table as format_eval
-from .front import format_front
+from ..analysis.analyze import pyplot, save_figure
+from ..analysis.stats import difference_interval, interval
+from ..eval.evaluate import format_table as format_eval
+from ..front import format_front
 
 
 def _rows(path: Path) -> list[dict]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .analysis.analyze import pyplot, save_figure
+from ..analysis.analyze import pyplot, save_figure
 from .tune import families
 
 MARKER_SIZE = 7  # points

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .demo_report import write_report
+from .report import write_report
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """A `variant tune` front (`front.json`): reading and checking it, and choosing from it.
 
-`load_front` validates what the planner, the studio and the figure read; `choose_from_front` picks
-the best measured configuration within budgets (`variant plan --front`, `variant studio --front`);
+`load_front` validates what the planner, the studio and the figure read; `front_options` gives its
+configurations with their measured costs to the one chooser (`efficiency.choice.choose`: `variant
+plan --front`, `variant studio --front`);
 `check_front_device`, `check_front_model` and `check_front_settings` refuse fronts whose numbers do
 not hold here (latency from another device, another architecture, other sampling settings).
 """
@@ -9,14 +10,13 @@ not hold here (latency from another device, another architecture, other sampling
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .efficiency.bench import device_name
-from .sampling.settings import SamplingConfig
+from ..efficiency.bench import device_name
+from ..efficiency.choice import Option
+from ..sampling.settings import SamplingConfig
 
 FRONT_FORMAT = "variant-front"
 COST_AXES = {"latency": "total_s", "kv": "kv_peak_bytes", "memory": "peak_memory_bytes"}
@@ -104,62 +104,13 @@ def row_cost(front: dict, row: dict, axis: str, batch: int | None = None) -> flo
     return value * (batch / front["meta"]["bench_batch"])
 
 
-@dataclass(frozen=True)
-class FrontChoice:
-    chosen: dict
-    cheaper: dict | None  # the best one that costs less on `axis` (within the other budgets)
-    better: dict | None  # the cheapest configuration with better quality (over the budget)
-    axis: str  # "latency", "kv" or "memory": the budget the neighbours are ordered by
-    limits: dict  # axis -> limit, as applied to the front's numbers
-
-
-def choose_from_front(front: dict, *, max_latency: float | None = None,
-                      max_kv: int | None = None, max_memory: int | None = None,
-                      batch: int | None = None) -> FrontChoice:
-    """The best-quality configuration within every given budget, and its neighbours.
-
-    `batch`: images per batch the budgets are meant for (default: the front's timing batch);
-    latency and KV bytes scale linearly from the front's batch, memory is compared as measured.
-    """
-    key, rows = front["meta"]["metric_key"], front["rows"]
-    limits = {a: v for a, v in (("latency", max_latency), ("kv", max_kv),
-                                ("memory", max_memory)) if v is not None}
-    if not limits:
-        raise ValueError("give at least one of --max-latency, --max-kv, --max-memory.")
-
-    def cost(r: dict, axis: str) -> float | None:
-        return row_cost(front, r, axis, batch)
-
-    def fits(r: dict) -> bool:
-        return all(cost(r, a) is not None and cost(r, a) <= v for a, v in limits.items())
-
-    def quality(r: dict) -> float:
-        mean = r["quality"][key]["mean"]
-        return math.inf if mean is None else mean
-
-    axis = next(iter(limits))
-    usable = [r for r in rows if cost(r, axis) is not None and r["quality"][key]["mean"]
-              is not None]
-    if not usable:
-        raise ValueError(f"no configuration of the front has a measured {axis} and {key}; "
-                         "rerun `variant tune`.")
-    inside = [r for r in usable if fits(r)]
-    if not inside:
-        cheapest = min(usable, key=lambda r: cost(r, axis))
-        raise ValueError(
-            f"no configuration meets the budget; the cheapest is {cheapest['spec']} at "
-            f"{_fmt_cost(axis, cost(cheapest, axis))} ({key} {quality(cheapest):.2f}); raise "
-            f"the budget to at least that.")
-    chosen = min(inside, key=lambda r: (quality(r), cost(r, axis)))
-    others = {a: v for a, v in limits.items() if a != axis}
-    cheaper = [r for r in usable if cost(r, axis) < cost(chosen, axis)
-               and all(cost(r, a) is not None and cost(r, a) <= v for a, v in others.items())]
-    better = [r for r in usable if quality(r) < quality(chosen)]
-    return FrontChoice(
-        chosen,
-        min(cheaper, key=lambda r: (quality(r), cost(r, axis))) if cheaper else None,
-        min(better, key=lambda r: (cost(r, axis), quality(r))) if better else None,
-        axis, limits)
+def front_options(front: dict, batch: int | None = None) -> list[Option]:
+    """The front's configurations with their measured costs for `batch` images (`row_cost`) and
+    mean quality, for `efficiency.choice.choose`; rows without a mean are left out."""
+    key = front["meta"]["metric_key"]
+    return [Option(r["spec"], {axis: row_cost(front, r, axis, batch) for axis in COST_AXES},
+                   r["quality"][key]["mean"], r)
+            for r in front["rows"] if r["quality"][key]["mean"] is not None]
 
 
 def check_front_device(front: dict, device: str, threads: int, allow_other: bool) -> None:
@@ -206,9 +157,3 @@ def check_front_settings(front: dict, settings: SamplingConfig) -> None:
                          "settings it was measured with; this request has "
                          + ", ".join(differ) + ". Set those, or give a plan instead of a "
                          "budget.")
-
-
-def _fmt_cost(axis: str, value: float) -> str:
-    if axis == "latency":
-        return f"{value * 1000:.0f} ms per batch"
-    return f"{value / 2**20:.2f} MiB"
