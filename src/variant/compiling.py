@@ -46,7 +46,11 @@ def compile_errors() -> tuple[type[BaseException], ...]:
 
 def recompile_room():
     """Raise dynamo's per-function recompile limit for the calls inside (its name changed
-    across torch versions: `recompile_limit`, formerly `cache_size_limit`)."""
+    across torch versions: `recompile_limit`, formerly `cache_size_limit`). Inside code being
+    compiled (a compiled step calling compiled FlexAttention) it does nothing: the outer call
+    has raised the limit already."""
+    if torch.compiler.is_compiling():
+        return contextlib.nullcontext()
     config = torch._dynamo.config
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(config, name):

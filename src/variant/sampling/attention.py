@@ -12,12 +12,13 @@ A attention heads, L tokens held, l tokens of one scale, E head dim.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import warnings
 from collections.abc import Callable
 
 import torch
+
+from ..compiling import recompile_room
 
 # Keys/values visible to a query block: (k_BALE, v_BALE). A cache callback stores this scale's
 # keys/values and returns what the queries may attend to.
@@ -180,8 +181,9 @@ def _flex(q, k, v, scale, attn_bias=None):
     compiled = q.device.type == "cuda"
     fn = _compiled_flex() if compiled else flex.flex_attention
     aux_request = getattr(flex, "AuxRequest", None)  # torch >= 2.9; older ones: return_lse
+    # compiled: one graph per (queries, keys) shape, more than dynamo's default limit holds;
     # eager off CUDA is deliberate (see ROUTES): its "without torch.compile" warning is not news
-    with contextlib.nullcontext() if compiled else warnings.catch_warnings():
+    with recompile_room() if compiled else warnings.catch_warnings():
         if not compiled:
             warnings.filterwarnings("ignore", message=".*without torch.compile.*")
         if aux_request is None:
