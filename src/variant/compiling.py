@@ -59,9 +59,9 @@ def recompile_room():
 
 
 def say_eager(what: str, error: BaseException) -> None:
-    """The one log line of a failed compilation (the backend's own error where dynamo wrapped
-    it, e.g. inductor's missing C++ compiler)."""
-    error = getattr(error, "inner_exception", None) or error
+    """The one log line of a failed compilation (the underlying error where dynamo wrapped it:
+    inductor's missing C++ compiler, an exception raised while tracing)."""
+    error = getattr(error, "inner_exception", None) or error.__cause__ or error
     first = str(error).strip().splitlines()[0] if str(error).strip() else ""
     log.warning("torch.compile of %s failed (%s: %s); running it eagerly", what,
                 type(error).__name__, first[:300])

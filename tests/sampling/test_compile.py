@@ -10,6 +10,7 @@ import torch
 import variant
 from helpers import cached_logits
 from variant.compiling import CompiledStep, CompiledSteps
+from variant.config import VARConfig
 from variant.models.var import VAR
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -41,6 +42,41 @@ def test_compiled_step_traces_each_scale_whole_and_gives_the_eager_logits(plan, 
     assert len(graphs) == var.num_scales  # one whole graph per scale, no graph break
     assert torch.equal(compiled, eager)
     assert compiled_cache.peak_bytes == eager_cache.peak_bytes
+
+
+@pytest.mark.parametrize("levers", [{"cfg_stop": 2, "guide_plan": "d2"}, {"kv_keep": (0, 1)},
+                                    {"prune": (0.5, 2)}], ids=["guide", "kv_keep", "prune"])
+def test_compiled_steps_run_the_levers_exactly(levers, caplog):
+    """Row groups, the chunked cache and pruned positions traced into the step's graphs: the
+    same tokens and the same measured KV peak as eager (traced without code generation)."""
+    from variant.sampling.sampler import generate
+
+    var, _, _ = _model_and_inputs()
+    step = CompiledStep(VAR, backend="eager")
+    settings = variant.SamplingConfig(seed=0, **levers)
+    with caplog.at_level(logging.WARNING, logger="variant.compiling"):
+        compiled = generate(CompiledSteps(var, step), 2, [1, 2], settings=settings)
+    eager = generate(var, 2, [1, 2], settings=settings)
+    assert not eager.levers.is_neutral  # the lever acts on this 3-scale model
+    assert not caplog.records and not step.eager
+    assert all(torch.equal(a, b) for a, b in zip(compiled.indices, eager.indices))
+    assert compiled.kv_peak_bytes == eager.kv_peak_bytes
+
+
+def test_flex_backend_runs_the_step_eagerly(caplog):
+    """attn_backend='flex' with compile: FlexAttention traced into the step's graph loses KV
+    meter updates, so the step refuses to compile (one log line) and runs eagerly, exactly."""
+    var, label, x = _model_and_inputs()
+    flex = VAR(VARConfig(**{**var.config.__dict__, "attn_backend": "flex"}), var.vae).eval()
+    flex.load_state_dict(var.state_dict())
+    steps = CompiledSteps(flex, CompiledStep(VAR, backend="eager"))
+    plan = flex.resolve_plan("d2")
+    with torch.no_grad(), caplog.at_level(logging.WARNING, logger="variant.compiling"):
+        eager, eager_cache = cached_logits(flex, label, x, plan)
+        compiled, compiled_cache = cached_logits(steps, label, x, plan)  # checks live bytes 0
+    assert len(caplog.records) == 1 and steps.step.eager
+    assert "FlexAttention inside a compiled step" in caplog.records[0].getMessage()
+    assert torch.equal(compiled, eager) and compiled_cache.peak_bytes == eager_cache.peak_bytes
 
 
 def test_failed_compilation_says_so_once_and_runs_eagerly(caplog):

@@ -12,6 +12,7 @@ A attention heads, L tokens held, l tokens of one scale, E head dim.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 from collections.abc import Callable
@@ -178,14 +179,18 @@ def _flex(q, k, v, scale, attn_bias=None):
         def score_mod(score, b, h, q_idx, kv_idx):
             return score + bias_LL[q_idx, kv_idx]
 
-    compiled = q.device.type == "cuda"
-    fn = _compiled_flex() if compiled else flex.flex_attention
+    if torch.compiler.is_compiling():
+        # Traced into a compiled step, FlexAttention loses some of the KV meter's side effects
+        # (measured: the meter's live bytes end non-zero), so the step refuses to compile whole
+        # and runs eagerly, with FlexAttention compiled on its own on CUDA.
+        raise NotImplementedError("FlexAttention inside a compiled step (attn_backend 'flex' "
+                                  "with compile) loses KV meter updates")
+    if q.device.type == "cuda":  # one graph per shape, more than dynamo's default limit
+        fn, context = _compiled_flex(), recompile_room()
+    else:  # eager is deliberate here (see ROUTES)
+        fn, context = flex.flex_attention, _quiet_eager_flex()
     aux_request = getattr(flex, "AuxRequest", None)  # torch >= 2.9; older ones: return_lse
-    # compiled: one graph per (queries, keys) shape, more than dynamo's default limit holds;
-    # eager off CUDA is deliberate (see ROUTES): its "without torch.compile" warning is not news
-    with recompile_room() if compiled else warnings.catch_warnings():
-        if not compiled:
-            warnings.filterwarnings("ignore", message=".*without torch.compile.*")
+    with context:
         if aux_request is None:
             return fn(q, k, v, score_mod=score_mod, scale=scale, return_lse=True)
         o, aux = fn(q, k, v, score_mod=score_mod, scale=scale, return_aux=aux_request(lse=True))
@@ -195,6 +200,14 @@ def _flex(q, k, v, scale, attn_bias=None):
 def flex_attention(q_BALE, k_BALE, v_BALE, scale: float, attn_bias=None) -> torch.Tensor:
     """One-part FlexAttention (the "flex" backend's single reads and teacher forcing)."""
     return _flex(q_BALE, k_BALE, v_BALE, scale, attn_bias)[0]
+
+
+@contextlib.contextmanager
+def _quiet_eager_flex():
+    """Eager FlexAttention's "called without torch.compile" warning, expected here, silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*without torch.compile.*")
+        yield
 
 
 @functools.cache
