@@ -188,7 +188,7 @@ class Suite:
             "mode": "compiled" if compiled else "eager", "first_call_s": round(first, 3),
             "ms_per_image": 1e3 * seconds / batch, "images_per_s": batch / seconds,
             "transformer_ms_per_image": 1e3 * statistics.median(
-                o.timings["transformer"] for o in outs[1:]) / batch,
+                o.timings["transformer"] for o in outs[-len(runs):]) / batch,
             "peak_growth_bytes": runs[-1][1], "kv_bytes": outs[-1].kv_peak_bytes,
             "compile_fell_back": compiled and self.step.eager})
 
