@@ -3,10 +3,12 @@
 import torch
 
 from variant.models.var import VAR
+from variant.sampling.configuration import Configuration
 from variant.sampling.kv_cache import LeanKVCache
 from variant.sampling.levers import Levers
 from variant.sampling.plan import DepthPlan
-from variant.sampling.sampler import RowGroup, scale_loop
+from variant.sampling.sampler import RowGroup, generate, scale_loop
+from variant.sampling.settings import SamplingConfig
 
 
 def cached_logits(var: VAR, label_B, x_BLCv, plan: DepthPlan, dtype=torch.float32, *,
@@ -34,3 +36,22 @@ def cached_logits(var: VAR, label_B, x_BLCv, plan: DepthPlan, dtype=torch.float3
     cache.release_all()
     assert cache.live_bytes == 0
     return torch.cat(logits, 1), cache
+
+
+# ------------------------------------------------------------------ the lever tests' runs
+LABELS = {1: [3], 2: [1, 7], 3: [0, 4, 9]}  # class labels per batch size
+
+
+def same_indices(a, b) -> bool:
+    return len(a.indices) == len(b.indices) and all(
+        torch.equal(x, y) for x, y in zip(a.indices, b.indices))
+
+
+def run(var, B=2, plan=None, **settings):
+    """A seeded sampling call of B images with these settings (seed 3 unless given)."""
+    settings.setdefault("seed", 3)
+    return generate(var, B, LABELS[B], settings=SamplingConfig(**settings), plan=plan)
+
+
+def levers_of(var, settings: SamplingConfig, plan) -> Levers:
+    return Configuration.of(var, plan, settings).levers

@@ -58,7 +58,7 @@ def test_spread_and_settings():
     assert spread([5.0])["q1"] == 5.0
     assert BenchSettings(batch=3).rows == 6  # the official cfg 1.5 doubles the batch
     assert BenchSettings(batch=3, sampling=SamplingConfig(cfg=0)).rows == 3
-    with pytest.raises(ValueError, match="--repeats"):
+    with pytest.raises(ValueError, match="timed runs >= 1"):
         BenchSettings(repeats=0)
     assert fmt_bytes(36 * 1024) == "36.0 KiB" and fmt_bytes(17179869184) == "16.0 GiB"
     assert fmt_bytes(999) == "999 B" and fmt_bytes(1000) == "0.98 KiB"

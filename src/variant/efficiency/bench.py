@@ -51,10 +51,10 @@ class BenchSettings:
 
     def __post_init__(self) -> None:
         if self.batch < 1:
-            raise ValueError(f"--batch must be >= 1, got {self.batch}.")
+            raise ValueError(f"a benchmark needs a batch of at least 1 image, got {self.batch}.")
         if self.warmup < 0 or self.repeats < 1:
-            raise ValueError(f"need --warmup >= 0 and --repeats >= 1, got {self.warmup} and "
-                             f"{self.repeats}.")
+            raise ValueError(f"a benchmark needs warm-up runs >= 0 and timed runs >= 1, got "
+                             f"{self.warmup} and {self.repeats}.")
 
     @property
     def dtype(self) -> str:

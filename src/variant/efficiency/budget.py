@@ -252,7 +252,7 @@ def check_profile(profile: dict, var_config, workload: Workload) -> None:
                          f"{mine}; measure one with `variant bench --model ... --profile OUT`.")
     if profile["settings"]["dtype"] != workload.dtype:
         raise ValueError(f"the latency profile was measured in {profile['settings']['dtype']}, "
-                         f"not {workload.dtype}; pass --dtype {profile['settings']['dtype']} or "
+                         f"not {workload.dtype}; plan for {profile['settings']['dtype']} or "
                          "measure a profile in this dtype.")
     if profile["device"].split(":")[0] != workload.device.split(":")[0]:
         raise ValueError(f"the latency profile was measured on {profile['device']}, not "

@@ -288,8 +288,10 @@ class ChunkKVCache(_CacheBase):
         parts = [entries[s] for s in sorted(entries) if self.visible(s, k)]
         nbytes = k_new.shape[2] * self.bytes_per_token
         if self.readers[layer][k]:  # a later scale reads it: store a copy
-            new = (k_new.to(self.dtype, copy=True).contiguous(),
-                   v_new.to(self.dtype, copy=True).contiguous())
+            # one contiguous copy each (a strided copy made contiguous would be two, the first
+            # a transient key/value buffer no meter counts)
+            new = (k_new.to(self.dtype, memory_format=torch.contiguous_format, copy=True),
+                   v_new.to(self.dtype, memory_format=torch.contiguous_format, copy=True))
             entries[k] = new
             self.meter.add(nbytes)
         else:  # attended to now, never stored

@@ -78,17 +78,18 @@ def row_groups(model: ScaleModel, label_B: torch.Tensor, levers: Levers, dtype: 
     """The row groups of one call (sampling/work.py), their caches sharing one `KVMeter`."""
     num_heads, head_dim = model.kv_layout
     null = torch.full_like(label_B, model.num_classes)
-    rows_of = {"own": label_B, "null": null, "own+null": torch.cat((label_B, null))}
-    cache_type = ChunkKVCache if levers.restricts_context else LeanKVCache
+    rows_of = {"own": lambda: label_B, "null": lambda: null,
+               "own+null": lambda: torch.cat((label_B, null))}
+    cache_type = (functools.partial(ChunkKVCache, visible=levers.visible)
+                  if levers.restricts_context else LeanKVCache)
     sizes = levers.sizes(model.patch_nums)
     meter = KVMeter()
     groups = []
     for group in levers.groups:
-        rows = rows_of[group.condition]
+        rows = rows_of[group.condition]()
         pn, own = model.patch_nums[:group.stop], sizes[:group.stop]
         cache = cache_type(group.plan, pn, model.depth, rows.numel(), num_heads, head_dim, dtype,
-                           device, sizes=own, meter=meter, **(
-                               {"visible": levers.visible} if levers.restricts_context else {}))
+                           device, sizes=own, meter=meter)
         groups.append(RowGroup(rows, group.plan, cache, group.stop))
     return groups
 
