@@ -23,3 +23,6 @@ def one_thread():
 def pytest_addoption(parser):
     parser.addoption("--studio-screenshot", default=None, metavar="PNG",
                      help="also save the studio browser test's screenshot here (docs/studio.png)")
+    parser.addoption("--official", default=None, metavar="DIR",
+                     help="a FoundationVision/VAR checkout: the gpu checks then also compare "
+                          "sampling memory with the official sampler (tests/gpu)")

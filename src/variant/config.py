@@ -17,7 +17,9 @@ PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
 PATCH_NUMS_1024 = (1, 2, 3, 4, 5, 7, 9, 12, 16, 21, 27, 36, 48, 64)
 
-ATTN_BACKENDS = ("sdpa", "math")
+# How attention runs (sampling/attention.py `choose_route`): "sdpa" the fused kernels of the device,
+# "flex" FlexAttention, "math" plain matmul + softmax.
+ATTN_BACKENDS = ("sdpa", "flex", "math")
 
 
 def _check_patch_nums(patch_nums: tuple[int, ...]) -> None:

@@ -84,9 +84,9 @@ def reference_attention(q, k, v, scale):
     return ((q @ k.transpose(-2, -1)) * scale).softmax(-1) @ v
 
 
-@pytest.mark.parametrize("path", ["cpu-fused", "chunked", "chunked-per-row"])
+@pytest.mark.parametrize("path", ["cpu_flash", "flex", "math", "math-per-row"])
 @pytest.mark.parametrize("splits", [(12,), (5, 7), (1, 4, 7)])
-def test_multi_part_attention_equals_softmax_over_the_concatenation(monkeypatch, path, splits):
+def test_multi_part_attention_equals_softmax_over_the_concatenation(path, splits):
     g = torch.Generator().manual_seed(sum(splits) + len(splits))
     B, A, n, E = 3, 2, 5, 8
     q = torch.randn(B, A, n, E, generator=g)
@@ -98,14 +98,10 @@ def test_multi_part_attention_equals_softmax_over_the_concatenation(monkeypatch,
     keys = Attendable(*parts)
     assert keys.num_parts == len(splits)
     limit = attention.MAX_SCORE_BYTES
-    if path != "cpu-fused":
-        monkeypatch.setattr(attention, "_CPU_FLASH_WITH_LSE", None)
-        if path == "chunked-per-row":
-            limit = A * n * sum(splits) * 4  # one row's score matrix: chunks of one row
-    else:
-        assert attention._CPU_FLASH_WITH_LSE is not None
+    if path == "math-per-row":
+        limit = A * n * sum(splits) * 4  # one row's score matrix: chunks of one row
     scale = 1 / math.sqrt(E)
-    out = multi_part_attention(q, keys, scale, max_score_bytes=limit)
+    out = multi_part_attention(q, keys, scale, route=path.split("-")[0], max_score_bytes=limit)
     assert out.shape == (B, A, n, E) and out.dtype == torch.float32
     torch.testing.assert_close(out, reference_attention(q, k, v, scale))
 

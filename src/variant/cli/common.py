@@ -80,6 +80,9 @@ def add_sampling_args(parser, *, dtype: bool = True) -> None:
                         help=f"top-p, 0: off (default {d.top_p})")
     parser.add_argument("--more-smooth", action="store_true",
                         help="Gumbel-softmax smoothing of the next-scale input (visual only)")
+    parser.add_argument("--compile", action="store_true",
+                        help="run each scale's step under torch.compile (static shapes per "
+                             "scale; eager, with one log line, where compiling fails)")
     if dtype:
         parser.add_argument("--dtype", choices=sorted(DTYPES), default=d.dtype,
                             help=f"compute dtype (default {d.dtype})")
@@ -112,7 +115,8 @@ def sampling_from_args(args: argparse.Namespace, **changes) -> SamplingConfig:
               "more_smooth": getattr(args, "more_smooth", False),
               "dtype": getattr(args, "dtype", SamplingConfig().dtype),
               "seed": getattr(args, "seed", None),
-              "rng": getattr(args, "rng", SamplingConfig().rng)}
+              "rng": getattr(args, "rng", SamplingConfig().rng),
+              "compile": getattr(args, "compile", False)}
     return SamplingConfig(**{**fields, **levers_from_args(args), **changes})
 
 

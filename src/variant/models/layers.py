@@ -16,7 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..sampling.attention import Attendable, KVCallback, RowSplit, multi_part_attention
+from ..sampling.attention import (
+    Attendable,
+    KVCallback,
+    RowSplit,
+    flex_attention,
+    multi_part_attention,
+)
 
 # float32 ln(100), the official clamp of the learned per-head attention scale.
 MAX_SCALE_MUL = math.log(100.0)
@@ -65,7 +71,9 @@ class SelfAttention(nn.Module):
         if isinstance(keys, RowSplit):  # row groups with their own caches, run together
             return keys.attend(q_BALE, self.attend)
         if keys.num_parts > 1:
-            return multi_part_attention(q_BALE, keys, self.scale)
+            return multi_part_attention(q_BALE, keys, self.scale, backend=self.backend)
+        if self.backend == "flex":  # teacher forcing's block-causal bias becomes a score_mod
+            return flex_attention(q_BALE, keys.k, keys.v, self.scale, attn_bias)
         if self.backend == "sdpa":
             return F.scaled_dot_product_attention(
                 q_BALE, keys.k, keys.v, attn_mask=attn_bias, scale=self.scale)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
+from ..compiling import CompiledSteps
 from .configuration import Configuration
 from .kv_cache import ChunkKVCache, KVCache, KVMeter, LeanKVCache, RowGroupsCache
 from .levers import Levers, gather_positions, pivotal_positions, restore_positions
@@ -194,6 +195,8 @@ def generate(model: ScaleModel, B: int, label_B=None, *,
     if model.training:
         raise ValueError("call model.eval() before sampling (drop-path is active in train mode).")
     dtype = settings.torch_dtype
+    if settings.compile:  # the same steps, each scale's under torch.compile
+        model = CompiledSteps(model)
     groups = row_groups(model, label_B, levers, dtype, device)
     timer = _Timer(device)
     trace = trace or _no_trace

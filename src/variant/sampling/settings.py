@@ -36,6 +36,7 @@ class SamplingConfig:
     - `rng`: 'batch' (the official stream: one generator for the whole call) or 'per-image'
       (image i of a call draws from its own generator, derived from (seed, i), so its tokens do
       not depend on the other images of the call; `variant serve` uses it).
+    - `compile`: run each scale's step under `torch.compile` (variant/compiling.py).
 
     Every declared inference lever (sampling/levers.py) is a keyword too, read as an attribute
     (`SamplingConfig(**{name: value}).name`); off by default. `lever_values` holds the ones set
@@ -49,6 +50,7 @@ class SamplingConfig:
     dtype: str = "fp32"
     seed: int | None = None
     rng: str = "batch"
+    compile: bool = False
     lever_values: tuple[tuple[str, Any], ...] = ()
 
     def __init__(self, *, lever_values: tuple = (), **given) -> None:
@@ -100,7 +102,7 @@ class SamplingConfig:
         """The settings as JSON values; levers only when set (so records written before the
         levers existed, e.g. sample folders, still compare equal)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-               if f.name != "lever_values"}
+               if f.name != "lever_values" and (f.name != "compile" or self.compile)}
         out.update((n, LEVERS[n].to_json(v)) for n, v in self.lever_values)
         if out["rng"] == RNG_STREAMS[0]:  # records written before per-image streams compare equal
             del out["rng"]
@@ -112,6 +114,8 @@ class SamplingConfig:
                 "--dtype", self.dtype]
         if self.more_smooth:
             args.append("--more-smooth")
+        if self.compile:
+            args.append("--compile")
         if self.seed is not None:
             args += ["--seed", str(self.seed)]
         for name, value in self.lever_values:

@@ -23,7 +23,7 @@ DATASETS = ("procedural", "folder", "tokens")
 # Fields a resumed run may change: they do not alter the trajectory of the weights.
 RESUME_MUTABLE = frozenset({
     "out_dir", "max_steps", "log_every", "save_every", "keep_last", "progress", "tensorboard",
-    "num_workers", "device", "parallel",
+    "num_workers", "device", "parallel", "compile",
 })
 
 
@@ -87,6 +87,8 @@ class TrainConfig:
     seed: int = _f(0, "seed of the weights, data order, plan draws and dropout")
     device: str = _f("auto", "auto (cuda:LOCAL_RANK if available, else cpu), cpu or cuda")
     parallel: str = _f("ddp", "multi-process wrapping: ddp or fsdp (FSDP2, per block)")
+    compile: bool = _f(False, "run each transformer block under torch.compile (eager, with one "
+                       "log line, where compiling fails)")
     out_dir: str = _f("runs/train", "run directory: checkpoints, metrics, final model")
     save_every: int = _f(0, "checkpoint every N steps (0: at the end of every epoch)")
     keep_last: int = _f(3, "checkpoints to keep (older ones are deleted)")

@@ -73,11 +73,14 @@ def parallelize(model: nn.Module, env: DistEnv, kind: str, find_unused: bool) ->
     """The module to call for forward/backward: the model itself, DDP around it, or FSDP2.
 
     FSDP2 shards each transformer block, then the root (embeddings, head); parameters stay fp32
-    and autocast picks the compute dtype, as in the single-process run.
+    and autocast picks the compute dtype, as in the single-process run. With one process FSDP2
+    applies only where the caller has made a process group (the GPU checks do, to run the
+    sharded step at world size 1).
     """
-    if not env.distributed:
+    sharded = kind == "fsdp" and (env.distributed or dist.is_initialized())
+    if not env.distributed and not sharded:
         return model
-    if kind == "fsdp":
+    if sharded:
         mesh = init_device_mesh(env.device.type, (env.world_size,))
         for block in model.blocks:
             fully_shard(block, mesh=mesh)

@@ -22,6 +22,14 @@ import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..atomic import write_text_atomic
+from ..compiling import (
+    blocks_compiled,
+    compile_blocks,
+    compile_errors,
+    recompile_room,
+    say_eager,
+    uncompile_blocks,
+)
 from ..models.var import VAR
 from ..pretrained import save_pretrained
 from .build import build_models
@@ -86,6 +94,8 @@ class Trainer:
         device = self.env.device
         var, vae = models if models is not None else build_models(config)
         self.var, self.vae = var.to(device).train(), vae.to(device)
+        if config.compile:
+            compile_blocks(self.var)
         self.var.attach_vae(self.vae)
         self.dataset = dataset if dataset is not None else build_dataset(
             config, vae, var.num_classes)
@@ -173,7 +183,7 @@ class Trainer:
             batches = iter(self.loader)
             for _ in range(in_epoch, spe):
                 micro = [next(batches) for _ in range(self.accum)]
-                record = self.train_step(self.step, micro)
+                record = self.step_or_eager(micro)
                 self.step += 1
                 metrics.log_step(record)
                 if on_step is not None:
@@ -186,6 +196,21 @@ class Trainer:
                 if stop_now:
                     return stop.signal_name or "signal"
         return None if self.step >= self.total_steps else "max_steps"
+
+    def step_or_eager(self, micro_batches: list) -> StepRecord:
+        """`train_step` at `self.step`; compiled blocks that fail to compile are dropped with one
+        log line and the step reruns eagerly (nothing was applied: the failure comes before
+        the optimizer step, and the dropout seeds are set per micro-batch)."""
+        if not blocks_compiled(self.var):
+            return self.train_step(self.step, micro_batches)
+        try:
+            with recompile_room():
+                return self.train_step(self.step, micro_batches)
+        except compile_errors() as error:
+            say_eager("the training blocks", error)
+            uncompile_blocks(self.var)
+            self.optimizer.zero_grad(set_to_none=True)
+            return self.train_step(self.step, micro_batches)
 
     def train_step(self, step: int, micro_batches: list) -> StepRecord:
         """One optimizer step on this rank's `accum` micro-batches."""
