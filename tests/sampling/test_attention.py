@@ -12,6 +12,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from variant.sampling.attention import (
+    MAX_SCORE_BYTES,
     ROUTES,
     Attendable,
     choose_route,
@@ -138,3 +139,35 @@ def test_flex_with_bias_matches_sdpa_with_mask():
     bias = torch.where(level[:, None] >= level[None, :], 0.0, -torch.inf)[None, None]
     want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=0.3)
     torch.testing.assert_close(flex_attention(q, k, v, 0.3, bias), want)
+
+
+# ------------------------------------------------------------------ multi-part attention
+def reference_attention(q, k, v, scale):
+    return ((q @ k.transpose(-2, -1)) * scale).softmax(-1) @ v
+
+
+@pytest.mark.parametrize("path", ["cpu_flash", "flex", "math", "math-per-row"])
+@pytest.mark.parametrize("splits", [(12,), (5, 7), (1, 4, 7)])
+def test_multi_part_attention_equals_softmax_over_the_concatenation(path, splits):
+    g = torch.Generator().manual_seed(sum(splits) + len(splits))
+    B, A, n, E = 3, 2, 5, 8
+    q = torch.randn(B, A, n, E, generator=g)
+    k = torch.randn(B, A, sum(splits), E, generator=g) * 2
+    v = torch.randn(B, A, sum(splits), E, generator=g)
+    parts = []
+    for kk, vv in zip(k.split(splits, 2), v.split(splits, 2)):
+        parts += [kk, vv]
+    keys = Attendable(*parts)
+    assert keys.num_parts == len(splits)
+    limit = MAX_SCORE_BYTES
+    if path == "math-per-row":
+        limit = A * n * sum(splits) * 4  # one row's score matrix: chunks of one row
+    scale = 1 / math.sqrt(E)
+    out = multi_part_attention(q, keys, scale, route=path.split("-")[0], max_score_bytes=limit)
+    assert out.shape == (B, A, n, E) and out.dtype == torch.float32
+    torch.testing.assert_close(out, reference_attention(q, k, v, scale))
+
+
+def test_attendable_takes_pairs():
+    with pytest.raises(ValueError, match="pairs"):
+        Attendable(torch.zeros(1), torch.zeros(1), torch.zeros(1))

@@ -1,7 +1,6 @@
 """Inference levers (sampling/levers.py): neutral settings are identities, non-neutral ones change
-something, multi-part attention, and bad settings are clear errors."""
+something, and bad settings are clear errors."""
 
-import math
 
 import pytest
 import torch
@@ -10,8 +9,6 @@ import variant
 from helpers import LABELS, levers_of, run, same_indices
 from variant import DepthPlan
 from variant.models.cost import CostModel
-from variant.sampling import attention
-from variant.sampling.attention import Attendable, multi_part_attention
 from variant.sampling.lever import LEVERS
 from variant.sampling.sampler import generate
 from variant.sampling.settings import SamplingConfig
@@ -76,39 +73,6 @@ def test_grouped_path_equals_plain_path_when_the_lever_changes_nothing(builtin):
     stopped = run(var, cfg=1.5, cfg_stop=0)
     assert not stopped.levers.is_neutral and stopped.levers.get("cfg_stop") == 0
     assert same_indices(stopped, run(var, cfg=0.0))
-
-
-
-# ------------------------------------------------------------------ multi-part attention
-def reference_attention(q, k, v, scale):
-    return ((q @ k.transpose(-2, -1)) * scale).softmax(-1) @ v
-
-
-@pytest.mark.parametrize("path", ["cpu_flash", "flex", "math", "math-per-row"])
-@pytest.mark.parametrize("splits", [(12,), (5, 7), (1, 4, 7)])
-def test_multi_part_attention_equals_softmax_over_the_concatenation(path, splits):
-    g = torch.Generator().manual_seed(sum(splits) + len(splits))
-    B, A, n, E = 3, 2, 5, 8
-    q = torch.randn(B, A, n, E, generator=g)
-    k = torch.randn(B, A, sum(splits), E, generator=g) * 2
-    v = torch.randn(B, A, sum(splits), E, generator=g)
-    parts = []
-    for kk, vv in zip(k.split(splits, 2), v.split(splits, 2)):
-        parts += [kk, vv]
-    keys = Attendable(*parts)
-    assert keys.num_parts == len(splits)
-    limit = attention.MAX_SCORE_BYTES
-    if path == "math-per-row":
-        limit = A * n * sum(splits) * 4  # one row's score matrix: chunks of one row
-    scale = 1 / math.sqrt(E)
-    out = multi_part_attention(q, keys, scale, route=path.split("-")[0], max_score_bytes=limit)
-    assert out.shape == (B, A, n, E) and out.dtype == torch.float32
-    torch.testing.assert_close(out, reference_attention(q, k, v, scale))
-
-
-def test_attendable_takes_pairs():
-    with pytest.raises(ValueError, match="pairs"):
-        Attendable(torch.zeros(1), torch.zeros(1), torch.zeros(1))
 
 
 
