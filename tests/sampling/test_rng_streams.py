@@ -8,20 +8,10 @@ import pytest
 import torch
 
 from variant.cli.main import main
-from variant.pretrained import random_model
 from variant.sampling.sampler import generate
 from variant.sampling.settings import SamplingConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    var, vae = random_model("tiny", "cpu", seed=0)
-    with torch.no_grad():  # move off the near-identity init so every layer matters
-        for p in var.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return var
 
 
 def _tokens(result, row: int) -> list[list[int]]:

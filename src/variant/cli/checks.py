@@ -98,26 +98,25 @@ def size(text: str) -> int:
     return value
 
 
-def duration(text: str) -> float:
-    """'2s', '500ms', '1.5min' -> seconds (> 0, finite)."""
+def _seconds(text: str, zero_ok: bool) -> float:
     try:
         value = parse_duration(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a duration above zero, got {text!r}.")
+    if not (0 <= value if zero_ok else 0 < value) or not value < math.inf:
+        want = "of zero or more" if zero_ok else "above zero"
+        raise argparse.ArgumentTypeError(f"expected a duration {want}, got {text!r}.")
     return value
+
+
+def duration(text: str) -> float:
+    """'2s', '500ms', '1.5min' -> seconds (> 0, finite)."""
+    return _seconds(text, zero_ok=False)
 
 
 def wait(text: str) -> float:
     """'0', '5ms', '2s' -> seconds (>= 0, finite): how long something may wait."""
-    try:
-        value = parse_duration(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-    if not 0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a duration of zero or more, got {text!r}.")
-    return value
+    return _seconds(text, zero_ok=True)
 
 
 def device(text: str) -> str:
