@@ -1,5 +1,8 @@
 """Helpers shared by several test modules."""
 
+import contextlib
+import io
+
 import torch
 
 from variant.models.var import VAR
@@ -55,3 +58,16 @@ def run(var, B=2, plan=None, **settings):
 
 def levers_of(var, settings: SamplingConfig, plan) -> Levers:
     return Configuration.of(var, plan, settings).levers
+
+
+def main_in_process(argv: list[str]) -> tuple[object, str]:
+    """`variant ARGV` in this process: (exit code, stderr); stdout is discarded."""
+    from variant.cli.main import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(argv)
+        except SystemExit as exit_info:
+            code = exit_info.code
+    return code, err.getvalue()

@@ -10,15 +10,14 @@ command in neither table fails the test, so a new example gets checked too.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import re
 import shlex
 from pathlib import Path
 
 import pytest
 
-from variant.cli.main import build_parser, main
+from helpers import main_in_process
+from variant.cli.main import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 FRONT = "docs/reproduction/front/front.json"  # the committed front of the built-in model
@@ -79,16 +78,6 @@ NEEDS = {
 STAND_INS = {"runs/tune/front.json": FRONT}
 
 
-def _run(argv: list[str]) -> tuple[object, str]:
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            code = main(argv)
-        except SystemExit as exit_info:
-            code = exit_info.code
-    return code, err.getvalue()
-
-
 def test_every_readme_command_is_run_or_parsed():
     commands = readme_commands()
     assert len(commands) >= 15
@@ -112,7 +101,7 @@ def test_readme_command_runs(command, tmp_path, monkeypatch):
     if FRONT in command:
         (tmp_path / FRONT).parent.mkdir(parents=True)
         (tmp_path / FRONT).write_text((REPO / FRONT).read_text())
-    code, err = _run(shlex.split(command)[1:] + RUN[command])
+    code, err = main_in_process(shlex.split(command)[1:] + RUN[command])
     assert code == 0, err
 
 
@@ -159,7 +148,7 @@ def test_help_example_of_plan_runs(fragment):
     them on VAR-d30's shape, which the examples' scale numbers are written for (K = 10), on the
     full plan as `variant sample` would (a lever flag applies to every plan of the table)."""
     plans = [] if {"--plan", "--plans"} & set(fragment) else ["--plans", "full"]
-    code, err = _run(["plan", "--depth", "30", *plans, *fragment])
+    code, err = main_in_process(["plan", "--depth", "30", *plans, *fragment])
     assert code == 0, err
 
 

@@ -7,8 +7,6 @@ so ~150 cases take seconds; a few that need a real process run as subprocesses a
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import subprocess
 import sys
@@ -17,7 +15,7 @@ from pathlib import Path
 import pytest
 from fuzz_corpus import REPO, cases, expand, prepare, snapshot
 
-from variant.cli.main import main
+from helpers import main_in_process
 
 CASES = cases()
 
@@ -34,16 +32,6 @@ def places(tmp_path_factory):
     return work, outside
 
 
-def run_in_process(argv: list[str]) -> tuple[object, str]:
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            code = main(argv)
-        except SystemExit as exit_info:
-            code = exit_info.code
-    return code, err.getvalue()
-
-
 def watched(work: Path, outside: Path) -> dict:
     """Everything a refused command could have written: the test's folders, the repository's
     top level and committed front, the current folder, the filesystem root and home."""
@@ -58,7 +46,7 @@ def test_bad_invocation_is_refused_cleanly(argv, names, places, monkeypatch):
     work, outside = places
     monkeypatch.chdir(work)
     before = watched(work, outside)
-    code, err = run_in_process(expand(argv, work, outside))
+    code, err = main_in_process(expand(argv, work, outside))
     assert code == 2, err
     assert "Traceback" not in err
     message = err.strip().splitlines()[-1] if err.strip() else ""
@@ -88,7 +76,7 @@ def test_the_file_watch_sees_a_write(places, monkeypatch):
     work, outside = places
     monkeypatch.chdir(work)
     before = watched(work, outside)
-    code, err = run_in_process(["plan", "--depth", "8", "--json", str(outside / "rows.json")])
+    code, err = main_in_process(["plan", "--depth", "8", "--json", str(outside / "rows.json")])
     assert code == 0, err
     assert watched(work, outside) != before
     (outside / "rows.json").unlink()

@@ -128,6 +128,7 @@ class CensusModel:
 
     def __init__(self, var, census: Census):
         self._var, self._census = var, census
+        self.passes: list[tuple[int, int, int]] = []  # (scale, rows, tokens run) of each pass
 
     def __getattr__(self, name):
         return getattr(self._var, name)
@@ -137,6 +138,7 @@ class CensusModel:
         return self._var.start(label_R)
 
     def run_layers(self, scale_index, x_RlD, ctx, layers, cache):
+        self.passes.append((scale_index, *x_RlD.shape[:2]))
         watched = (Pass(cache, self._census) if isinstance(cache, RowGroupsCache)
                    else Watched(cache, self._census))
         return self._var.run_layers(scale_index, x_RlD, ctx, layers, watched)
@@ -175,15 +177,7 @@ def test_census_of_held_storages_equals_the_reported_peak(builtin, spec, levers)
 def test_cfg_stop_frees_the_guiding_rows(builtin, cfg_stop):
     var, K = builtin, builtin.num_scales
     census = Census(var.kv_layout)
-    seen = []  # (scale, rows) of every pass
     model = CensusModel(var, census)
-    run_layers = model.run_layers
-
-    def spy(scale_index, x_RlD, *args):
-        seen.append((scale_index, x_RlD.shape[0]))
-        return run_layers(scale_index, x_RlD, *args)
-
-    model.run_layers = spy
     settings = SamplingConfig(seed=3, cfg_stop=cfg_stop)
     with census:
         result = generate(model, 2, [1, 7], settings=settings)
@@ -191,7 +185,8 @@ def test_cfg_stop_frees_the_guiding_rows(builtin, cfg_stop):
     assert (conditional.condition, guiding.condition) == ("own", "null") and guiding.guiding
     assert guiding.plan.num_scales == guiding.stop == cfg_stop  # the guiding plan is truncated
     # both groups run together (4 rows) before cfg_stop, the conditional rows alone after it
-    assert sorted(set(seen)) == [(k, 4 if k < cfg_stop else 2) for k in range(K)]
+    assert sorted({(k, rows) for k, rows, _ in model.passes}) == [
+        (k, 4 if k < cfg_stop else 2) for k in range(K)]
     assert len({id(cache.meter) for cache in census.caches}) == 1  # one meter for both groups
     assert census.peak == result.kv_peak_bytes and census.held() == 0
     plain = generate(var, 2, [1, 7], settings=SamplingConfig(seed=3))
@@ -209,19 +204,12 @@ def test_cfg_stop_frees_the_guiding_rows(builtin, cfg_stop):
 def test_pruning_runs_the_kept_positions_and_sizes_the_caches(builtin):
     var = builtin
     census = Census(var.kv_layout)
-    seen = []
     model = CensusModel(var, census)
-    run_layers = model.run_layers
-
-    def spy(scale_index, x_RlD, *args):
-        seen.append((scale_index, x_RlD.shape[1]))
-        return run_layers(scale_index, x_RlD, *args)
-
-    model.run_layers = spy
     with census:
         result = generate(model, 2, [1, 7], settings=SamplingConfig(seed=3, prune=(0.5, 4)))
     # scales 4 and 5 (36 and 64 positions) run 18 and 32; every position still gets a token
-    assert sorted(set(seen)) == [(0, 1), (1, 4), (2, 9), (3, 16), (4, 18), (5, 32)]
+    assert sorted({(k, n) for k, _, n in model.passes}) == [(0, 1), (1, 4), (2, 9), (3, 16),
+                                                            (4, 18), (5, 32)]
     assert [i.shape for i in result.indices] == [(2, p * p) for p in var.patch_nums]
     sizes = {id(c): c.sizes for c in census.caches}
     assert list(sizes.values()) == [[1, 4, 9, 16, 18, 32]] * 2  # both row groups' caches
