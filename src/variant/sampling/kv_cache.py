@@ -13,10 +13,14 @@ Rules (DESIGN invariant 3):
   the lean bound (`DepthPlan.kv_peak_token_layers`) for plans whose peak is at the bridge end
   (e.g. d2 at D = 30, where room preallocated for layer 29's last bridge scale was counted
   while layer 1 ran);
-- keys and values are stored in the compute dtype, laid out (B, A, L, E) so every read is a view.
+- keys and values are stored in the compute dtype, laid out (B, A, L, E) so every read is a view;
+  under KV precision (sampling/kv_quant.py) the scales from its first one on are stored in 8 bits
+  with their scales, in a second store of the layer, and read back as transient compute-dtype
+  copies (the scale's own new keys/values are attended to as computed).
 
 `peak_bytes` is the largest total of key/value bytes alive at once: the buffers plus, at a
-layer's last scale, the new keys/values that are attended to without being stored.
+layer's last scale, the new keys/values that are attended to without being stored (and under KV
+precision the scales, the quantisation workspace and the dequantised reads: kv_quant.py).
 Shape legend (the package's, see variant/__init__.py): B batch (the rows of the pass, doubled by
 guidance), A attention heads, L tokens held, E head dim, l tokens of one scale.
 """
@@ -31,6 +35,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import torch
 
 from .attention import Attendable, RowSplit
+from .kv_quant import KVStore, check_device
 
 if TYPE_CHECKING:
     from .plan import DepthPlan
@@ -61,17 +66,30 @@ class KVCache(Protocol):
 
 
 class _LayerSlot:
-    """Bookkeeping for one layer: its scales, where each kept scale goes, its current buffer.
-
-    Capacities in tokens, growing: `first` (allocated at scale 0), `bridge` (the whole kept
-    bridge part), `capacity` (everything the layer keeps).
-    """
+    """Bookkeeping for one layer: its scales and its segments (the kept scales of each storage
+    format, in scale order: one segment unless KV precision starts after the first)."""
 
     def __init__(self, scales: tuple[int, ...], sizes: Sequence[int], bridge: int,
-                 grow_late: bool):
+                 grow_late: bool, formats: Sequence[str | None]):
         self.scales = scales
         self.last = scales[-1] if scales else -1
         kept = scales[:-1]
+        self.segments = [_Segment([k for k in kept if formats[k] == fmt], sizes, bridge,
+                                  grow_late, fmt)
+                         for fmt in dict.fromkeys(formats[k] for k in kept)]
+        self.segment_of = {k: seg for seg in self.segments for k in seg.offset}
+
+
+class _Segment:
+    """Kept scales of one layer in one storage format: where each goes, the current store.
+
+    Capacities in tokens, growing: `first` (allocated at scale 0), `bridge` (the whole kept
+    bridge part), `capacity` (everything the segment keeps).
+    """
+
+    def __init__(self, kept: list[int], sizes: Sequence[int], bridge: int, grow_late: bool,
+                 fmt: str | None):
+        self.fmt = fmt
         self.offset = {}
         pos = 0
         for k in kept:
@@ -81,8 +99,7 @@ class _LayerSlot:
         self.bridge = sum(sizes[k] for k in kept if k < bridge)
         late = sizes[bridge - 1] if grow_late and bridge - 1 in kept else 0
         self.first = self.bridge - late
-        self.k: torch.Tensor | None = None
-        self.v: torch.Tensor | None = None
+        self.store: KVStore | None = None
         self.filled = 0
 
     def room_for(self, stop: int) -> int:
@@ -134,11 +151,17 @@ class _CacheBase:
 
     def __init__(self, plan: DepthPlan, patch_nums: Sequence[int], depth: int, batch: int,
                  num_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device,
-                 sizes: Sequence[int] | None, meter: KVMeter | None):
+                 sizes: Sequence[int] | None, meter: KVMeter | None,
+                 formats: Sequence[str | None] | None = None):
         plan.check(depth, len(patch_nums))
         self.sizes = [p * p for p in patch_nums] if sizes is None else [int(n) for n in sizes]
-        if len(self.sizes) != len(patch_nums):
-            raise ValueError(f"give one size per scale ({len(patch_nums)}), got {len(self.sizes)}.")
+        # the storage format of each scale's keys/values (None: the compute dtype)
+        self.formats = [None] * len(patch_nums) if formats is None else list(formats)
+        if not len(self.sizes) == len(self.formats) == len(patch_nums):
+            raise ValueError(f"give one size and one format per scale ({len(patch_nums)}), got "
+                             f"{len(self.sizes)} and {len(self.formats)}.")
+        for fmt in set(self.formats) - {None}:  # before any work: refuse what the device lacks
+            check_device(fmt, torch.device(device).type)
         self.shape = (batch, num_heads, head_dim)
         self.dtype, self.device = dtype, torch.device(device)
         one = torch.empty(batch, num_heads, 1, head_dim, dtype=dtype, device="meta")
@@ -158,22 +181,23 @@ class LeanKVCache(_CacheBase):
     def __init__(self, plan: DepthPlan, patch_nums: Sequence[int], depth: int, batch: int,
                  num_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device,
                  *, grow_late: frozenset[int] | None = None, sizes: Sequence[int] | None = None,
-                 meter: KVMeter | None = None):
+                 meter: KVMeter | None = None, formats: Sequence[str | None] | None = None):
         """`grow_late`: layers that leave their last bridge scale's room out of the first
-        buffer (default: the choice of `_late_growth` for this plan). `sizes`: tokens each scale
-        writes (default p * p; fewer under token pruning). `meter`: shared with other caches of
-        the same call (default: its own)."""
+        buffer (default: the choice of `_late_growth` for this plan, by token counts).
+        `sizes`: tokens each scale writes (default p * p; fewer under token pruning). `meter`:
+        shared with other caches of the same call (default: its own). `formats`: each scale's
+        storage format (default: all in the compute dtype; kv_quant.py)."""
         super().__init__(plan, patch_nums, depth, batch, num_heads, head_dim, dtype, device,
-                         sizes, meter)
+                         sizes, meter, formats)
         if grow_late is None:
             grow_late = _late_growth(plan, tuple(self.sizes), depth)
         bridge = plan.bridge_for(depth)
-        self.slots = [_LayerSlot(plan.scales_of_layer(i), self.sizes, bridge, i in grow_late)
-                      for i in range(depth)]
+        self.slots = [_LayerSlot(plan.scales_of_layer(i), self.sizes, bridge, i in grow_late,
+                                 self.formats) for i in range(depth)]
         # The first buffers exist from the start, for every layer that keeps bridge tokens.
-        for slot in self.slots:
-            if slot.first:
-                self._allocate(slot, slot.first)
+        for segment in (seg for slot in self.slots for seg in slot.segments):
+            if segment.first:
+                self._allocate(segment, segment.first)
 
     @classmethod
     def _dry_run(cls, plan: DepthPlan, patch_nums: Sequence[int], depth: int, *,
@@ -196,21 +220,19 @@ class LeanKVCache(_CacheBase):
         return cache
 
     # ------------------------------------------------------------------ memory
-    def _allocate(self, slot: _LayerSlot, tokens: int) -> None:
-        B, A, E = self.shape
-        k = torch.empty(B, A, tokens, E, dtype=self.dtype, device=self.device)
-        v = torch.empty_like(k)
-        self.meter.add(2 * k.nbytes)
-        if slot.k is not None:  # growth: move what is kept, free the smaller buffer
-            k[:, :, :slot.filled].copy_(slot.k[:, :, :slot.filled])
-            v[:, :, :slot.filled].copy_(slot.v[:, :, :slot.filled])
-            self.meter.free_now(2 * slot.k.nbytes)
-        slot.k, slot.v = k, v
+    def _allocate(self, segment: _Segment, tokens: int) -> None:
+        store = KVStore(segment.fmt, self.shape, tokens, self.dtype, self.device)
+        self.meter.add(store.nbytes)
+        if segment.store is not None:  # growth: move what is kept, free the smaller buffer
+            store.copy_from(segment.store, segment.filled)
+            self.meter.free_now(segment.store.nbytes)
+        segment.store = store
 
     def _release(self, slot: _LayerSlot) -> None:
-        if slot.k is not None:
-            self.meter.sub(2 * slot.k.nbytes)
-        slot.k = slot.v = None
+        for segment in slot.segments:
+            if segment.store is not None:
+                self.meter.sub(segment.store.nbytes)
+            segment.store = None
 
     # ------------------------------------------------------------------ per layer, per scale
     def callback(self, layer: int, scale_index: int):
@@ -225,23 +247,39 @@ class LeanKVCache(_CacheBase):
     def _store_and_read(self, slot: _LayerSlot, scale_index: int, k_new, v_new) -> Attendable:
         _check_written(k_new, self.sizes, scale_index)
         if scale_index == slot.last:  # last use: attend to kept + new, keep nothing
+            parts, transient = self._read(slot, {})
             self.meter.add(k_new.nbytes + v_new.nbytes)
-            self.meter.sub(k_new.nbytes + v_new.nbytes)
-            if slot.filled == 0:
-                self._release(slot)
-                return Attendable(k_new.to(self.dtype), v_new.to(self.dtype))
-            keys = Attendable(slot.k[:, :, :slot.filled], slot.v[:, :, :slot.filled],
-                              k_new.to(self.dtype), v_new.to(self.dtype))
+            self.meter.sub(k_new.nbytes + v_new.nbytes + transient)
             self._release(slot)  # the returned views keep the memory until attention is done
-            return keys
-        start = slot.offset[scale_index]
+            return Attendable(*parts, k_new.to(self.dtype), v_new.to(self.dtype))
+        segment = slot.segment_of[scale_index]
+        start = segment.offset[scale_index]
         stop = start + k_new.shape[2]
-        if slot.k is None or slot.k.shape[2] < stop:
-            self._allocate(slot, slot.room_for(stop))
-        slot.k[:, :, start:stop].copy_(k_new)
-        slot.v[:, :, start:stop].copy_(v_new)
-        slot.filled = stop
-        return Attendable(slot.k[:, :, :stop], slot.v[:, :, :stop])
+        if segment.store is None or segment.store.k.shape[2] < stop:
+            self._allocate(segment, segment.room_for(stop))
+        segment.store.write(start, k_new, v_new, self.meter)
+        if segment.fmt is None:  # read back with the rest: one part in the plain cache
+            segment.filled = stop
+            parts, transient = self._read(slot, {})
+        else:  # the kept part dequantised, the new keys/values as computed
+            parts, transient = self._read(slot, {id(segment): start})
+            segment.filled = stop
+            self.meter.add(k_new.nbytes + v_new.nbytes)
+            transient += k_new.nbytes + v_new.nbytes
+            parts += [k_new.to(self.dtype), v_new.to(self.dtype)]
+        self.meter.sub(transient)
+        return Attendable(*parts)
+
+    def _read(self, slot: _LayerSlot, upto: dict[int, int]) -> tuple[list, int]:
+        """What the layer's segments hold (segment -> tokens: `upto`, else all it has), in the
+        compute dtype, and the bytes of the transient copies among them."""
+        parts, transient = [], 0
+        for segment in slot.segments:
+            n = upto.get(id(segment), segment.filled)
+            if n:
+                parts += segment.store.read(n, self.meter)
+                transient += segment.store.transient_bytes(n)
+        return parts, transient
 
     def release_all(self) -> None:
         for slot in self.slots:
@@ -264,17 +302,17 @@ class ChunkKVCache(_CacheBase):
 
     def __init__(self, plan: DepthPlan, patch_nums: Sequence[int], depth: int, batch: int,
                  num_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device,
-                 *, visible, sizes: Sequence[int] | None = None, meter: KVMeter | None = None):
+                 *, visible, sizes: Sequence[int] | None = None, meter: KVMeter | None = None,
+                 formats: Sequence[str | None] | None = None):
         super().__init__(plan, patch_nums, depth, batch, num_heads, head_dim, dtype, device,
-                         sizes, meter)
+                         sizes, meter, formats)
         # readers[layer][s]: the later scales running `layer` that read scale s
         self.readers: list[dict[int, list[int]]] = []
         for layer in range(depth):
             own = plan.scales_of_layer(layer)
             self.readers.append({s: [k for k in own if k > s and visible(s, k)] for s in own})
         self.visible = visible
-        self.entries: list[dict[int, tuple[torch.Tensor, torch.Tensor]]] = [{} for _ in
-                                                                             range(depth)]
+        self.entries: list[dict[int, KVStore]] = [{} for _ in range(depth)]
 
     def callback(self, layer: int, scale_index: int):
         def store_and_read(k_BAlE: torch.Tensor, v_BAlE: torch.Tensor) -> Attendable:
@@ -285,30 +323,35 @@ class ChunkKVCache(_CacheBase):
     def _store_and_read(self, layer: int, k: int, k_new, v_new) -> Attendable:
         _check_written(k_new, self.sizes, k)
         entries = self.entries[layer]
-        parts = [entries[s] for s in sorted(entries) if self.visible(s, k)]
-        nbytes = k_new.shape[2] * self.bytes_per_token
-        if self.readers[layer][k]:  # a later scale reads it: store a copy
-            # one contiguous copy each (a strided copy made contiguous would be two, the first
+        readable = [s for s in sorted(entries) if self.visible(s, k)]
+        if self.readers[layer][k]:  # a later scale reads it: store it
+            # one contiguous store each (a strided copy made contiguous would be two, the first
             # a transient key/value buffer no meter counts)
-            new = (k_new.to(self.dtype, memory_format=torch.contiguous_format, copy=True),
-                   v_new.to(self.dtype, memory_format=torch.contiguous_format, copy=True))
-            entries[k] = new
+            entries[k] = KVStore(self.formats[k], self.shape, k_new.shape[2], self.dtype,
+                                 self.device)
+            self.meter.add(entries[k].nbytes)
+            entries[k].write(0, k_new, v_new, self.meter)
+        parts, transient = [], 0
+        for s in readable:
+            parts += entries[s].read(self.sizes[s], self.meter)
+            transient += entries[s].transient_bytes(self.sizes[s])
+        if k in entries and entries[k].fmt is None:  # its stored copy is what is read
+            parts += entries[k].read(self.sizes[k], self.meter)
+        else:  # attended to now as computed (never stored, or stored quantised)
+            nbytes = k_new.shape[2] * self.bytes_per_token
             self.meter.add(nbytes)
-        else:  # attended to now, never stored
-            new = (k_new.to(self.dtype), v_new.to(self.dtype))
-            self.meter.add(nbytes)
-            self.meter.sub(nbytes)
-        parts.append(new)
+            transient += nbytes
+            parts += [k_new.to(self.dtype), v_new.to(self.dtype)]
+        self.meter.sub(transient)
         for s in [s for s in entries if self.readers[layer][s] and self.readers[layer][s][-1] <= k]:
-            del entries[s]  # its last reader is this scale: the parts above keep it for now
-            self.meter.sub(self.sizes[s] * self.bytes_per_token)
-        return Attendable(*[t for part in parts for t in part])
+            # its last reader is this scale: the parts above keep it for now
+            self.meter.sub(entries.pop(s).nbytes)
+        return Attendable(*parts)
 
     def release_all(self) -> None:
         for entries in self.entries:
             for s in list(entries):
-                del entries[s]
-                self.meter.sub(self.sizes[s] * self.bytes_per_token)
+                self.meter.sub(entries.pop(s).nbytes)
 
 
 class RowGroupsCache:

@@ -21,7 +21,9 @@ commands get), the tune grid and its families, and the work the cost and latency
 - the hooks by which it changes the work: `groups` (which rows run which scales under which
   plan), `tokens` (positions of a scale that run the layers: the sampler runs the pivotal ones
   and restores the rest, sampling/levers.py), `visible` (which earlier scales a scale attends
-  to: the sampler then uses the chunked cache). A hook a lever does not override changes nothing.
+  to: the sampler then uses the chunked cache), `storage` (the format a scale's keys/values are
+  stored in: None, the compute dtype, or an 8-bit format of sampling/kv_quant.py; the caches
+  store and count them so). A hook a lever does not override changes nothing.
 """
 
 from __future__ import annotations
@@ -135,8 +137,11 @@ class Lever:
     def visible(self, value: Any, source: int, scale_index: int) -> bool:
         return True
 
+    def storage(self, value: Any, scale_index: int) -> str | None:
+        return None
+
     def overrides(self, hook: str) -> bool:
-        """Whether this lever has its own `hook` ('groups', 'tokens', 'visible')."""
+        """Whether this lever has its own `hook` ('groups', 'tokens', 'visible', 'storage')."""
         return getattr(type(self), hook) is not getattr(Lever, hook)
 
 

@@ -17,6 +17,8 @@ Scale numbers here are 0-based scale indices k = 0 .. K-1 (the plan specs' `r7-r
 - `kv_keep=(first, recent)` (after AMS-KV / ScaleKV): scale k attends to scales 0..first-1, the
   `recent` scales before it and itself; a scale's keys/values are freed once no later scale may
   read them.
+- `kv_precision=(format, k0)` (sampling/kv_quant.py): keys/values of scales >= k0 are stored in
+  int8 or fp8 with per-(token, head) scales, and read back in the compute dtype.
 
 The pivotal-token score is FastVAR's, `||x_i - mean_j x_j||^2` (high-frequency energy: how far a
 position is from the scale's average), computed on the scale's tokenizer-side input (B, l, C):
@@ -42,6 +44,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .kv_quant import KVPrecision
 from .lever import LEVERS, Lever, LeverContext, PlanShape, declare
 from .plan import DepthPlan
 from .work import Group, truncate
@@ -297,7 +300,7 @@ class KVKeep(Lever):
         return source < first or scale_index - recent <= source < scale_index
 
 
-for _lever in (CfgStop(), GuidePlan(), GuideClass(), Prune(), KVKeep()):
+for _lever in (CfgStop(), GuidePlan(), GuideClass(), Prune(), KVKeep(), KVPrecision()):
     declare(_lever)
 
 
@@ -381,6 +384,11 @@ class Levers:
     def sizes(self, patch_nums: Sequence[int]) -> list[int]:
         """Tokens written to the cache per scale."""
         return [self.tokens_run(k, p * p) for k, p in enumerate(patch_nums)]
+
+    def storage(self, scale_index: int) -> str | None:
+        """The format scale k's keys/values are stored in (None: the compute dtype)."""
+        return next((fmt for name, value in self.values
+                     if (fmt := LEVERS[name].storage(value, scale_index)) is not None), None)
 
     def visible(self, source: int, scale_index: int) -> bool:
         """Whether scale `scale_index` attends to the keys/values of scale `source` (<= it)."""

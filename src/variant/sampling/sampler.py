@@ -84,13 +84,14 @@ def row_groups(model: ScaleModel, label_B: torch.Tensor, levers: Levers, dtype: 
     cache_type = (functools.partial(ChunkKVCache, visible=levers.visible)
                   if levers.restricts_context else LeanKVCache)
     sizes = levers.sizes(model.patch_nums)
+    formats = [levers.storage(k) for k in range(len(sizes))]
     meter = KVMeter()
     groups = []
     for group in levers.groups:
         rows = rows_of[group.condition]()
         pn, own = model.patch_nums[:group.stop], sizes[:group.stop]
         cache = cache_type(group.plan, pn, model.depth, rows.numel(), num_heads, head_dim, dtype,
-                           device, sizes=own, meter=meter)
+                           device, sizes=own, meter=meter, formats=formats[:group.stop])
         groups.append(RowGroup(rows, group.plan, cache, group.stop))
     return groups
 
