@@ -14,6 +14,10 @@ earlier groups read stays alive while the later ones store theirs. Because it co
 that are alive rather than what the caches say, it found that the chunked cache made each stored
 key/value twice when the new ones were strided (a copy, then a contiguous copy of it): the
 transient first copy was in no meter; the cache now makes one contiguous copy.
+
+Under KV precision (sampling/kv_quant.py) the storages are the 8-bit payloads (R, A, n, E), their
+float32 scales (R, A, n, 1), the float32 workspace of a quantisation and the dequantised copies a
+layer reads (R, A, n, E): the census counts every fresh tensor of either shape.
 """
 
 import weakref
@@ -53,8 +57,8 @@ class Census(TorchFunctionMode):
         """A new storage of keys or values (R, A, n, E), not a view of an input or a known one."""
         if not isinstance(out, torch.Tensor) or out.dim() != 4 or out.device.type == "meta":
             return False
-        if (out.shape[1], out.shape[3]) != self.kv_layout:
-            return False
+        if (out.shape[1], out.shape[3]) not in (self.kv_layout, (self.kv_layout[0], 1)):
+            return False  # neither keys/values nor their scales
         ptr = out.untyped_storage().data_ptr()
         known = self.storages.get(ptr)
         inputs = {a.untyped_storage().data_ptr() for a in args if isinstance(a, torch.Tensor)}
@@ -159,6 +163,13 @@ class CensusModel:
     ("full", dict(cfg_stop=4, guide_plan="d2", prune=(0.5, 3), kv_keep=(1, 2))),
     ("d2", dict(cfg_stop=5, guide_plan="d4", guide_class="same", prune=(0.25, 2),
                 kv_keep=(0, 2), dtype="bf16")),
+    # KV precision: payloads and scales, the quantisation workspace, the dequantised reads
+    ("full", dict(kv_precision="int8")),
+    ("d2", dict(kv_precision="fp8", dtype="bf16")),
+    ("full", dict(kv_precision="int8@2")),  # two stores per layer: compute dtype, then int8
+    ("d4", dict(kv_precision="int8@3", kv_keep=(1, 1))),
+    ("full", dict(cfg_stop=4, guide_plan="d2", prune=(0.5, 3), kv_keep=(1, 2),
+                  kv_precision="fp8@1")),
 ])
 def test_census_of_held_storages_equals_the_reported_peak(builtin, spec, levers):
     census = Census(builtin.kv_layout)

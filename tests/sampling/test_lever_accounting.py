@@ -41,6 +41,8 @@ def draw_levers(rng: random.Random, var, cfg: float) -> dict:
         out["prune"] = (rng.choice([0.25, 0.5, 0.75]), rng.randrange(K))
     if rng.random() < 0.5:
         out["kv_keep"] = (rng.randint(0, 2), rng.randint(0, 3))
+    if rng.random() < 0.5:  # KV precision from scale 0, or per zone from a later scale
+        out["kv_precision"] = (rng.choice(["int8", "fp8"]), rng.choice([0, rng.randrange(K)]))
     if cfg:
         if rng.random() < 0.5:
             out["cfg_stop"] = rng.randint(0, K)
@@ -57,7 +59,7 @@ def draw_levers(rng: random.Random, var, cfg: float) -> dict:
 def test_kv_peak_matches_the_cost_model_over_random_combinations(builtin):
     var = builtin
     rng = random.Random(20240611)
-    ran, refused, kinds = 0, 0, set()
+    ran, refused, kinds, names, stacked = 0, 0, set(), set(), 0
     for _ in range(48):
         plan = draw_plan(rng, var)
         cfg = rng.choice([1.5, 1.5, 0.0])
@@ -82,6 +84,9 @@ def test_kv_peak_matches_the_cost_model_over_random_combinations(builtin):
         if not result.levers.is_neutral:
             kinds.update(re.match("[a-z]+", part).group()
                          for part in result.levers.spec_parts())
+            names.update(result.levers.spec_parts())
+            values = dict(result.levers.values)
+            stacked += {"kv_precision", "kv_keep", "prune"} <= values.keys()
         predicted = CostModel(var.config, settings.dtype, settings.rows(B)).kv_peak_bytes(
             resolved, expected_levers)
         assert result.kv_peak_bytes == predicted, (resolved.name, levers, B, dtype)
@@ -89,6 +94,11 @@ def test_kv_peak_matches_the_cost_model_over_random_combinations(builtin):
     print(f"random combinations: {ran} ran, {refused} refused by design, levers {sorted(kinds)}")
     assert ran + refused == 48 and ran >= 40 and refused >= 1, (ran, refused)
     assert kinds >= {"cfgstop", "guide", "autoguide", "prune", "kv"}, kinds
+    # KV precision in both formats, on every stored scale and per zone, beside KV retention
+    precision = {p for p in names if re.fullmatch(r"kv(8|fp8)(@\d+)?", p)}
+    assert {p.split("@")[0] for p in precision} == {"kv8", "kvfp8"}, names
+    assert any("@" in p for p in precision) and any("," in p for p in names), names
+    assert stacked >= 2, stacked  # precision in the chunked cache of retention, with pruning
 
 
 

@@ -228,10 +228,16 @@ class LeanKVCache(_CacheBase):
             self.meter.free_now(segment.store.nbytes)
         segment.store = store
 
-    def _release(self, slot: _LayerSlot) -> None:
+    def _release(self, slot: _LayerSlot, plain: bool = True) -> None:
+        """Free the layer's quantised stores (at once: reads of them are copies) and, with
+        `plain`, its compute-dtype ones (what the current read views stays counted)."""
         for segment in slot.segments:
-            if segment.store is not None:
+            if segment.store is not None and segment.fmt is not None:
+                self.meter.free_now(segment.store.nbytes)
+            elif segment.store is not None and plain:
                 self.meter.sub(segment.store.nbytes)
+            else:
+                continue
             segment.store = None
 
     # ------------------------------------------------------------------ per layer, per scale
@@ -248,6 +254,7 @@ class LeanKVCache(_CacheBase):
         _check_written(k_new, self.sizes, scale_index)
         if scale_index == slot.last:  # last use: attend to kept + new, keep nothing
             parts, transient = self._read(slot, {})
+            self._release(slot, plain=False)
             self.meter.add(k_new.nbytes + v_new.nbytes)
             self.meter.sub(k_new.nbytes + v_new.nbytes + transient)
             self._release(slot)  # the returned views keep the memory until attention is done
@@ -332,9 +339,12 @@ class ChunkKVCache(_CacheBase):
             self.meter.add(entries[k].nbytes)
             entries[k].write(0, k_new, v_new, self.meter)
         parts, transient = [], 0
+        done = [s for s in entries if self.readers[layer][s] and self.readers[layer][s][-1] <= k]
         for s in readable:
             parts += entries[s].read(self.sizes[s], self.meter)
             transient += entries[s].transient_bytes(self.sizes[s])
+            if s in done and entries[s].fmt is not None:  # read as a copy: free it at once
+                self.meter.free_now(entries.pop(s).nbytes)
         if k in entries and entries[k].fmt is None:  # its stored copy is what is read
             parts += entries[k].read(self.sizes[k], self.meter)
         else:  # attended to now as computed (never stored, or stored quantised)
@@ -343,7 +353,7 @@ class ChunkKVCache(_CacheBase):
             transient += nbytes
             parts += [k_new.to(self.dtype), v_new.to(self.dtype)]
         self.meter.sub(transient)
-        for s in [s for s in entries if self.readers[layer][s] and self.readers[layer][s][-1] <= k]:
+        for s in [s for s in done if s in entries]:
             # its last reader is this scale: the parts above keep it for now
             self.meter.sub(entries.pop(s).nbytes)
         return Attendable(*parts)

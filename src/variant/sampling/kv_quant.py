@@ -188,6 +188,7 @@ class KVPrecision(Lever):
             "--kv-precision int8@5")
     example, families = "d8+kv8", ("KV precision",)
     _TEXT = re.compile(r"^\s*([a-z0-9_]+)\s*(?:@\s*(\d{1,9}))?\s*$", re.IGNORECASE)
+    _PART = re.compile(r"^kv([a-z0-9_]+)(?:@(\d{1,9}))?$", re.IGNORECASE)
 
     def read(self, value):
         """'int8', '8', 'fp8', 'int8@5' or ('int8', 5) -> (format, first scale); None stays."""
@@ -219,9 +220,12 @@ class KVPrecision(Lever):
     to_json = show
 
     def parse_part(self, part):
-        m = self.spec.match(part)
-        if m is None:
+        m = self._PART.match(part)  # any 'kvWORD[@SCALE]': an unknown format is named as such
+        if m is None or m.group(1).lower() == "keep":
             return None
+        if self.spec.match(part) is None:
+            raise ValueError(f"unknown KV precision {m.group(1)!r} in {part!r}: the spec parts "
+                             f"are {self.spec_syntax} (KV retention is kvFIRST,RECENT)")
         return {self.name: self.read((m.group(1), int(m.group(2) or 0)))}
 
     def spec_part(self, values):
