@@ -6,13 +6,14 @@
     full+autoguide=d2         guided by d2 with the image's own class (autoguidance)
     d8+prune0.5@8             at scales >= 8 half of the positions run the layers
     d8+kv1,2                  KV retention: every scale attends to scale 0, the 2 before it, itself
+    d8+kv8, d8+kvfp8@5        KV precision: keys/values stored in int8 / fp8 (from scale 5 on)
     d8+cfgstop8+prune0.5@8    levers combine, in any order
 
 Accepted wherever a plan is (`variant sample --plan`, `eval`/`bench`/`plan --plans`). The
 command-line lever flags (`--cfg-stop`, `--guide-plan`, `--guide-class`, `--prune`,
-`--kv-keep`) apply to every configuration; a lever given both ways must agree. A configuration's
-`name` is its canonical spec: the plan's name, then the levers that change anything, in the order
-above (`Configuration.resolve(name, ...)` gives back the same configuration).
+`--kv-keep`, `--kv-precision`) apply to every configuration; a lever given both ways must agree.
+A configuration's `name` is its canonical spec: the plan's name, then the levers that change
+anything, in the order above (`Configuration.resolve(name, ...)` gives back the same configuration).
 """
 
 from __future__ import annotations
