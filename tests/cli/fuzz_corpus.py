@@ -336,7 +336,7 @@ def _wrong_names() -> list[tuple[list[str], str]]:
         ([*P, "--plans", "d4@r0"], "scale range"),
         ([*P, "--plans", "d4@r9-r2"], "scale range"),
         ([*P, "--plans", "full+warp9"], "unknown lever"),
-        ([*P, "--plans", "full+kv4"], "unknown KV precision '4'"),
+        ([*P, "--plans", "full+kvfp16"], "unknown KV precision 'fp16'"),
         ([*P, "--plans", "full+kv8@" + "9" * 5000], "cannot read configuration"),
         ([*P, "--plans", "+cfgstop3"], "no plan"),
         ([*P, "--bridge", "99"], "bridge"),

@@ -14,9 +14,10 @@ Rules (DESIGN invariant 3):
   (e.g. d2 at D = 30, where room preallocated for layer 29's last bridge scale was counted
   while layer 1 ran);
 - keys and values are stored in the compute dtype, laid out (B, A, L, E) so every read is a view;
-  under KV precision (sampling/kv_quant.py) the scales from its first one on are stored in 8 bits
-  with their scales, in a second store of the layer, and read back as transient compute-dtype
-  copies (the scale's own new keys/values are attended to as computed).
+  under KV precision (sampling/kv_quant.py) the scales from the lever's first one on are stored
+  in 8 bits with their scales (earlier ones in a store of their own: sampling/kv_layout.py) and
+  read back as transient compute-dtype copies (a scale's own new keys/values are attended to as
+  computed).
 
 `peak_bytes` is the largest total of key/value bytes alive at once: the buffers plus, at a
 layer's last scale, the new keys/values that are attended to without being stored (and under KV
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import torch
 
 from .attention import Attendable, RowSplit
+from .kv_layout import LayerSlot, Segment
 from .kv_quant import KVStore, check_device
 
 if TYPE_CHECKING:
@@ -63,48 +65,6 @@ class KVCache(Protocol):
     def peak_bytes(self) -> int:
         """The largest key/value bytes alive at once, counted by the shared `KVMeter`."""
         ...
-
-
-class _LayerSlot:
-    """Bookkeeping for one layer: its scales and its segments (the kept scales of each storage
-    format, in scale order: one segment unless KV precision starts after the first)."""
-
-    def __init__(self, scales: tuple[int, ...], sizes: Sequence[int], bridge: int,
-                 grow_late: bool, formats: Sequence[str | None]):
-        self.scales = scales
-        self.last = scales[-1] if scales else -1
-        kept = scales[:-1]
-        self.segments = [_Segment([k for k in kept if formats[k] == fmt], sizes, bridge,
-                                  grow_late, fmt)
-                         for fmt in dict.fromkeys(formats[k] for k in kept)]
-        self.segment_of = {k: seg for seg in self.segments for k in seg.offset}
-
-
-class _Segment:
-    """Kept scales of one layer in one storage format: where each goes, the current store.
-
-    Capacities in tokens, growing: `first` (allocated at scale 0), `bridge` (the whole kept
-    bridge part), `capacity` (everything the segment keeps).
-    """
-
-    def __init__(self, kept: list[int], sizes: Sequence[int], bridge: int, grow_late: bool,
-                 fmt: str | None):
-        self.fmt = fmt
-        self.offset = {}
-        pos = 0
-        for k in kept:
-            self.offset[k] = pos
-            pos += sizes[k]
-        self.capacity = pos  # tokens kept in the end
-        self.bridge = sum(sizes[k] for k in kept if k < bridge)
-        late = sizes[bridge - 1] if grow_late and bridge - 1 in kept else 0
-        self.first = self.bridge - late
-        self.store: KVStore | None = None
-        self.filled = 0
-
-    def room_for(self, stop: int) -> int:
-        """The capacity to allocate when `stop` tokens must fit."""
-        return self.bridge if stop <= self.bridge else self.capacity
 
 
 class KVMeter:
@@ -192,7 +152,7 @@ class LeanKVCache(_CacheBase):
         if grow_late is None:
             grow_late = _late_growth(plan, tuple(self.sizes), depth)
         bridge = plan.bridge_for(depth)
-        self.slots = [_LayerSlot(plan.scales_of_layer(i), self.sizes, bridge, i in grow_late,
+        self.slots = [LayerSlot(plan.scales_of_layer(i), self.sizes, bridge, i in grow_late,
                                  self.formats) for i in range(depth)]
         # The first buffers exist from the start, for every layer that keeps bridge tokens.
         for segment in (seg for slot in self.slots for seg in slot.segments):
@@ -220,7 +180,7 @@ class LeanKVCache(_CacheBase):
         return cache
 
     # ------------------------------------------------------------------ memory
-    def _allocate(self, segment: _Segment, tokens: int) -> None:
+    def _allocate(self, segment: Segment, tokens: int) -> None:
         store = KVStore(segment.fmt, self.shape, tokens, self.dtype, self.device)
         self.meter.add(store.nbytes)
         if segment.store is not None:  # growth: move what is kept, free the smaller buffer
@@ -228,7 +188,7 @@ class LeanKVCache(_CacheBase):
             self.meter.free_now(segment.store.nbytes)
         segment.store = store
 
-    def _release(self, slot: _LayerSlot, plain: bool = True) -> None:
+    def _release(self, slot: LayerSlot, plain: bool = True) -> None:
         """Free the layer's quantised stores (at once: reads of them are copies) and, with
         `plain`, its compute-dtype ones (what the current read views stays counted)."""
         for segment in slot.segments:
@@ -250,7 +210,7 @@ class LeanKVCache(_CacheBase):
 
         return store_and_read
 
-    def _store_and_read(self, slot: _LayerSlot, scale_index: int, k_new, v_new) -> Attendable:
+    def _store_and_read(self, slot: LayerSlot, scale_index: int, k_new, v_new) -> Attendable:
         _check_written(k_new, self.sizes, scale_index)
         if scale_index == slot.last:  # last use: attend to kept + new, keep nothing
             parts, transient = self._read(slot, {})
@@ -277,7 +237,7 @@ class LeanKVCache(_CacheBase):
         self.meter.sub(transient)
         return Attendable(*parts)
 
-    def _read(self, slot: _LayerSlot, upto: dict[int, int]) -> tuple[list, int]:
+    def _read(self, slot: LayerSlot, upto: dict[int, int]) -> tuple[list, int]:
         """What the layer's segments hold (segment -> tokens: `upto`, else all it has), in the
         compute dtype, and the bytes of the transient copies among them."""
         parts, transient = [], 0

@@ -186,7 +186,8 @@ class KVPrecision(Lever):
             "--kv-precision int8@5")
     example, families = "d8+kv8", ("KV precision",)
     _TEXT = re.compile(r"^\s*([a-z0-9_]+)\s*(?:@\s*(\d{1,9}))?\s*$", re.IGNORECASE)
-    _PART = re.compile(r"^kv([a-z0-9_]+)(?:@(\d{1,9}))?$", re.IGNORECASE)
+    # 'kvWORD[@SCALE]' with a letter in WORD names a format ('kv12' may be a retention typo)
+    _PART = re.compile(r"^kv(8|[a-z0-9_]*[a-z][a-z0-9_]*)(?:@(\d{1,9}))?$", re.IGNORECASE)
 
     def read(self, value):
         """'int8', '8', 'fp8', 'int8@5' or ('int8', 5) -> (format, first scale); None stays."""
@@ -218,7 +219,7 @@ class KVPrecision(Lever):
     to_json = show
 
     def parse_part(self, part):
-        m = self._PART.match(part)  # any 'kvWORD[@SCALE]': an unknown format is named as such
+        m = self._PART.match(part)  # an unknown format is named as such
         if m is None or m.group(1).lower() == "keep":
             return None
         if self.spec.match(part) is None:
