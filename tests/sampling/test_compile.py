@@ -45,10 +45,13 @@ def test_compiled_step_traces_each_scale_whole_and_gives_the_eager_logits(plan, 
 
 
 @pytest.mark.parametrize("levers", [{"cfg_stop": 2, "guide_plan": "d2"}, {"kv_keep": (0, 1)},
-                                    {"prune": (0.5, 2)}], ids=["guide", "kv_keep", "prune"])
+                                    {"prune": (0.5, 2)}, {"kv_precision": "int8"},
+                                    {"kv_precision": "fp8@1", "kv_keep": (1, 0)}],
+                         ids=["guide", "kv_keep", "prune", "kv8", "kvfp8@1"])
 def test_compiled_steps_run_the_levers_exactly(levers, caplog):
-    """Row groups, the chunked cache and pruned positions traced into the step's graphs: the
-    same tokens and the same measured KV peak as eager (traced without code generation)."""
+    """Row groups, the chunked cache, pruned positions and quantised keys/values traced into
+    the step's graphs: the same tokens and the same measured KV peak as eager (traced without
+    code generation)."""
     from variant.sampling.sampler import generate
 
     var, _, _ = _model_and_inputs()

@@ -23,11 +23,12 @@ no range or rounding of their own (fp16 scales underflow for small values; bf16 
 2^-9 relative error to every element of the token-head).
 
 Memory, counted exactly by the caches' `KVMeter` (and so by the cost model's prediction):
-the stored payload and scales; while a scale's new keys/values are quantised, one float32
-workspace of their size (`x / s`, freed at once); and while a layer attends, a transient
-compute-dtype copy of what it reads from a quantised store (`dequantise`: never the whole
-cache, one layer's reads, freed when its attention is done). A scale's own new keys/values are
-attended to as computed (not round-tripped through 8 bits), as at a layer's last scale.
+the stored payload and scales; while a scale's new keys or values are quantised, a float32
+workspace of their size and their scales (`x / s`, `s`, freed at once); and while a layer
+attends, a transient compute-dtype copy of what it reads from a quantised store
+(`dequantise`: never the whole cache, one layer's reads, freed when its attention is done).
+A scale's own new keys/values are attended to as computed (not round-tripped through 8 bits),
+as at a layer's last scale.
 Shape legend (the package's, see variant/__init__.py): R rows, A heads, n tokens, E head dim.
 """
 
@@ -150,19 +151,21 @@ class KVStore:
 def quantise_into(x_RAlE: torch.Tensor, q_RAlE: torch.Tensor, s_RAl1: torch.Tensor, fmt: Format,
                   meter=None) -> None:
     """Symmetric absmax quantisation per (row, head, token): `s = max |x| / max_value` into
-    `s_RAl1` (float32), `q = round(x / s)` into `q_RAlE` (the format's dtype). The one float32
-    workspace `x / s` is counted by `meter` while it lives."""
-    torch.linalg.vector_norm(x_RAlE, ord=float("inf"), dim=-1, keepdim=True,
-                             dtype=torch.float32, out=s_RAl1)
-    s_RAl1.clamp_(min=_SMALLEST).div_(fmt.max_value)
-    work = torch.div(x_RAlE, s_RAl1)  # float32 by promotion
+    `s_RAl1` (float32), `q = round(x / s)` into `q_RAlE` (the format's dtype). The workspace,
+    `s` and `x / s` in float32 (fresh tensors: compiled steps refuse strided `out=`), is
+    counted by `meter` while it lives."""
+    s = torch.linalg.vector_norm(x_RAlE, ord=float("inf"), dim=-1, keepdim=True,
+                                 dtype=torch.float32)
+    s.clamp_(min=_SMALLEST).div_(fmt.max_value)
+    work = torch.div(x_RAlE, s)  # float32 by promotion
     if meter is not None:
-        meter.add(work.nbytes)
+        meter.add(s.nbytes + work.nbytes)
     if not fmt.dtype.is_floating_point:
         work.round_()  # integer conversion truncates; float8 conversion rounds to nearest
     q_RAlE.copy_(work)
+    s_RAl1.copy_(s)
     if meter is not None:
-        meter.free_now(work.nbytes)
+        meter.free_now(s.nbytes + work.nbytes)
 
 
 def dequantise(q_RAnE: torch.Tensor, s_RAn1: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
