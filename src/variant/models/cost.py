@@ -18,7 +18,8 @@ vocab head (D -> V) run once per token whatever the plan. AdaLN, norms and softm
 KV bytes. A token-layer of keys and values takes rows x D x 2 (k, v) x the compute dtype's bytes.
 The lean bound is `DepthPlan.kv_peak_token_layers` of those (DESIGN invariant 3), which the
 cache meets for the paper's plan families; `kv_peak_bytes` is the exact peak for any plan and
-levers (sampling/levers.py: guidance levers, token pruning, KV retention). The
+levers (sampling/levers.py: guidance levers, token pruning, KV retention; KV precision with its
+scales, workspace and dequantised reads, sampling/kv_quant.py). The
 official sampler keeps all L tokens of every layer, and under 16-bit autocast its keys stay fp32
 after the L2 normalisation (`F.normalize` autocasts to fp32): 4 + 2 = 6 bytes per channel of k
 and v instead of 4.
