@@ -166,6 +166,18 @@ class Tuner:
         write_text_atomic(self.out / "front.json", json.dumps(front, indent=2) + "\n")
         return front
 
+    def measure_quality(self) -> dict[str, dict]:
+        """Every configuration's quality alone, no cost (the plan search's cheap stage,
+        front/search.py), by name: the same resumable parts as `run`."""
+        self._check_resume()
+        out = {}
+        for i, config in enumerate(self.configs):
+            log.info("[%d/%d] %s (quality)", i + 1, len(self.configs), config.name)
+            folder = self.out / "configs" / folder_name(config.name)
+            folder.mkdir(parents=True, exist_ok=True)
+            out[config.name] = self._quality(config, folder)
+        return out
+
     def _check_resume(self) -> None:
         """Parts of an earlier run are reused only if made with the same settings."""
         s = self.settings
