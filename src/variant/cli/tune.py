@@ -156,10 +156,11 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--vae", args.vae), ("--revision", args.revision)):
         if value is not None:
             model_args += [flag, value]
+    if search:
+        print(search.describe(), flush=True)
     print(f"tuning {len(configs)} configurations of {args.model} ({len(args.seeds)} seeds x "
           f"{args.num_per_class * num_classes} images each, {args.repeats} timed runs): "
-          + ", ".join(c.name for c in configs) + (" and the search's survivors:\n"
-                                                  + search.describe() if search else ""),
+          + ", ".join(c.name for c in configs) + (" and the survivors" if search else ""),
           flush=True)
 
     def tuner(configs, out, settings):  # a search's configurations name their bridge
