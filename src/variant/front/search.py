@@ -82,7 +82,8 @@ def read_flop_budget(text: str) -> FlopBudget:
         raise ValueError(f"cannot read the FLOP budget {str(text)[:40]!r}: give {BUDGET_SYNTAX}.")
     number, unit, flops = float(m.group(1)), (m.group(2) or "").lower(), m.group(3)
     if not math.isfinite(number) or number <= 0:
-        raise ValueError(f"the FLOP budget {text!r} must be above zero: give {BUDGET_SYNTAX}.")
+        problem = "must be above zero" if number <= 0 else "is too large to be meant"
+        raise ValueError(f"the FLOP budget {text!r} {problem}: give {BUDGET_SYNTAX}.")
     if unit in _UNITS or flops:
         if unit == "%":
             raise ValueError(f"the FLOP budget {text!r} mixes % and FLOPs: give {BUDGET_SYNTAX}.")
