@@ -16,7 +16,7 @@ import torch
 import variant.front.tune as tune
 from variant.cli.main import main
 from variant.front import load_front
-from variant.front.search import read_flop_budget, select
+from variant.front.search import Selection, read_flop_budget, select
 from variant.front.tune import Tuner
 from variant.sampling.configuration import folder_name
 
@@ -79,29 +79,34 @@ def test_select_keeps_the_front_and_the_best_of_each_bin():
     # (c, d) and 0.75-1 (b, f, a).
     points = [("a", 1.0, 10.0), ("b", 0.9, 12.0), ("f", 0.95, 13.0), ("c", 0.5, 20.0),
               ("d", 0.6, 21.0), ("e", 0.4, None)]
-    reasons = select(points, keep=1, bins=2)
-    assert set(reasons) == {"a", "b", "c"}
-    assert reasons["b"] == ["on the stage-1 front"]
-    assert reasons["c"] == ["on the stage-1 front", "best 1 of 2 in FLOP bin 1/2 (0.5-0.75 "
-                            "GFLOPs)"]
-    assert reasons["a"] == ["on the stage-1 front", "best 1 of 3 in FLOP bin 2/2 (0.75-1 "
-                            "GFLOPs)"]
+    chosen = select(points, keep=1, bins=2)
+    assert chosen.survivors == ("a", "c", "b")  # the bins' best (best first), then the front
+    assert chosen.reasons == {
+        "a": ["on the stage-1 front", "best 1 of 3 in FLOP bin 2/2 (0.75-1 GFLOPs)"],
+        "b": ["on the stage-1 front"],
+        "c": ["on the stage-1 front", "best 1 of 2 in FLOP bin 1/2 (0.5-0.75 GFLOPs)"]}
     kept2 = select(points, keep=2, bins=2)
-    assert set(kept2) == {"a", "b", "c", "d"}  # d: second of bin 1; f third of bin 2
-    assert kept2["d"] == ["best 2 of 2 in FLOP bin 1/2 (0.5-0.75 GFLOPs)"]
-    assert kept2["b"] == ["on the stage-1 front", "best 2 of 3 in FLOP bin 2/2 (0.75-1 GFLOPs)"]
+    assert kept2.survivors == ("a", "b", "c", "d")  # d: second of bin 1; f third of bin 2
+    assert kept2.reasons["d"] == ["best 2 of 2 in FLOP bin 1/2 (0.5-0.75 GFLOPs)"]
+    assert kept2.reasons["b"] == ["on the stage-1 front",
+                                  "best 2 of 3 in FLOP bin 2/2 (0.75-1 GFLOPs)"]
+    # the limit cuts the front plans before the bins' picks, the worst first
+    assert select(points, keep=1, bins=2, limit=2).survivors == ("a", "c")
+    assert select(points, keep=2, bins=2, limit=3).survivors == ("a", "b", "c")
     # higher-is-better metrics flip the comparison: a plan with a larger score dominates
-    assert set(select([("p", 0.5, 2.0), ("q", 0.6, 1.0)], 1, 1, lower_is_better=False)) == {"p"}
+    flipped = select([("p", 0.5, 2.0), ("q", 0.6, 1.0)], 1, 2, lower_is_better=False)
+    assert flipped.survivors == ("p", "q") and flipped.reasons["q"] == [
+        "best 1 of 1 in FLOP bin 2/2 (0.55-0.6 GFLOPs)"]
 
 
 def test_select_front_ignores_bins_and_handles_ties():
     points = [("x", 0.5, 3.0), ("y", 0.5, 3.0), ("z", 0.7, 3.0)]
-    reasons = select(points, keep=1, bins=1)
-    assert set(reasons) == {"x", "y"}  # equal points do not dominate each other; z is
-    assert reasons["x"] == ["on the stage-1 front", "best 1 of 3 in FLOP bin 1/1 "
-                            "(0.5-0.7 GFLOPs)"]
-    assert select([("only", 0.3, 1.0)], keep=1, bins=4)["only"][0] == "on the stage-1 front"
-    assert select([], keep=1, bins=4) == {}
+    chosen = select(points, keep=1, bins=1)
+    assert chosen.survivors == ("x", "y")  # equal points do not dominate each other; z is
+    assert chosen.reasons["x"] == ["on the stage-1 front", "best 1 of 3 in FLOP bin 1/1 "
+                                   "(0.5-0.7 GFLOPs)"]
+    assert select([("only", 0.3, 1.0)], keep=1, bins=4).survivors == ("only",)
+    assert select([], keep=1, bins=4) == Selection({}, ())
 
 
 # ---------------------------------------------------------------------- the search end to end
@@ -134,15 +139,17 @@ def test_search_writes_a_normal_front_within_the_budget(searched):
 
 
 def test_search_survivors_follow_the_rule(searched):
-    """Every plan left out is dominated in stage 1 and not the best of the one FLOP bin."""
+    """One FLOP bin, no cut: the plans left out are exactly the dominated ones that are not
+    the best of all."""
     _, _, record = searched
     measured = [(p["spec"], p["gflops_per_image"], p["stage1_quality"]["fid"])
                 for p in record["plans"] if p["within_budget"]]
     best = min(measured, key=lambda m: (m[2], m[1]))
     for spec, g, q in measured:
         dominated = any(g2 <= g and q2 <= q and (g2 < g or q2 < q) for _, g2, q2 in measured)
-        reasons = next(p["reasons"] for p in record["plans"] if p["spec"] == spec)
-        assert (spec == best[0] or not dominated) == (reasons != ["dominated"]), reasons
+        plan = next(p for p in record["plans"] if p["spec"] == spec)
+        assert plan["survived"] == (spec == best[0] or not dominated), plan
+        assert plan["survived"] or plan["reasons"] == ["dominated, not the best of its FLOP bin"]
 
 
 def test_plan_front_picks_from_a_searched_front(searched, capsys):

@@ -17,12 +17,14 @@ them) and is scored by the front's metric: the same resumable parts as `variant 
 `{out}/search/`.
 
 Selection (`select`), on the stage-1 quality (the metric key, lower is better for FID) against
-predicted FLOPs, a plan survives when
-  - it is on the stage-1 Pareto front (no other plan is at most as costly and at least as good,
-    one of the two strictly), or
+predicted FLOPs. A plan qualifies when
   - it is among the `keep` best of its FLOP bin: the range from the cheapest to the costliest
     stage-1 plan cut into `bins` equal bins, so every part of the budget keeps a candidate even
-    where the stage-1 noise put a lucky plan on the front.
+    where the stage-1 noise put a lucky plan on the front, or
+  - it is on the stage-1 Pareto front (no other plan is at most as costly and at least as good,
+    one of the two strictly).
+At most `survivors` qualified plans survive: the bins' picks first, then the other front plans,
+each group best first (stage 2 is the costly part: it measures every survivor on all seeds).
 
 Stage 2 measures the full plan (the reference, whatever the budget), the survivors and any extra
 configurations (`--specs`) exactly as `variant tune` does (seeds x images, intervals, the cost
@@ -99,15 +101,16 @@ def read_flop_budget(text: str) -> FlopBudget:
 class SearchSettings:
     """What fixes a search's stage 1 and its selection (a resumed search must match it)."""
 
-    per_class: int = 1  # stage-1 images per class
+    per_class: int = 10  # stage-1 images per class
     seed: int = 100  # stage-1 sampling seed
     keep: int = 1  # best plans kept per FLOP bin
     bins: int = 4  # FLOP bins over the stage-1 range
+    survivors: int = 6  # at most this many survive
 
     def __post_init__(self) -> None:
-        if min(self.per_class, self.keep, self.bins) < 1 or self.seed < 0:
-            raise ValueError("--search-per-class, --keep and --bins must be >= 1 and "
-                             "--search-seed >= 0.")
+        if min(self.per_class, self.keep, self.bins, self.survivors) < 1 or self.seed < 0:
+            raise ValueError("--search-per-class, --keep, --bins and --survivors must be >= 1 "
+                             "and --search-seed >= 0.")
 
 
 @dataclass(frozen=True)
@@ -142,28 +145,38 @@ def predict(var, specs: Sequence[str], sampling: SamplingConfig, bench_batch: in
     return out
 
 
+@dataclass(frozen=True)
+class Selection:
+    """Stage 1's outcome: why each plan qualified, and the survivors (at most the limit)."""
+
+    reasons: dict[str, list[str]]  # every plan that qualified, in the order of the points
+    survivors: tuple[str, ...]  # bin picks first, then the other front plans, each best first
+
+
 def select(points: Sequence[tuple[str, float, float | None]], keep: int, bins: int,
-           lower_is_better: bool = True) -> dict[str, list[str]]:
+           limit: int | None = None, lower_is_better: bool = True) -> Selection:
     """The survivors of stage 1 (module docstring) among (spec, predicted GFLOPs, quality)
-    points, each with its reasons; points without a quality never survive."""
+    points; points without a quality never qualify."""
     sign = 1 if lower_is_better else -1
     scored = [(s, g, sign * q) for s, g, q in points if q is not None and math.isfinite(q)]
-    reasons: dict[str, list[str]] = {}
+    reasons: dict[str, list[str]] = {s: [] for s, _, _ in scored}
     for s, g, q in scored:
         if not any(g2 <= g and q2 <= q and (g2 < g or q2 < q) for _, g2, q2 in scored):
-            reasons.setdefault(s, []).append("on the stage-1 front")
-    if not scored:
-        return reasons
-    lo, hi = min(g for _, g, _ in scored), max(g for _, g, _ in scored)
-    width = (hi - lo) / bins
-    for b in range(bins):
-        members = [(q, g, s) for s, g, q in scored
-                   if (min(bins - 1, int((g - lo) / width)) if width > 0 else 0) == b]
-        for rank, (_, _, s) in enumerate(sorted(members)[:keep], 1):
-            reasons.setdefault(s, []).append(
-                f"best {rank} of {len(members)} in FLOP bin {b + 1}/{bins} "
-                f"({lo + b * width:.3g}-{lo + (b + 1) * width:.3g} GFLOPs)")
-    return reasons
+            reasons[s].append("on the stage-1 front")
+    picks = []
+    if scored:
+        lo, hi = min(g for _, g, _ in scored), max(g for _, g, _ in scored)
+        width = (hi - lo) / bins
+        for b in range(bins):
+            members = [(q, g, s) for s, g, q in scored
+                       if (min(bins - 1, int((g - lo) / width)) if width > 0 else 0) == b]
+            for rank, (q, g, s) in enumerate(sorted(members)[:keep], 1):
+                picks.append((q, g, s))
+                reasons[s].append(f"best {rank} of {len(members)} in FLOP bin {b + 1}/{bins} "
+                                  f"({lo + b * width:.3g}-{lo + (b + 1) * width:.3g} GFLOPs)")
+    front = [(q, g, s) for s, g, q in scored if reasons[s] and (q, g, s) not in picks]
+    order = [s for _, _, s in sorted(picks) + sorted(front)]
+    return Selection({s: r for s, r in reasons.items() if r}, tuple(order[:limit]))
 
 
 class PlanSearch:
@@ -241,10 +254,11 @@ class PlanSearch:
                             self.stage1_settings(settings))
         quality = stage1.measure_quality()
         key = settings.metric_key
-        reasons = select([(c.spec, c.gflops_per_image, quality[c.spec][key]["mean"])
-                          for c in self.stage1], self.search.keep, self.search.bins)
-        stage2 = self.stage2([c for c in self.stage1 if c.spec in reasons])
-        record = self._record(quality, reasons, stage2)
+        chosen = select([(c.spec, c.gflops_per_image, quality[c.spec][key]["mean"])
+                         for c in self.stage1], self.search.keep, self.search.bins,
+                        self.search.survivors)
+        stage2 = self.stage2([c for c in self.stage1 if c.spec in chosen.survivors])
+        record = self._record(quality, chosen, stage2)
         write_text_atomic(record_path, json.dumps(record, indent=2) + "\n")
         log.info("stage 2: %s", ", ".join(c.spec for c in stage2))
         return make_tuner([c.config for c in stage2], out, settings).run()
@@ -267,21 +281,27 @@ class PlanSearch:
                              "another --out, or delete its search.json to search again with "
                              "these (finished measurements are reused).")
 
-    def _record(self, quality: dict, reasons: dict, stage2: list[Candidate]) -> dict:
+    def _record(self, quality: dict, chosen: Selection, stage2: list[Candidate]) -> dict:
         plans = []
         for c in self.candidates:
             measured = quality.get(c.spec) if c in self.stage1 else None
+            reasons = chosen.reasons.get(c.spec, [])
+            if c not in self.stage1:
+                reasons = ["over the FLOP budget"]
+            elif not reasons:
+                reasons = ["dominated, not the best of its FLOP bin"]
+            elif c.spec not in chosen.survivors:
+                reasons = reasons + [f"cut: --survivors {self.search.survivors} kept better "
+                                     "ones"]
             plans.append({
                 "spec": c.spec, "gflops_per_image": c.gflops_per_image,
                 "flops_vs_full": c.gflops_per_image / self.full.gflops_per_image,
                 "kv_peak_bytes": c.kv_peak_bytes, "within_budget": c in self.stage1,
                 "stage1_quality": None if measured is None else {
                     k: v["mean"] for k, v in measured.items() if isinstance(v, dict)},
-                "survived": c.spec in reasons,
-                "reasons": reasons.get(c.spec) or (
-                    ["over the FLOP budget"] if c not in self.stage1 else ["dominated"])})
+                "survived": c.spec in chosen.survivors, "reasons": reasons})
         roles = {c.spec: "reference" if c is self.full else
-                 "survivor" if c.spec in reasons else "extra" for c in stage2}
+                 "survivor" if c.spec in chosen.survivors else "extra" for c in stage2}
         return {"format": SEARCH_FORMAT, "version": 1, "settings": self.settings_record(),
                 "full": {"spec": self.full.spec, "gflops_per_image": self.full.gflops_per_image,
                          "kv_peak_bytes": self.full.kv_peak_bytes},
