@@ -84,7 +84,9 @@ def prepare(work: Path) -> None:
     (work / "profile_list.json").write_text("[1, 2]")
     for name, file, text in (("tune_corrupt", "tune.json", "{bad"),
                              ("tune_badfront", "front.json", "[]"),
-                             ("tune_nanfront", "front.json", '{"format": NaN}')):
+                             ("tune_nanfront", "front.json", '{"format": NaN}'),
+                             ("search_list", "search.json", "[1]"),
+                             ("search_corrupt", "search.json", "{bad")):
         (work / name).mkdir()
         (work / name / file).write_text(text)
     model = work / "model_eight"  # a model directory whose config.json has "depth": "eight"
@@ -354,6 +356,9 @@ def _plan_search() -> list[tuple[list[str], str]]:
         ([*T, "--search", "paper", "--bins", "x"], "--bins"),
         ([*T, "--search-seed", "3"], "--search-seed"),
         ([*T, "--search", "monotone", "--subnets", "9"], "subnet depths below"),
+        ([*T, "--search", "paper", "--out", "{W}/search_list"], "not a search record"),
+        ([*T, "--search", "paper", "--out", "{W}/search_corrupt"], "search.json"),
+        ([*T, "--search", "paper", "--out", "{W}/tune_badfront"], "front.json"),
     ]
 
 

@@ -15,26 +15,27 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group(
         "plan search", "explore a plan family under a FLOP budget: stage 1 scores every plan "
         "within the budget on a few images (one seed), stage 2 measures the survivors, the "
-        "full plan and --specs like any tune configuration; e.g. --search monotone "
-        "--max-flops 60%% --search-per-class 2 --survivors 4")
+        "full plan and --specs/--extra like any tune configuration; search.json records "
+        "why each plan survived; e.g. --search monotone --max-flops 60% --search-per-class 2 "
+        "--survivors 4")
     s.add_argument("--search", type=checks.reader(read_family, "plan family"), default=None,
                    metavar="FAMILY", help=f"plan family to search: {SYNTAX}; subnet depths "
                    "from --subnets (default: the model's trained ones); --specs and --extra "
                    "are measured alongside in stage 2, whatever their cost")
     s.add_argument("--max-flops", type=checks.reader(read_flop_budget, "FLOP budget"),
-                   default=None, help="FLOP budget per image, predicted by the cost model: a "
-                   "fraction of the full network (0.6 or 60%%) or FLOPs with a unit (0.6G, "
-                   "600M); default: the full network's")
-    s.add_argument("--search-per-class", type=checks.count, default=None,
+                   default=None, metavar="X", help="FLOP budget per image, predicted by the "
+                   "cost model: a fraction of the full network (0.6 or 60%%) or FLOPs with a "
+                   "unit (0.6G, 600M); default: the full network's")
+    s.add_argument("--search-per-class", type=checks.count, default=None, metavar="N",
                    help="stage-1 images per class and plan (default 10)")
-    s.add_argument("--search-seed", type=checks.seed, default=None,
+    s.add_argument("--search-seed", type=checks.seed, default=None, metavar="S",
                    help="stage-1 sampling seed (default 100: apart from the stage-2 --seeds)")
-    s.add_argument("--keep", type=checks.count, default=None,
+    s.add_argument("--keep", type=checks.count, default=None, metavar="K",
                    help="besides the stage-1 front, the best K plans of each FLOP bin survive "
                         "(default 1)")
-    s.add_argument("--bins", type=checks.count, default=None,
+    s.add_argument("--bins", type=checks.count, default=None, metavar="B",
                    help="FLOP bins over the stage-1 plans' range (default 4)")
-    s.add_argument("--survivors", type=checks.count, default=None,
+    s.add_argument("--survivors", type=checks.count, default=None, metavar="N",
                    help="at most N plans survive to stage 2: the bins' best first, then the "
                         "other stage-1 front plans, best first (default 6)")
 

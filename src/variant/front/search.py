@@ -272,7 +272,10 @@ class PlanSearch:
                 raise ValueError(f"{out} holds a `variant tune` front that is not a search's; "
                                  "pass another --out for the search.")
             return
-        old = read_json(path, "search record", hint=PART_HINT).get("settings", {})
+        data = read_json(path, "search record", hint=PART_HINT)
+        old = data.get("settings") if isinstance(data, dict) else None
+        if not isinstance(old, dict):
+            raise ValueError(f"{path} is not a search record (no settings); {PART_HINT}.")
         now = self.settings_record()
         diff = sorted(k for k in set(old) | set(now) if old.get(k) != now.get(k))
         if diff:
