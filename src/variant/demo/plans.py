@@ -37,7 +37,10 @@ class PlanStudy:
 
     zone_seeds: tuple[int, ...] = (0, 1, 2)  # training seeds per zone
     zone_train: tuple[str, ...] = ("--num-images", "2500", "--phase-epochs", "0.3,1.2,0.5")
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # sampling seeds of every measurement
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # sampling seeds of the search and the paper plans
+    # sampling seeds of each zone supernet's measurement: its intervals are over the training
+    # runs, each run's FID the mean over these seeds (3 x 500 images: the study's time budget)
+    zone_sampling_seeds: tuple[int, ...] = (0, 1, 2)
     per_class: int = 50  # images per class and sampling seed
     max_flops: str = "0.6"  # the search's FLOP budget per image (fraction of the full network)
     search: tuple[str, ...] = ()  # extra flags of `tune --search` (stage sizes)
@@ -63,10 +66,11 @@ def zone_supernets(demo: Demo, base: Path, study: PlanStudy) -> dict[str, list[P
 
 
 def measure(demo: Demo, model: Path, out: Path, specs: tuple[str, ...], study: PlanStudy,
-            threads: int = 0) -> Path:
-    """`variant tune` of `specs` on `model` with the study's seeds and images; its front.json."""
+            threads: int = 0, seeds: tuple[int, ...] = ()) -> Path:
+    """`variant tune` of `specs` on `model` with the study's seeds (or `seeds`) and images; its
+    front.json."""
     demo.variant("tune", "--model", model, "--out", out, "--specs", *specs,
-                 "--seeds", *map(str, study.seeds), "--num-per-class", str(study.per_class),
+                 "--seeds", *map(str, seeds or study.seeds), "--num-per-class", str(study.per_class),
                  "--bench-batch", "16", "--repeats", str(demo.mode.bench_repeats),
                  *(("--threads", str(threads)) if threads else demo.thread_flags()),
                  "--no-progress", done=out / "front.json", threads=threads)
@@ -81,7 +85,7 @@ def zone_fronts(demo: Demo, models: dict[str, list[Path]], study: PlanStudy) -> 
     def one(run):
         zone, i, model = run
         return measure(demo, model, demo.out / "plans" / f"front-zone{zone}-seed{i}",
-                       ZONE_SPECS, study, threads)
+                       ZONE_SPECS, study, threads, study.zone_sampling_seeds)
 
     with ThreadPoolExecutor(demo.jobs) as pool:
         fronts = list(pool.map(one, runs))
