@@ -87,7 +87,8 @@ DEMO_MODES = {
         name="full", tokenizer=(), base=(), supernet=(),
         study=("--num-images", "2500", "--phase-epochs", "0.3,1.2,0.5"),
         num_per_class=50, study_per_class=50, seeds=(0, 1, 2, 3, 4), bench_repeats=5,
-        tune_seeds=(0, 1, 2, 3, 4), tune_per_class=50, front_specs=FULL_FRONT_SPECS),
+        tune_seeds=(0, 1, 2, 3, 4), tune_per_class=50, front_specs=FULL_FRONT_SPECS,
+        plans=PlanStudy(zone_seeds=())),  # of the plan study: the elastic supernet and search
     "plans": DemoMode(
         name="plans", tokenizer=(), base=(), supernet=(), study=(), num_per_class=50,
         study_per_class=0, seeds=(), bench_repeats=5, plans=PlanStudy(), plans_only=True),
@@ -220,14 +221,15 @@ class Demo:
             results.setdefault(ratio, []).append(path)
         return results
 
-    def plan_study(self, base: Path, started: float) -> Path:
+    def plan_study(self, base: Path, started: float, paper: Path = Path("builtin")) -> Path:
+        """The per-scale plan study (demo/plans.py); `paper`: the paper-trained supernet."""
         study = self.mode.plans
-        zones = zone_supernets(self, base, study)
+        zones = zone_supernets(self, base, study) if study.zone_seeds else {}
         model = elastic(self, base)
-        fronts = zone_fronts(self, zones, study)
+        fronts = zone_fronts(self, zones, study) if zones else {}
         searched = search(self, model, study)
-        paper = paper_supernet(self, searched, study)
-        return write_plans_report(self.out, fronts, searched, paper, ZONE_NAMES,
+        paper_front = paper_supernet(self, paper, searched, study)
+        return write_plans_report(self.out, fronts, searched, paper_front, ZONE_NAMES,
                                   time.perf_counter() - started, (self.ran, self.skipped))
 
     def run(self) -> Path:
@@ -247,5 +249,11 @@ class Demo:
                                                   *self.mode.asymmetry_specs)}
         grids = self.grids(supernet)
         study = self.ratio_study(base) if self.mode.seeds else {}
-        return write_report(self.out, self.mode.name, tok, evals, bench, asym, grids, study,
-                            time.perf_counter() - started, fronts, (self.ran, self.skipped))
+        plans = self.plan_study(base, started, supernet) if self.mode.plans else None
+        report = write_report(self.out, self.mode.name, tok, evals, bench, asym, grids, study,
+                              time.perf_counter() - started, fronts, (self.ran, self.skipped))
+        if plans is not None:
+            with report.open("a") as f:
+                f.write(f"\n## The per-scale plan study\n\nSee [{plans.relative_to(self.out)}]"
+                        f"({plans.relative_to(self.out)}).\n")
+        return report

@@ -70,7 +70,8 @@ def measure(demo: Demo, model: Path, out: Path, specs: tuple[str, ...], study: P
     """`variant tune` of `specs` on `model` with the study's seeds (or `seeds`) and images; its
     front.json."""
     demo.variant("tune", "--model", model, "--out", out, "--specs", *specs,
-                 "--seeds", *map(str, seeds or study.seeds), "--num-per-class", str(study.per_class),
+                 "--seeds", *map(str, seeds or study.seeds),
+                 "--num-per-class", str(study.per_class),
                  "--bench-batch", "16", "--repeats", str(demo.mode.bench_repeats),
                  *(("--threads", str(threads)) if threads else demo.thread_flags()),
                  "--no-progress", done=out / "front.json", threads=threads)
@@ -113,9 +114,10 @@ def search(demo: Demo, model: Path, study: PlanStudy) -> Path:
     return out / "front.json"
 
 
-def paper_supernet(demo: Demo, search_front: Path, study: PlanStudy) -> Path:
-    """The paper-trained supernet (the shipped model: `variant train --preset builtin-supernet`
-    from the same recipe's base) on the paper's plans and on every plan the search kept."""
+def paper_supernet(demo: Demo, model: Path, search_front: Path, study: PlanStudy) -> Path:
+    """The paper-trained supernet (`variant train --preset builtin-supernet`: the demo's own,
+    or the shipped model, trained by that recipe) on the paper's plans and on every plan the
+    search kept."""
     searched = [row["spec"] for row in read_json(search_front, "front file")["rows"]]
     specs = tuple(dict.fromkeys(["full", "d4", "d2", *searched]))
-    return measure(demo, Path("builtin"), demo.out / "plans" / "front-paper", specs, study)
+    return measure(demo, model, demo.out / "plans" / "front-paper", specs, study)

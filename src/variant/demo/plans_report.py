@@ -231,7 +231,7 @@ def write_plans_report(out: Path, zones: dict[str, list[Path]], search: Path, pa
                        depth: int = 8, num_scales: int = 6) -> Path:
     """OUT/plans/report.md with the study's tables and figures (module docstring)."""
     folder = out / "plans"
-    figures = {"zones": plot_zones(zones, names, folder / "zones.png"),
+    figures = {"zones": plot_zones(zones, names, folder / "zones.png") if zones else None,
                "search": plot_search({"paper plans, paper-trained supernet": paper,
                                       "searched plans, elastic supernet": search,
                                       "searched plans, paper-trained supernet": paper},
@@ -248,11 +248,12 @@ def write_plans_report(out: Path, zones: dict[str, list[Path]], search: Path, pa
     ran, skipped = steps
     parts = ["# The per-scale plan study (demo, plans mode)", "",
              f"{seconds / 60:.1f} minutes for the {ran} steps this invocation ran "
-             f"({skipped} found done).", "",
-             "## Controlled asymmetry: FID of each configuration on each zone supernet", "",
-             zone_table(zones, names), "",
-             "## Each supernet's subnets on its own zone", "", own_zone_table(zones, names), "",
-             own_zone_differences(zones, names), ""]
+             f"({skipped} found done).", ""]
+    if zones:
+        parts += ["## Controlled asymmetry: FID of each configuration on each zone supernet", "",
+                  zone_table(zones, names), "",
+                  "## Each supernet's subnets on its own zone", "",
+                  own_zone_table(zones, names), "", own_zone_differences(zones, names), ""]
     parts += ["## Searched plans (elastic supernet) against the paper's plans (paper-trained)",
               "", dominance_table(search, paper), "",
               "### Every plan on both supernets (FID, 95% interval over sampling seeds)", "",
