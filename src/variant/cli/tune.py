@@ -15,7 +15,7 @@ from ..front.tune import PART_HINT, Tuner, TuneSettings, default_grid
 from ..jsonfile import read_json
 from ..pretrained import read_model_config
 from ..sampling.configuration import resolve_configurations
-from ..sampling.plan import default_subnet_depths
+from ..sampling.plan import default_bridge, default_subnet_depths
 from . import checks
 from .common import add_model_args, add_sampling_args, load_from_args, sampling_from_args
 from .tune_search import add_search_args, check_search_args, prepare_search
@@ -125,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
     meta = read_model_config(args.model, revision=args.revision)[2]
     var, vae = load_from_args(args)
     bridge = args.bridge if args.bridge is not None else meta.get("bridge")
+    if args.bridge is None and bridge == default_bridge(var.num_scales):
+        bridge = None  # bare 'dN' means the same either way; 'd2@bridge3' keeps its own bridge
     sampling = sampling_from_args(args, seed=None)
     search = None if args.search is None else prepare_search(
         args, var, subnet_depths(args, var, meta), bridge, sampling)
