@@ -215,7 +215,7 @@ class StepModel:
         at that scale scaled by this model's ratio (rows, tokens and context of the step vs the
         full plan's)."""
         rows_full = profile["rows"]
-        if levers.guided and not levers.is_neutral and not profile["settings"].get("cfg"):
+        if levers.guided and levers.changes_work and not profile["settings"].get("cfg"):
             raise ValueError("the latency profile was measured without guidance (cfg 0) but these "
                              "levers guide; measure a profile with guidance (variant bench "
                              "--profile with the default --cfg).")
