@@ -29,6 +29,7 @@ torchao is an optional dependency (extra `quant`), imported on first use.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from collections.abc import Iterator
 
@@ -59,13 +60,18 @@ def _quiet(*names: str) -> Iterator[None]:
             lg.setLevel(level)
 
 
+class MissingTorchao(ImportError, ValueError):
+    """torchao is not installed (a ValueError too: commands report it as a bad option)."""
+
+
 def torchao_quantization():
-    """The `torchao.quantization` module; ImportError saying how to install it when missing."""
+    """The `torchao.quantization` module; `MissingTorchao` saying how to install it."""
     try:
         with _quiet("torchao", "torch.utils._pytree"):
             import torchao.quantization as quantization
     except ImportError as err:
-        raise ImportError(f"quantised weights need torchao: {INSTALL}.") from err
+        raise MissingTorchao(f"quantised weights (--weights, spec parts w8/wfp8) need torchao, "
+                             f"which is not installed: {INSTALL}.") from err
     return quantization
 
 
@@ -151,6 +157,29 @@ def quantised_bytes(out_features: int, in_features: int, precision: str) -> int:
     """Bytes of one quantised weight (out, in): one byte per element plus its per-row scale
     (and zero point)."""
     return out_features * in_features + out_features * ROW_BYTES[precision]
+
+
+class WeightCopies:
+    """A model at every weight precision a set of configurations names: the loaded one (for
+    the configurations that name none) and one quantised copy per precision, made on first use
+    from the full-precision model and kept (the tokenizer is shared, not copied)."""
+
+    def __init__(self, var: nn.Module):
+        self.var = var
+        self._copies: dict[str | None, nn.Module] = {weight_precision(var): var}
+
+    def __call__(self, precision: str | None) -> nn.Module:
+        if precision is None:
+            return self.var
+        if precision not in self._copies:
+            have = weight_precision(self.var)
+            if have is not None:
+                raise ValueError(f"the model holds {have} weights; {precision} weights are "
+                                 "quantised from a full-precision model: load one.")
+            vae = self.var.__dict__.get("vae")
+            twin = copy.deepcopy(self.var, memo={id(vae): vae} if vae is not None else None)
+            self._copies[precision] = quantize_weights(twin, precision)
+        return self._copies[precision]
 
 
 # ---------------------------------------------------------------------- saving and loading
