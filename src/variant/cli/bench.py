@@ -184,9 +184,11 @@ def run(args: argparse.Namespace) -> int:
                 if want_profile:
                     profile = profile_scales(var, vae, own)
         rows.append(add_accounting(row, plan, var_config, own, config.levers))
-        # the planner's memory model knows depth plans only (levers: not predicted)
-        row["memory_predicted_bytes"] = (predictor.predict(plan).memory_bytes
-                                         if config.levers.is_neutral else None)
+        # the planner's memory model knows depth plans and weight precisions (levers that
+        # change the work: not predicted)
+        row["memory_predicted_bytes"] = (
+            None if config.levers.changes_work
+            else predictor.predict(plan, config.levers.get("weights")).memory_bytes)
     compare_to_full(rows)
     _report(args, settings, rows, profile, var_config, isolate)
     return 0

@@ -81,12 +81,6 @@ def model_weights(args: argparse.Namespace, specs=()) -> str | None:
     return named.pop() if len(named) == 1 else None
 
 
-def add_weights_arg(parser) -> None:
-    """--weights alone (commands without the lever flags: studio, serve), from its lever."""
-    lever = LEVERS["weights"]
-    parser.add_argument(lever.flag, dest=lever.name, default=None, choices=lever.choices,
-                        help=lever.help)
-
 
 def add_sampling_args(parser, *, dtype: bool = True) -> None:
     """--cfg/--top-k/--top-p/--more-smooth(/--dtype), defaults from `SamplingConfig`."""
