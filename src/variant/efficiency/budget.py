@@ -163,6 +163,7 @@ class Predictor:
         self.cost = workload.cost(var_config)
         self.vae_config = vae_config
         self.weights = self.weight_bytes(None)
+        self._weights = {None: self.weights}  # by precision, computed once
         self.act_transformer = transformer_activation_bytes(var_config, workload)
         self.act_decoder = decoder_activation_bytes(vae_config, workload)
         self.runtime = runtime_bytes
@@ -195,7 +196,9 @@ class Predictor:
         """The costs of `plan` on weights of precision `weights` (None: full)."""
         kv = self.kv_bytes(plan)
         live = max(kv + self.act_transformer, self.act_decoder)
-        weight = self.weights if weights is None else self.weight_bytes(weights)
+        if weights not in self._weights:
+            self._weights[weights] = self.weight_bytes(weights)
+        weight = self._weights[weights]
         parts = {"weights": weight, "kv": kv, "transformer_activations":
                  self.act_transformer, "decoder_activations": self.act_decoder,
                  "runtime": self.runtime}
