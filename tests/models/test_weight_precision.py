@@ -21,6 +21,7 @@ from variant.efficiency.budget import (
 from variant.efficiency.choice import Budget, choose
 from variant.front import tune
 from variant.models import precision
+from variant.models.cost import CostModel
 from variant.sampling.configuration import Configuration, parse_configuration
 from variant.sampling.settings import SamplingConfig
 
@@ -167,3 +168,16 @@ def test_the_planner_picks_int8_where_full_precision_does_not_fit(capsys, monkey
     argv = shlex.split(command)
     assert argv[argv.index("--plans") + 1] == "full+w8"
 
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_measured_kv_equals_predicted_on_int8_weights(builtin_int8, dtype):
+    """The quantised layers follow autocast (their input is cast as a linear's would be), so
+    keys and values keep the compute dtype and the cost model's bytes stay exact."""
+    var, _ = builtin_int8
+    for spec in ("full+w8", "d4+w8+cfgstop4", "d2+w8+prune0.5@4+kv1,2"):
+        config = Configuration.of(var, spec, SamplingConfig(dtype=dtype, seed=1))
+        res = variant.generate(var, 2, [0, 1], configuration=config)
+        predicted = CostModel(var.config, dtype, config.settings.rows(2)).kv_peak_bytes(
+            config.plan, config.levers)
+        assert res.kv_peak_bytes == predicted, spec

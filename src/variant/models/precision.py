@@ -135,10 +135,27 @@ def quantize_weights(var: nn.Module, precision: str | None,
                          f"model to quantise it to {precision}.")
     q = torchao_quantization()
     config = q.Int8WeightOnlyConfig() if precision == "int8" else q.Float8WeightOnlyConfig()
-    chosen = {id(m) for _, m in quantised_layers(var)}
+    layers = [m for _, m in quantised_layers(var)]
+    chosen = {id(m) for m in layers}
     with _quiet("torchao"):
         q.quantize_(var, config, filter_fn=lambda module, _name: id(module) in chosen)
+    # the attention calls its qkv weight directly (F.linear with its own bias): cast there
+    for module in [*layers, *(block.attn for block in var.blocks)]:
+        module.register_forward_pre_hook(_follow_autocast)
     return var
+
+
+def _follow_autocast(module: nn.Module, args: tuple):
+    """Cast a quantised layer's input to the autocast dtype, as autocast casts a linear's: the
+    quantised weights are tensor subclasses autocast does not handle, and their matmul returns
+    the input's dtype (an fp32 input would keep the layer, its keys and values, in fp32)."""
+    x = args[0]
+    kind = x.device.type
+    if x.is_floating_point() and torch.is_autocast_enabled(kind):
+        dtype = torch.get_autocast_dtype(kind)
+        if x.dtype != dtype:
+            return (x.to(dtype), *args[1:])
+    return None
 
 
 def weight_precision(model: nn.Module) -> str | None:
