@@ -181,3 +181,36 @@ def test_measured_kv_equals_predicted_on_int8_weights(builtin_int8, dtype):
         predicted = CostModel(var.config, dtype, config.settings.rows(2)).kv_peak_bytes(
             config.plan, config.levers)
         assert res.kv_peak_bytes == predicted, spec
+
+
+def test_copies_per_precision_share_the_tokenizer_and_quantise_once():
+    var, vae = variant.load_model("builtin")
+    copies = precision.WeightCopies(var)
+    assert copies(None) is var and precision.weight_precision(var) is None
+    int8 = copies("int8")
+    assert copies("int8") is int8 and int8.vae is vae and precision.weight_precision(int8) == "int8"
+    with pytest.raises(ValueError, match="already int8"):
+        precision.quantize_weights(int8, "int8")
+
+
+def test_bench_runs_mixed_precisions_and_predicts_their_memory(tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--plans", "d4", "d4+w8", "--isolate", "no", "--batch", "1",
+                 "--warmup", "0", "--repeats", "1", "--threads", "1", "--json", str(out)]) == 0
+    rows = {r["plan"]: r for r in json.loads(out.read_text())["rows"]}
+    plain, quantised = (rows[k] for k in ("d4", "d4+w8"))
+    assert quantised["kv_peak_bytes"] == plain["kv_peak_bytes"]
+    assert quantised["memory_predicted_bytes"] < plain["memory_predicted_bytes"]
+
+
+def test_served_commands_load_the_weights_the_server_did(builtin_int8):
+    from variant.cli.common import model_weights
+    from variant.serve.engine import Engine
+    from variant.serve.schema import ImageRequest
+
+    var, vae = builtin_int8
+    engine = Engine(var, vae, source="builtin")
+    request = ImageRequest((1,), 0, "d4", SamplingConfig(rng="per-image", seed=0))
+    argv = shlex.split(engine.command(request, engine.configuration("d4", request.settings)))
+    args = build_parser().parse_args(argv[1:])
+    assert args.weights == "int8" and model_weights(args, [args.plan]) == "int8"

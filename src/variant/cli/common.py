@@ -6,6 +6,7 @@ import argparse
 
 import torch
 
+from ..models.precision import weight_precision
 from ..pretrained import BUILTIN, load_model
 from ..sampling.configuration import EXAMPLE, Configuration, parse_configuration
 from ..sampling.lever import LEVERS
@@ -80,6 +81,19 @@ def model_weights(args: argparse.Namespace, specs=()) -> str | None:
              for s in specs} or {flag}
     return named.pop() if len(named) == 1 else None
 
+
+
+def add_weights_arg(parser) -> None:
+    """--weights alone, from its lever (commands without the lever flags: studio, serve)."""
+    lever = LEVERS["weights"]
+    parser.add_argument(lever.flag, dest=lever.name, default=None, choices=lever.choices,
+                        help=lever.help)
+
+
+def weights_args(var) -> list[str]:
+    """The flag that loads a model at `var`'s weight precision, for printed commands."""
+    weights = weight_precision(var)
+    return [LEVERS["weights"].flag, weights] if weights else []
 
 
 def add_sampling_args(parser, *, dtype: bool = True) -> None:
