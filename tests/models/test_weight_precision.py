@@ -214,3 +214,27 @@ def test_served_commands_load_the_weights_the_server_did(builtin_int8):
     argv = shlex.split(engine.command(request, engine.configuration("d4", request.settings)))
     args = build_parser().parse_args(argv[1:])
     assert args.weights == "int8" and model_weights(args, [args.plan]) == "int8"
+
+
+def test_a_measured_front_under_a_memory_budget_picks_int8(tmp_path, capsys):
+    """`variant plan --front`: full precision is over the limit, its int8 twin within."""
+    def row(spec, fid, memory):
+        family = tune.family(spec)
+        return {"spec": spec, "family": family, "plan": parse_configuration(spec)[0],
+                "quality": {"fid": {"mean": fid, "low": fid - 0.5, "high": fid + 0.5}},
+                "cost": {"total_s": 0.1, "total_q1_s": 0.1, "total_q3_s": 0.1,
+                         "kv_peak_bytes": 1000, "peak_memory_bytes": memory * 2**20,
+                         "gflops_per_image": 1.0},
+                "on_front": {"latency": True, "kv": True, "memory": True}}
+
+    front = {"format": tune.FRONT_FORMAT, "version": 1,
+             "rows": [row("full", 5.0, 600), row("full+w8", 5.2, 300), row("d2", 8.0, 250)],
+             "meta": {"model": "random:tiny", "device_name": "x", "threads": 1,
+                      "bench_batch": 2, "seeds": [0, 1], "num_per_class": 2, "num_classes": 2,
+                      "metric": "builtin", "metric_key": "fid",
+                      "settings": SamplingConfig().to_dict(), "depth": 4, "num_scales": 3}}
+    path = tmp_path / "front.json"
+    path.write_text(json.dumps(front))
+    assert main(["plan", "--front", str(path), "--max-memory", "400MiB"]) == 0
+    argv = shlex.split(capsys.readouterr().out.strip().splitlines()[-1])
+    assert argv[:2] == ["variant", "sample"] and argv[argv.index("--plan") + 1] == "full+w8"
