@@ -82,7 +82,6 @@ def model_weights(args: argparse.Namespace, specs=()) -> str | None:
     return named.pop() if len(named) == 1 else None
 
 
-
 def add_weights_arg(parser) -> None:
     """--weights alone, from its lever (commands without the lever flags: studio, serve)."""
     lever = LEVERS["weights"]
