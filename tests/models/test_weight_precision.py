@@ -167,6 +167,9 @@ def test_the_planner_picks_int8_where_full_precision_does_not_fit(capsys, monkey
     command = out.strip().splitlines()[-1].split("confirm with: ")[1]
     argv = shlex.split(command)
     assert argv[argv.index("--plans") + 1] == "full+w8"
+    assert main(["plan", "--model", "random:var-d16", "--weights", "fp8", "--device", "cpu",
+                 "--max-memory", "1.7GiB"]) == 2
+    assert "--weights fp8 does not run on cpu (there: int8)" in capsys.readouterr().err
 
 
 

@@ -93,6 +93,11 @@ def run_budget(args, read_config) -> int:
     # (--weights: that one only); they change no KV, and profiles time full precision
     precisions = ([args.weights] if getattr(args, "weights", None)
                   else supported_precisions(args.device) if budget.max_memory else ())
+    unsupported = [p for p in precisions if p not in supported_precisions(args.device)]
+    if unsupported:
+        raise ValueError(f"--weights {unsupported[0]} does not run on {args.device} (there: "
+                         f"{', '.join(supported_precisions(args.device)) or 'none'}); plan for "
+                         "a device that has it (--device cuda) or drop --weights.")
     choice = choose(budget, predicted_options(predictor, plans, precisions))
     chosen, rejected = choice.chosen.source, [o.source for o in choice.ahead]
     _print_decision(args, var_config, workload, budget, chosen, rejected, subnets, profile)

@@ -164,6 +164,7 @@ class Predictor:
         self.vae_config = vae_config
         self.weights = self.weight_bytes(None)
         self._weights = {None: self.weights}  # by precision, computed once
+        self._kv: dict[tuple, int] = {}  # by plan
         self.act_transformer = transformer_activation_bytes(var_config, workload)
         self.act_decoder = decoder_activation_bytes(vae_config, workload)
         self.runtime = runtime_bytes
@@ -181,7 +182,9 @@ class Predictor:
         return total
 
     def kv_bytes(self, plan: DepthPlan) -> int:
-        return self.cost.kv_peak_bytes(plan)
+        if plan.layer_sets not in self._kv:  # each precision of a plan holds the same KV
+            self._kv[plan.layer_sets] = self.cost.kv_peak_bytes(plan)
+        return self._kv[plan.layer_sets]
 
     def latency(self, plan: DepthPlan, levers: Levers | None = None) -> float | None:
         if self.profile is None:
