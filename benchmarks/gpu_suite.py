@@ -12,7 +12,10 @@ time per image over --repeats synchronised calls after one warm-up call (whose t
 for compiled rows it includes compilation), images/s, the peak `max_memory_allocated` growth
 during a call, and the KV bytes (ours measured by the cache; the official sampler's from the
 cost model: it keeps every layer's keys/values of all L tokens, keys in fp32 under 16-bit
-autocast). Training (VAR-d16, batch 16, bf16 autocast): our step for the full network and each
+autocast). Quantised weights (torchao weight-only, models/precision.py): full and d8 at batch 16,
+bf16, eager, with int8 and, where the GPU has it (compute capability >= 8.9), fp8 weights (plan
+`full+w8`, `full+wfp8`, ...; skipped when torchao is absent). Training (VAR-d16, batch 16,
+bf16 autocast): our step for the full network and each
 subnet vs the official `VARTrainer.train_step`: step time and peak memory growth.
 
 --tiny runs every code path on CPU with tiny shapes (depths 4 and 6, 64 px, batches 1 and 2;
@@ -46,11 +49,13 @@ import suite_report  # noqa: E402  (benchmarks/suite_report.py: results.md)
 FULL = {"models": [("VAR-d16", 16), ("VAR-d30", 30)], "vae": {"V": 4096, "Cvae": 32, "ch": 160},
         "patch_nums": (1, 2, 3, 4, 5, 6, 8, 10, 13, 16), "num_classes": 1000,
         "plans": ("full", "d16", "d8", "d4", "d2"), "batches": (1, 16, 64),
-        "compiled": (("full", 64), ("d8", 64)), "train_model": "VAR-d16", "train_batch": 16,
+        "compiled": (("full", 64), ("d8", 64)), "quantised": (("full", 16), ("d8", 16)),
+        "train_model": "VAR-d16", "train_batch": 16,
         "device": "cuda", "train_dtype": "bf16"}
 TINY = {"models": [("tiny-d4", 4), ("tiny-d6", 6)], "vae": {"V": 64, "Cvae": 8, "ch": 32},
         "patch_nums": (1, 2, 3, 4), "num_classes": 10, "plans": ("full", "d4", "d2"),
-        "batches": (1, 2), "compiled": (("full", 2),), "train_model": "tiny-d4",
+        "batches": (1, 2), "compiled": (("full", 2),), "quantised": (("full", 2), ("d2", 2)),
+        "train_model": "tiny-d4",
         "train_batch": 2, "device": "cpu", "train_dtype": "fp32"}
 
 
@@ -267,6 +272,32 @@ class Suite:
                 self.run_item(f"compile-{name}", f"{name} {plan} b{batch} bf16 compiled",
                               lambda p=plan, b=batch: self.sample_ours(name, var, p, b, "bf16",
                                                                        True))
+        self.quantised(name, var, plans)
+
+    def quantised(self, name: str, var, plans) -> None:
+        """The quantised-weight rows: each precision torchao runs on this device."""
+        from variant.models.precision import (
+            MissingTorchao,
+            WeightCopies,
+            supported_precisions,
+            torchao_quantization,
+        )
+        from variant.sampling.weight_lever import SPEC_PARTS
+
+        try:
+            torchao_quantization()
+        except MissingTorchao:
+            self.results["skipped"].append(f"{name} quantised weights: torchao is not installed "
+                                           "(pip install 'variant[quant]')")
+            return
+        copies = WeightCopies(var)
+        for precision in supported_precisions(self.device):
+            for plan, batch in self.shapes["quantised"]:
+                if plan in plans:
+                    spec = f"{plan}+{SPEC_PARTS[precision]}"
+                    self.run_item(f"quant-{name}", f"{name} {spec} b{batch} bf16 eager",
+                                  lambda s=spec, b=batch, p=precision:
+                                  self.sample_ours(name, copies(p), s, b, "bf16", False))
 
     # ------------------------------------------------------------------ training
     def training(self, tmp: str) -> None:

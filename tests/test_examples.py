@@ -49,6 +49,9 @@ RUN = {
     "variant train --preset tiny --out-dir runs/tiny": ["--max-steps", "1"],
     "variant analyze asymmetry --model builtin": ["--num-per-class", "1", "--metric", "none"],
     "variant tune --model builtin --out runs/tune": ["--show-grid"],
+    "variant sample --plan d4+w8 --out w8.png": ["--num", "2"],
+    "variant quantize --model builtin --weights int8 --out runs/int8": [],
+    "variant plan --model random:var-d30 --batch 16 --max-memory 8GiB": [],
 }
 # command as written -> why it is parsed, not run (and the file it names that exists here)
 NEEDS = {

@@ -14,6 +14,8 @@ A VARiant model directory holds:
   "meta": {...}}
 - `model.safetensors`: the VAR state dict (official key names)
 - `tokenizer.safetensors`: the VQVAE state dict (official key names)
+- a model with quantised weights (models/precision.py) adds `"weights": "int8" | "fp8"` to
+  config.json and stores each quantised weight as its plain inner tensors (`KEY.qdata`, ...)
 
 Directories are written atomically: into a temporary sibling, then renamed into place.
 """
@@ -33,6 +35,7 @@ from .atomic import atomic_directory
 from .builtin import ASSETS, BUILTIN, builtin_model_dir
 from .config import VAEConfig, VARConfig, config_from_dict, config_to_dict, model_preset
 from .jsonfile import read_json
+from .models import precision
 from .models.convert import (
     CheckpointError,
     explain_mismatch,
@@ -46,7 +49,7 @@ from .models.vqvae import VQVAE
 log = logging.getLogger(__name__)
 
 FORMAT = "variant-model"
-CONFIG_KEYS = ("format", "version", "var", "vae", "meta")
+CONFIG_KEYS = ("format", "version", "var", "vae", "meta", "weights")
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.safetensors")
 OFFICIAL_VAE_NAME = "vae_ch160v4096z32.pth"
 RANDOM_PREFIX = "random:"
@@ -142,13 +145,17 @@ def _download(repo_id: str, revision: str | None, files: tuple[str, ...]) -> Pat
 
 def load_model(source: str | Path, vae_path: str | Path | None = None, *,
                device: str | torch.device = "cpu", revision: str | None = None, seed: int = 0,
-               **config_overrides) -> tuple[VAR, VQVAE]:
+               weights: str | None = None, **config_overrides) -> tuple[VAR, VQVAE]:
     """(var, vae) from any source `resolve_source` accepts.
 
     `vae_path`: the VQVAE `.pth` of an official checkpoint. `seed`: the initialisation of
     `random:PRESET`. `config_overrides`: VARConfig fields to replace (e.g. drop_path_rate).
     The VAR comes back in eval mode with the tokenizer attached (`var.vae`), both on `device`.
+    `weights`: 'int8' or 'fp8' quantises the transformer's linear layers once loaded
+    (models/precision.py; checked against `device` first); None keeps the weights as stored (a
+    directory saved quantised loads quantised).
     """
+    precision.check_precision(weights, device)
     resolved = resolve_source(source, revision=revision)
     if vae_path is not None and resolved.kind != "official":
         raise ValueError(f"a separate tokenizer ({vae_path}) applies to official .pth "
@@ -156,11 +163,13 @@ def load_model(source: str | Path, vae_path: str | Path | None = None, *,
     if resolved.kind == "random":
         var, vae = random_model(resolved.preset, device, seed, **config_overrides)
     elif resolved.kind == "directory":
-        var, vae = _load_directory(resolved.path, config_overrides)
+        var, vae = _load_directory(resolved.path, config_overrides, weights, device)
     else:
         var, vae = _load_official(resolved.path, vae_path, config_overrides)
     vae = vae.to(device).eval()
     var = var.to(device).eval()
+    if precision.weight_precision(var) is None:
+        precision.quantize_weights(var, weights, device)
     return var.attach_vae(vae), vae
 
 
@@ -232,12 +241,26 @@ def _read_config_json(path: Path) -> dict:
     return config
 
 
-def _load_directory(path: Path, overrides: dict) -> tuple[VAR, VQVAE]:
+def _load_directory(path: Path, overrides: dict, weights: str | None,
+                    device) -> tuple[VAR, VQVAE]:
     config = _read_config_json(path)
     var_cfg = config_from_dict(VARConfig, {**config["var"], **overrides})
     vae = VQVAE(config_from_dict(VAEConfig, config["vae"]))
     var = VAR(var_cfg, vae)
-    _load_into(var, read_state_dict(path / "model.safetensors"), f"{path}/model.safetensors")
+    state, what = read_state_dict(path / "model.safetensors"), f"{path}/model.safetensors"
+    stored = config.get("weights")
+    if stored is not None:  # quantise the new model as it was, then copy the stored tensors in
+        if weights not in (None, stored):
+            raise ValueError(f"{path} holds {stored} weights, not {weights}; load it without "
+                             f"--weights (or as {stored}), or quantise the full-precision model.")
+        precision.quantize_weights(var.to(device), stored, device)
+        state = precision.load_plain_state(var, state, what)
+        own = var.state_dict()  # the quantised weights hold the stored tensors now
+        explain_mismatch(var, {**{f"{n}.weight": own[f"{n}.weight"]
+                                  for n, _ in precision.quantised_layers(var)}, **state}, what)
+        var.load_state_dict(state, strict=False)
+    else:
+        _load_into(var, state, what)
     _load_into(vae, read_state_dict(path / "tokenizer.safetensors"),
                f"{path}/tokenizer.safetensors")
     return var, vae
@@ -283,11 +306,15 @@ def save_pretrained(directory: str | Path, var: VAR, vae: VQVAE, meta: dict | No
     `dtype` (e.g. torch.float16) stores floating-point tensors in that type to save space; loading
     casts them back to the model's dtype.
     """
+    weights = precision.weight_precision(var)
     with atomic_directory(directory) as tmp:
         config = {"format": FORMAT, "version": 1, "var": config_to_dict(var.config),
                   "vae": config_to_dict(vae.config), "meta": meta or {}}
+        if weights is not None:
+            config["weights"] = weights
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        save_file(_contiguous(var.state_dict(), dtype), str(tmp / "model.safetensors"))
+        state = precision.plain_state(var.state_dict())
+        save_file(_contiguous(state, dtype), str(tmp / "model.safetensors"))
         save_file(_contiguous(vae.state_dict(), dtype), str(tmp / "tokenizer.safetensors"))
     return Path(directory)
 

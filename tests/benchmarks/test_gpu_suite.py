@@ -37,8 +37,9 @@ def test_tiny_suite_measures_every_row(tiny_run):
     assert meta["tiny"] and meta["complete"] and not meta["official"] and meta["device"] == "cpu"
     assert not results["skipped"] and not results["errors"]
     rows = results["sampling"]
-    # tiny-d4: full x (1, 2) x (bf16, fp16), d2 x (1, 2), compiled full b2; tiny-d6 adds d4 x 2
-    assert len(rows) == 7 + 9 and all(set(r) == SAMPLING_KEYS for r in rows)
+    # tiny-d4: full x (1, 2) x (bf16, fp16), d2 x (1, 2), compiled full b2; tiny-d6 adds d4 x 2;
+    # each: int8 weights (full+w8, d2+w8 at b2; no fp8 on CPU)
+    assert len(rows) == 7 + 9 + 2 * 2 and all(set(r) == SAMPLING_KEYS for r in rows)
     assert {r["impl"] for r in rows} == {"ours"}  # no --official: ours only
     assert all(r["ms_per_image"] > 0 and r["images_per_s"] > 0 and r["kv_bytes"] > 0
                and r["peak_growth_bytes"] is None for r in rows)  # no CUDA: no memory column
@@ -47,6 +48,10 @@ def test_tiny_suite_measures_every_row(tiny_run):
     assert kv["tiny-d6", "full", 2, "bf16", "compiled"] == kv["tiny-d6", "full", 2, "bf16",
                                                               "eager"]
     assert not any(r["compile_fell_back"] for r in rows)
+    for model in ("tiny-d4", "tiny-d6"):  # quantised weights leave the KV cache as it was
+        for plan in ("full", "d2"):
+            assert kv[model, f"{plan}+w8", 2, "bf16", "eager"] == kv[model, plan, 2, "bf16",
+                                                                     "eager"]
     train = results["training"]
     assert [(r["impl"], r["plan"]) for r in train] == [("ours", "full"), ("ours", "d2")]
     assert all(r["step_ms"] > 0 for r in train)

@@ -84,7 +84,9 @@ def prepare(work: Path) -> None:
     (work / "profile_list.json").write_text("[1, 2]")
     for name, file, text in (("tune_corrupt", "tune.json", "{bad"),
                              ("tune_badfront", "front.json", "[]"),
-                             ("tune_nanfront", "front.json", '{"format": NaN}')):
+                             ("tune_nanfront", "front.json", '{"format": NaN}'),
+                             ("search_list", "search.json", "[1]"),
+                             ("search_corrupt", "search.json", "{bad")):
         (work / name).mkdir()
         (work / name / file).write_text(text)
     model = work / "model_eight"  # a model directory whose config.json has "depth": "eight"
@@ -343,10 +345,33 @@ def _wrong_names() -> list[tuple[list[str], str]]:
     ]
 
 
+def _plan_search() -> list[tuple[list[str], str]]:
+    """`tune --search` (issue 22): the family, the FLOP budget and the search flags are refused
+    before anything is written (random:tiny: 4 layers, 3 scales, cheapest plan ~70%)."""
+    return [
+        ([*T, "--search", "zig"], "--search"),
+        ([*T, "--search", "zone:"], "--search"),
+        ([*T, "--search", "zone:3-1"], "--search"),
+        ([*T, "--search", "zone:2-7"], "scale range 'r2-r7'"),
+        ([*T, "--search", "paper", "--max-flops", "0.01"], "cheapest plan"),
+        ([*T, "--search", "paper", "--max-flops", "3"], "--max-flops"),
+        ([*T, "--search", "paper", "--max-flops", "-1G"], "--max-flops"),
+        ([*T, "--search", "paper", "--max-flops", "1e999"], "--max-flops"),
+        ([*T, "--search", "paper", "--max-flops", "60%G"], "--max-flops"),
+        ([*T, "--search", "paper", "--keep", "0"], "--keep"),
+        ([*T, "--search", "paper", "--bins", "x"], "--bins"),
+        ([*T, "--search-seed", "3"], "--search-seed"),
+        ([*T, "--search", "monotone", "--subnets", "9"], "subnet depths below"),
+        ([*T, "--search", "paper", "--out", "{W}/search_list"], "not a search record"),
+        ([*T, "--search", "paper", "--out", "{W}/search_corrupt"], "search.json"),
+        ([*T, "--search", "paper", "--out", "{W}/tune_badfront"], "front.json"),
+    ]
+
+
 def cases() -> list[tuple[list[str], str]]:
     """The whole corpus, by the issue's classes."""
     return [*_writes(), *_false_advice(), *_numbers_devices_models(), *_damaged_files(),
-            *_budgets_and_commands(), *_coercion(), *_wrong_names()]
+            *_budgets_and_commands(), *_coercion(), *_wrong_names(), *_plan_search()]
 
 
 def expand(argv: list[str], work: Path, outside: Path) -> list[str]:

@@ -18,14 +18,14 @@ def test_default_grid_depth8_six_scales():
         "full", "d4", "d2",
         # each lever alone on the full network: cfg-stop and pruning on the last two scales
         # (0-based scale 4 of 6), guide plans from the shallowest subnet, KV retention 1,2,
-        # keys/values stored in int8
+        # keys/values stored in int8, int8 weights
         "full+cfgstop4", "full+guide=d2", "full+autoguide=d2", "full+prune0.5@4", "full+kv1,2",
-        "full+kv8",
+        "full+kv8", "full+w8",
         # combinations
         "d4+cfgstop4", "d4+prune0.5@4", "d4+cfgstop4+prune0.5@4",
         "d2+cfgstop4", "d2+prune0.5@4", "d2+cfgstop4+prune0.5@4",
-        # on the deepest subnet: autoguidance by the shallowest, int8 keys/values
-        "d4+autoguide=d2", "d4+kv8",
+        # on the deepest subnet: autoguidance by the shallowest, int8 keys/values, int8 weights
+        "d4+autoguide=d2", "d4+kv8", "d4+w8",
     ]
     # the order of --subnets, duplicates and out-of-range depths do not matter
     assert default_grid(8, 6, [2, 4, 4, 1, 8, 9]) == grid

@@ -91,3 +91,31 @@ def test_lr_rule_and_default_warmup_from_config():
     sched = LRSchedule.from_config(config, steps_per_epoch=10)
     assert sched.peak_lr == 1e-6 and sched.warmup_steps == 10 and sched.total_steps == 500
     assert math.isclose(sched.lr(0), 1e-6 * 0.005)
+
+
+def test_family_schedule_trains_every_plan_of_the_family_deterministically():
+    config = TrainConfig(subnet_depths=(2, 4), ratio="fixed:0.75", plan_family="monotone",
+                         seed=3)
+    plans = PlanSchedule(config, depth=8, num_scales=6, steps_per_epoch=10)
+    assert len(plans.subnets) == 20 and plans.plans["full"].name == "full"
+    names = [plans.name(s) for s in range(2000)]
+    again = PlanSchedule(config, depth=8, num_scales=6, steps_per_epoch=10)
+    assert names == [again.name(s) for s in range(2000)]  # a resumed run draws the same
+    counts = Counter(names)
+    assert abs(counts["full"] / 2000 - 0.25) < 0.03
+    assert set(counts) == {"full", *plans.subnets}
+    assert max(counts[n] for n in plans.subnets) < 2.2 * min(counts[n] for n in plans.subnets)
+
+
+def test_paper_family_draws_are_unchanged_by_the_family_option():
+    paper = PlanSchedule(TrainConfig(subnet_depths=(2, 4), ratio="fixed:0.6"), 8, 6, 10)
+    expected = [None if (d := draw_subnet_depth(0, s, 0.6, (2, 4))) is None else f"d{d}"
+                for s in range(300)]
+    assert [paper.name(s) for s in range(300)] == [e or "full" for e in expected]
+    zone = PlanSchedule(TrainConfig(subnet_depths=(2, 4), ratio="fixed:1.0",
+                                    plan_family="zone:1-2"), 8, 6, 10)
+    assert set(zone.subnets) == {"d4@r1-r2", "d2@r1-r2"}
+    name, plan = zone.plan(5)
+    assert plan.layers_at(5) == tuple(range(8)) and len(plan.layers_at(0)) == int(name[1])
+    with pytest.raises(ValueError, match="plan family"):
+        TrainConfig(plan_family="zone")

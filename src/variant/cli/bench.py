@@ -34,6 +34,7 @@ from ..efficiency.bench import (
     save_json,
 )
 from ..efficiency.budget import Predictor, Workload
+from ..models.precision import WeightCopies
 from ..pretrained import read_var_config
 from ..sampling.configuration import Configuration, resolve_configurations
 from ..sampling.plan import default_plan_specs
@@ -134,7 +135,7 @@ def run_isolated(args, spec: str, profile: bool) -> dict:
 
 def run_worker(args) -> int:
     """Child process: load the model, measure the one plan given, print the result line."""
-    var, vae = load_from_args(args)
+    var, vae = load_from_args(args, args.plans)
     settings = settings_from_args(args)
     (config,) = resolve_plans(args.plans, var.config, args.bridge, settings.sampling)
     with torch.no_grad():
@@ -158,8 +159,9 @@ def run(args: argparse.Namespace) -> int:
         var_config = model_var_config(args)
         var = vae = None
     else:
-        var, vae = load_from_args(args)
-        var_config = var.config
+        var_config = model_var_config(args)
+        var, vae = load_from_args(args, args.plans or ())
+        models = WeightCopies(var)  # one copy per weight precision the plans name
     specs = args.plans or default_plan_specs(var_config.depth)
     configs = resolve_plans(specs, var_config, args.bridge, settings.sampling)
     is_full = [c.levers.is_neutral and c.plan.is_full(var_config.depth) for c in configs]
@@ -177,13 +179,16 @@ def run(args: argparse.Namespace) -> int:
             row, profile = out["row"], out.get("profile", profile)
         else:
             with torch.no_grad():
-                row = measure_plan(var, vae, plan, own, name=config.name)
+                row = measure_plan(models(config.levers.get("weights")), vae, plan, own,
+                                   name=config.name)
                 if want_profile:
                     profile = profile_scales(var, vae, own)
         rows.append(add_accounting(row, plan, var_config, own, config.levers))
-        # the planner's memory model knows depth plans only (levers: not predicted)
-        row["memory_predicted_bytes"] = (predictor.predict(plan).memory_bytes
-                                         if config.levers.is_neutral else None)
+        # the planner's memory model knows depth plans and weight precisions (levers that
+        # change the work: not predicted)
+        row["memory_predicted_bytes"] = (
+            None if config.levers.changes_work
+            else predictor.predict(plan, config.levers.get("weights")).memory_bytes)
     compare_to_full(rows)
     _report(args, settings, rows, profile, var_config, isolate)
     return 0

@@ -21,6 +21,7 @@ from ..efficiency.budget import (
     predicted_options,
 )
 from ..efficiency.choice import Budget, choose
+from ..models.precision import supported_precisions
 from ..pretrained import read_model_config
 from ..sampling.settings import SamplingConfig
 from ..units import fmt_bytes
@@ -88,7 +89,16 @@ def run_budget(args, read_config) -> int:
     runtime = 0 if args.device.startswith("cuda") else current_rss_bytes()
     predictor = Predictor(var_config, vae_config, workload, profile, runtime)
     plans = candidate_plans(depth, K, bridge, subnets, pin_bridge=args.bridge is not None)
-    choice = choose(budget, predicted_options(predictor, plans))
+    # under a memory limit, quantised weights are candidates where torchao has kernels
+    # (--weights: that one only); they change no KV, and profiles time full precision
+    precisions = ([args.weights] if getattr(args, "weights", None)
+                  else supported_precisions(args.device) if budget.max_memory else ())
+    unsupported = [p for p in precisions if p not in supported_precisions(args.device)]
+    if unsupported:
+        raise ValueError(f"--weights {unsupported[0]} does not run on {args.device} (there: "
+                         f"{', '.join(supported_precisions(args.device)) or 'none'}); plan for "
+                         "a device that has it (--device cuda) or drop --weights.")
+    choice = choose(budget, predicted_options(predictor, plans, precisions))
     chosen, rejected = choice.chosen.source, [o.source for o in choice.ahead]
     _print_decision(args, var_config, workload, budget, chosen, rejected, subnets, profile)
     if args.json_out:
@@ -98,7 +108,8 @@ def run_budget(args, read_config) -> int:
 
 
 def _as_dict(pred) -> dict:
-    return {"plan": pred.plan.to_dict(), "kv_bytes": pred.kv_bytes,
+    return {"spec": pred.spec, "weights": pred.weights, "plan": pred.plan.to_dict(),
+            "kv_bytes": pred.kv_bytes,
             "memory_bytes": pred.memory_bytes, "latency_s": pred.latency_s,
             "memory_parts": pred.parts}
 
@@ -115,11 +126,13 @@ def _print_decision(args, cfg, workload, budget, chosen, rejected, subnets, prof
           + (f"; subnet depths {sorted(subnets)}" if subnets else ""))
     plan = chosen.plan
     flexible = plan.layer_sets[-1]
+    weights = (f", {chosen.weights} transformer weights" if chosen.weights
+               else ", full-precision weights")
     if plan.is_full(cfg.depth):
-        print(f"\nchosen plan: full (all {cfg.depth} layers at every scale)")
+        print(f"\nchosen plan: {chosen.spec} (all {cfg.depth} layers at every scale{weights})")
     else:
-        print(f"\nchosen plan: {plan.name} (all layers at scales 1-{plan.bridge}, then "
-              f"{len(flexible)} of {cfg.depth}: {','.join(map(str, flexible))})")
+        print(f"\nchosen plan: {chosen.spec} (all layers at scales 1-{plan.bridge}, then "
+              f"{len(flexible)} of {cfg.depth}: {','.join(map(str, flexible))}{weights})")
     p = chosen.parts
     runtime = f" + runtime {fmt_bytes(p['runtime'])}" if p["runtime"] else ""
     print(f"  predicted KV cache: {fmt_bytes(chosen.kv_bytes)}")
@@ -131,8 +144,8 @@ def _print_decision(args, cfg, workload, budget, chosen, rejected, subnets, prof
         print(f"  predicted latency:  {chosen.latency_s:.2f} s per batch (profile "
               f"{args.profile}: batch {profile['settings']['batch']}, scaled linearly)")
     if rejected:
-        print(f"  the next deeper plan, {rejected[-1].plan.name}, needs "
+        print(f"  the next deeper plan, {rejected[-1].spec}, needs "
               f"{', '.join(rejected[-1].over(budget))}")
     model = args.model or "MODEL"
-    print(f"\nconfirm with: variant bench --model {model} --plans {plan.name} --batch "
+    print(f"\nconfirm with: variant bench --model {model} --plans {chosen.spec} --batch "
           f"{workload.batch} {' '.join(workload.sampling.cli_args())} --device {workload.device}")

@@ -14,6 +14,8 @@ check here names its flag without knowing it. One home per kind of input:
     output_file(*suffixes), output_dir       paths a command will write: not empty, the right
                                              kind, the right extension, a writable place
     input_file                               a regular file to read (not a folder or a device)
+    reader(read, what)                       any text reader that raises ValueError (a plan
+                                             family, a FLOP budget)
 
 Output paths are only checked here, never created: a refused command leaves no trace.
 """
@@ -214,6 +216,20 @@ def input_file(text: str) -> str:
     if not os.access(path, os.R_OK):
         raise argparse.ArgumentTypeError(f"no permission to read {text!r}.")
     return str(text)
+
+
+def reader(read: Callable[[str], object], what: str) -> Callable[[str], object]:
+    """The argparse type of a reader that raises ValueError naming the problem and the syntax
+    (e.g. sampling.families.read_family)."""
+
+    def parse(text: str) -> object:
+        try:
+            return read(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = what
+    return parse
 
 
 def scalar(kind: type) -> Callable[[str], object]:

@@ -6,8 +6,9 @@ import argparse
 
 import torch
 
+from ..models.precision import weight_precision
 from ..pretrained import BUILTIN, load_model
-from ..sampling.configuration import EXAMPLE, Configuration
+from ..sampling.configuration import EXAMPLE, Configuration, parse_configuration
 from ..sampling.lever import LEVERS
 from ..sampling.plan import DepthPlan
 from ..sampling.settings import RNG_STREAMS, SamplingConfig
@@ -58,15 +59,40 @@ def resolve_configuration(spec: str, var_config, bridge: int | None,
     return Configuration.resolve(spec, var_config.depth, var_config.patch_nums, settings, bridge)
 
 
-def load_from_args(args: argparse.Namespace):
-    """(var, vae) in eval mode on args.device, from --model / --vae / --revision / --seed."""
+def load_from_args(args: argparse.Namespace, specs=()):
+    """(var, vae) in eval mode on args.device, from --model / --vae / --revision / --seed, at
+    the weight precision of `specs` (the configurations the command runs; `model_weights`)."""
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was requested but no CUDA device is available; "
                          "use --device cpu.")
     # getattr: `analyze pareto --models` loads several models without add_model_args
     return load_model(args.model, args.vae, device=device,
-                      revision=getattr(args, "revision", None), seed=args.seed)
+                      revision=getattr(args, "revision", None), seed=args.seed,
+                      weights=model_weights(args, specs))
+
+
+def model_weights(args: argparse.Namespace, specs=()) -> str | None:
+    """The weight precision to load the model at: the one --weights or every spec of `specs`
+    names (`w8`, `wfp8`); None (as stored) when they name none, or several, or some name none
+    (then `WeightCopies` quantises a copy per precision named)."""
+    flag = getattr(args, "weights", None)
+    named = {flag if flag is not None else parse_configuration(s)[1].get("weights")
+             for s in specs} or {flag}
+    return named.pop() if len(named) == 1 else None
+
+
+def add_weights_arg(parser) -> None:
+    """--weights alone, from its lever (commands without the lever flags: studio, serve)."""
+    lever = LEVERS["weights"]
+    parser.add_argument(lever.flag, dest=lever.name, default=None, choices=lever.choices,
+                        help=lever.help)
+
+
+def weights_args(var) -> list[str]:
+    """The flag that loads a model at `var`'s weight precision, for printed commands."""
+    weights = weight_precision(var)
+    return [LEVERS["weights"].flag, weights] if weights else []
 
 
 def add_sampling_args(parser, *, dtype: bool = True) -> None:

@@ -19,13 +19,17 @@ def register(sub) -> None:
     p.add_argument("--mode", choices=sorted(DEMO_MODES), default="quick",
                    help="quick: the whole pipeline on small settings, about 7 minutes on 2 CPU "
                         "cores (a pipeline check: its models are undertrained); full: the shipped "
-                        "model and docs/REPRODUCTION.md, about an hour")
+                        "model and docs/REPRODUCTION.md, about 80 minutes; plans: after the "
+                        "tokenizer and base VAR of --out (trained if missing), the per-scale "
+                        "plan study of docs/REPRODUCTION.md (f)-(h) (zone supernets, the elastic "
+                        "supernet and the plan search)")
     p.add_argument("--out", type=checks.output_dir, default="runs/demo",
                    help="output folder (default runs/demo)")
     p.add_argument("--threads", type=checks.natural, default=0,
                    help="torch CPU threads for the steps")
     p.add_argument("--jobs", type=checks.count, default=1,
-                   help="fine-tunings of the ratio study run side by side (1 thread each)")
+                   help="fine-tunings (and the plan study's measurements) run side by side "
+                        "(1 thread each)")
     p.set_defaults(func=run)
 
 

@@ -115,11 +115,13 @@ def _device_for_rank(device: str) -> str:
 def run(args: argparse.Namespace) -> int:
     rank, world, barrier = _ranks(args)
     args.device = _device_for_rank(args.device)
-    var, vae = load_from_args(args)
+    var, vae = load_from_args(args, args.plans or ())
     # Everything that can fail is checked before the first image is sampled.
     specs = args.plans or default_plan_specs(var.depth)
     sampling = sampling_from_args(args, seed=None)
     plans = [resolve_configuration(spec, var.config, args.bridge, sampling) for spec in specs]
+    for config in plans:  # one weight precision per run: the model was loaded at it
+        config.levers.check_model(var)
     num_classes = args.num_classes or var.num_classes
     if num_classes > var.num_classes:
         raise ValueError(f"--num-classes {num_classes} exceeds the model's {var.num_classes}.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..efficiency.budget import Predictor, Workload, check_fits, model_bytes, runtime_bytes
+from ..models.precision import weight_precision
 from ..studio.request import default_memory_budget
 from ..units import fmt_bytes
 
@@ -19,13 +20,16 @@ def check_fits_memory(var, vae, plan, settings, batch: int, device: str, flag: s
     """ValueError naming `flag` (the batch's flag) if one call of `batch` images is predicted
     to need more memory than there is; nothing when the system does not say what is free."""
     workload = Workload(batch=batch, sampling=settings, device=str(device))
-    runtime = runtime_bytes(device, model_bytes(var.config, vae.config))
+    weights = weight_precision(var)  # the model as loaded
+    runtime = runtime_bytes(device, model_bytes(var.config, vae.config, weights))
     predictor = Predictor(var.config, vae.config, workload, runtime_bytes=runtime)
-    refuse_over_memory(predictor, [plan], device, flag)
+    refuse_over_memory(predictor, [plan], device, flag, weights)
 
 
-def refuse_over_memory(predictor: Predictor, plans, device: str, flag: str) -> None:
-    """ValueError naming `flag` if the costliest of `plans` is predicted not to fit here."""
+def refuse_over_memory(predictor: Predictor, plans, device: str, flag: str,
+                       weights: str | None = None) -> None:
+    """ValueError naming `flag` if the costliest of `plans` (on weights of precision
+    `weights`) is predicted not to fit here."""
     limit = default_memory_budget(torch.device(device))
     check_fits(predictor, plans, limit,
-               f"the {fmt_bytes(limit or 0)} available on {device}; lower {flag}.")
+               f"the {fmt_bytes(limit or 0)} available on {device}; lower {flag}.", weights)

@@ -28,6 +28,7 @@ COMMANDS = [
     "analyze",
     "studio",
     "serve",
+    "quantize",
 ]
 
 

@@ -21,6 +21,7 @@ from ..front import (
 from ..models.cost import CostModel
 from ..pretrained import BUILTIN, load_model, read_var_config
 from ..sampling.configuration import EXAMPLE, Configuration, resolve_configurations
+from ..sampling.lever import LEVERS
 from ..sampling.plan import (
     DepthPlan,
     default_subnet_depths,
@@ -240,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
         return run_front(args)
     _model_or_shape(args)
     if budget_requested(args):
-        if args.plans or levers:
+        if args.plans or set(levers) - {LEVERS["weights"].flag}:  # it predicts precisions
             raise ValueError("the budget planner chooses depth plans by predicted cost; for "
                              "configurations with levers measure them with `variant tune` and "
                              "choose with `variant plan --front front.json --max-...`.")

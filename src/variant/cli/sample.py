@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}.")
         torch.set_num_threads(args.threads)
-    var, vae = load_from_args(args)
+    var, vae = load_from_args(args, [args.plan])
     config = resolve_configuration(args.plan, var.config, args.bridge, sampling_from_args(args))
     plan = config.plan
     labels = args.labels

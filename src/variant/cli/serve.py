@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..serve.schema import Limits
 from . import checks
-from .common import add_model_args
+from .common import add_model_args, add_weights_arg
 
 INSTALL_HINT = ('`variant serve` needs the optional serve dependencies: pip install -e '
                 '".[serve]" (from a checkout of the repository).')
@@ -31,6 +31,7 @@ def register(sub) -> None:
                     "'auto': each batch runs the best front configuration whose predicted time "
                     "keeps the queue within the SLO. Needs the 'serve' extra.")
     add_model_args(p)
+    add_weights_arg(p)
     d = Limits()
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only); any other "
@@ -107,7 +108,8 @@ def options_from_args(args: argparse.Namespace):
                     max_queue=args.max_queue, max_batch=args.max_batch, max_wait=args.max_wait)
     return ServeOptions(model=args.model, vae=args.vae, revision=args.revision,
                         device=args.device, seed=args.seed, front=args.front, slo=args.slo,
-                        limits=limits, max_memory=args.max_memory, threads=args.threads)
+                        limits=limits, max_memory=args.max_memory, threads=args.threads,
+                        weights=args.weights)
 
 
 def run(args: argparse.Namespace) -> int:

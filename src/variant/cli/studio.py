@@ -25,7 +25,7 @@ from ..studio.compare import Studio
 from ..studio.request import ModelInfo, default_memory_budget
 from ..units import fmt_bytes
 from . import checks
-from .common import add_model_args, load_from_args
+from .common import add_model_args, add_weights_arg, load_from_args, weights_args
 
 INSTALL_HINT = ('VARiant Studio needs the optional Gradio dependency: pip install -e ".[studio]" '
                 "(from a checkout of the repository).")
@@ -39,6 +39,7 @@ def register(sub) -> None:
                     "measured time, peak KV, FLOPs and savings vs the full network. Prints the "
                     "URL; opens no browser. Needs the 'studio' extra.")
     add_model_args(p)
+    add_weights_arg(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 serves "
                         "the network, without authentication)")
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     note = None if front is None else check_front_weights(front, var, vae,
                                                           args.allow_other_model)
     info = ModelInfo(source=args.model, vae=args.vae, revision=args.revision,
-                     meta=model_meta(args.model, args.revision))
+                     meta=model_meta(args.model, args.revision), model_args=weights_args(var))
     budget = args.max_memory or default_memory_budget(torch.device(args.device))
     studio = Studio(var, vae, info, max_images=args.max_images, max_memory=budget,
                     profile=profile, front=front, allow_other_device=args.allow_other_device)

@@ -15,9 +15,10 @@ from ..front.tune import PART_HINT, Tuner, TuneSettings, default_grid
 from ..jsonfile import read_json
 from ..pretrained import read_model_config
 from ..sampling.configuration import resolve_configurations
-from ..sampling.plan import default_subnet_depths
+from ..sampling.plan import default_bridge, default_subnet_depths
 from . import checks
 from .common import add_model_args, add_sampling_args, load_from_args, sampling_from_args
+from .tune_search import add_search_args, check_search_args, prepare_search
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +67,23 @@ def register(sub) -> None:
                    help="untimed runs per configuration")
     c.add_argument("--threads", type=checks.count, default=None,
                    help="CPU threads for the timed runs")
+    add_search_args(p)
     p.add_argument("--out", type=checks.output_dir, required=True,
                    help="output folder (front.json, front.png, parts)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
+def subnet_depths(args, var, meta: dict) -> list[int]:
+    """--subnets, else the model's trained subnet depths, else the paper's that fit."""
+    return args.subnets or meta.get("subnet_depths") or default_subnet_depths(var.depth)
+
+
 def grid_specs(args, var, meta: dict) -> list[str]:
     if args.specs:
         return list(args.specs)
-    subnets = args.subnets or meta.get("subnet_depths") or default_subnet_depths(var.depth)
-    return default_grid(var.depth, var.num_scales, subnets) + list(args.extra)
+    return default_grid(var.depth, var.num_scales, subnet_depths(args, var, meta)) + list(
+        args.extra)
 
 
 def earlier_front(out: str, seeds) -> dict | None:
@@ -111,20 +118,28 @@ def kept_specs(front: dict | None, configs) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_search_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     earlier = earlier_front(args.out, args.seeds)
     meta = read_model_config(args.model, revision=args.revision)[2]
     var, vae = load_from_args(args)
     bridge = args.bridge if args.bridge is not None else meta.get("bridge")
-    specs = grid_specs(args, var, meta)
+    if args.bridge is None and bridge == default_bridge(var.num_scales):
+        bridge = None  # bare 'dN' means the same either way; 'd2@bridge3' keeps its own bridge
     sampling = sampling_from_args(args, seed=None)
-    configs = resolve_configurations(specs, var.depth, var.patch_nums, sampling, bridge)
-    configs += resolve_configurations(kept_specs(earlier, configs), var.depth,
-                                      var.patch_nums, sampling, bridge)
+    search = None if args.search is None else prepare_search(
+        args, var, subnet_depths(args, var, meta), bridge, sampling)
+    if search:  # checked before any work: the family fits the model, the budget its plans
+        search.check_resume(Path(args.out))
+        configs = [c.config for c in search.stage2([])]
+    else:
+        configs = resolve_configurations(grid_specs(args, var, meta), var.depth,
+                                         var.patch_nums, sampling, bridge)
+        configs += resolve_configurations(kept_specs(earlier, configs), var.depth,
+                                          var.patch_nums, sampling, bridge)
     if args.show_grid:
-        for config in configs:
-            print(config.name)
+        print(search.describe() if search else "\n".join(c.name for c in configs))
         return 0
     num_classes = args.num_classes or var.num_classes
     if num_classes > var.num_classes:
@@ -133,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
                             num_classes=num_classes, batch_size=args.batch_size,
                             sampling=sampling, bench_batch=args.bench_batch,
                             warmup=args.warmup, repeats=args.repeats, threads=args.threads)
+    if search:
+        search.stage1_settings(settings)  # enough stage-1 images, checked before any work
     metric = build_metric(args.metric, args.reference, image_size=vae.config.image_size,
                           num_classes=num_classes, device=args.device,
                           inception_weights=args.inception_weights,
@@ -141,13 +158,20 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--vae", args.vae), ("--revision", args.revision)):
         if value is not None:
             model_args += [flag, value]
+    if search:
+        print(search.describe(), flush=True)
     print(f"tuning {len(configs)} configurations of {args.model} ({len(args.seeds)} seeds x "
           f"{args.num_per_class * num_classes} images each, {args.repeats} timed runs): "
-          + ", ".join(c.name for c in configs), flush=True)
-    tuner = Tuner(var, vae, configs, args.out, settings, metric, model=args.model,
-                  model_args=model_args, device=args.device, bridge=bridge,
-                  progress=not args.no_progress)
-    front = tuner.run()
+          + ", ".join(c.name for c in configs) + (" and the survivors" if search else ""),
+          flush=True)
+
+    def tuner(configs, out, settings):  # a search's configurations name their bridge
+        return Tuner(var, vae, configs, out, settings, metric, model=args.model,
+                     model_args=model_args, device=args.device,
+                     bridge=None if search else bridge, progress=not args.no_progress)
+
+    front = search.run(tuner, settings, args.out) if search else tuner(
+        configs, args.out, settings).run()
     print(format_front(front))
     plot = write_front_plot(front, f"{args.out}/front.png")
     print(f"front: {args.out}/front.json" + (f", {plot}" if plot else ""))

@@ -24,6 +24,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from .plans import (
+    ZONE_NAMES,
+    PlanStudy,
+    elastic,
+    paper_supernet,
+    search,
+    zone_fronts,
+    zone_supernets,
+)
+from .plans_report import write_plans_report
 from .report import write_report
 
 log = logging.getLogger(__name__)
@@ -59,6 +69,8 @@ class DemoMode:
     tune_per_class: int = 10  # images per class and seed of the front and the asymmetry
     front_specs: tuple[str, ...] = ()  # configurations of the front (empty: tune's default grid)
     asymmetry_specs: tuple[str, ...] = ASYMMETRY_SPECS
+    plans: PlanStudy | None = None  # the per-scale plan study (demo/plans.py); None: none
+    plans_only: bool = False  # after the tokenizer and the base VAR, only the plan study
 
 
 DEMO_MODES = {
@@ -75,7 +87,11 @@ DEMO_MODES = {
         name="full", tokenizer=(), base=(), supernet=(),
         study=("--num-images", "2500", "--phase-epochs", "0.3,1.2,0.5"),
         num_per_class=50, study_per_class=50, seeds=(0, 1, 2, 3, 4), bench_repeats=5,
-        tune_seeds=(0, 1, 2, 3, 4), tune_per_class=50, front_specs=FULL_FRONT_SPECS),
+        tune_seeds=(0, 1, 2, 3, 4), tune_per_class=50, front_specs=FULL_FRONT_SPECS,
+        plans=PlanStudy(zone_seeds=())),  # of the plan study: the elastic supernet and search
+    "plans": DemoMode(
+        name="plans", tokenizer=(), base=(), supernet=(), study=(), num_per_class=50,
+        study_per_class=0, seeds=(), bench_repeats=5, plans=PlanStudy(), plans_only=True),
 }
 STUDY_RATIOS = ("fixed:0.1", "fixed:1.0", "progressive")
 
@@ -205,10 +221,23 @@ class Demo:
             results.setdefault(ratio, []).append(path)
         return results
 
+    def plan_study(self, base: Path, started: float, paper: Path = Path("builtin")) -> Path:
+        """The per-scale plan study (demo/plans.py); `paper`: the paper-trained supernet."""
+        study = self.mode.plans
+        zones = zone_supernets(self, base, study) if study.zone_seeds else {}
+        model = elastic(self, base)
+        fronts = zone_fronts(self, zones, study) if zones else {}
+        searched = search(self, model, study)
+        paper_front = paper_supernet(self, paper, searched, study)
+        return write_plans_report(self.out, fronts, searched, paper_front, ZONE_NAMES,
+                                  time.perf_counter() - started, (self.ran, self.skipped))
+
     def run(self) -> Path:
         started = time.perf_counter()
         tok = self.tokenizer()
         base = self.train("builtin-base", self.out / "base", "--vae", tok, *self.mode.base)
+        if self.mode.plans_only:
+            return self.plan_study(base, started)
         supernet = self.train("builtin-supernet", self.out / "supernet", "--init", base,
                               *self.mode.supernet)
         evals = {"base VAR (no supernet training)": self.evaluate(base, self.out / "eval-base"),
@@ -220,5 +249,11 @@ class Demo:
                                                   *self.mode.asymmetry_specs)}
         grids = self.grids(supernet)
         study = self.ratio_study(base) if self.mode.seeds else {}
-        return write_report(self.out, self.mode.name, tok, evals, bench, asym, grids, study,
-                            time.perf_counter() - started, fronts, (self.ran, self.skipped))
+        plans = self.plan_study(base, started, supernet) if self.mode.plans else None
+        report = write_report(self.out, self.mode.name, tok, evals, bench, asym, grids, study,
+                              time.perf_counter() - started, fronts, (self.ran, self.skipped))
+        if plans is not None:
+            with report.open("a") as f:
+                f.write(f"\n## The per-scale plan study\n\nSee [{plans.relative_to(self.out)}]"
+                        f"({plans.relative_to(self.out)}).\n")
+        return report

@@ -3,9 +3,10 @@
 Predictions come from the accounting, not from running the model:
 - KV bytes: the lean cache's peak from `models.cost.CostModel` (rows = batch doubled by
   classifier-free guidance);
-- memory: weights (+ the 16-bit weight copies autocast keeps) + the larger of (KV + the
-  transformer's activations at the last scale) and the decoder's activations (the cache is
-  released before decoding), + on CPU the resident size of the Python/torch runtime;
+- memory: weights (at their precision: the quantised linears' exact int8/fp8 data and scales,
+  models/precision.py; + the 16-bit copies autocast keeps of the float ones) + the larger of
+  (KV + the transformer's activations at the last scale) and the decoder's activations (the
+  cache is released before decoding), + on CPU the resident size of the Python/torch runtime;
 - latency: a profile measured by `variant bench --profile` on this machine (per scale: seconds
   per layer and the non-block overhead; decoder seconds), scaled linearly to the batch. Under
   inference levers a layer step runs fewer rows, fewer tokens or a shorter context; every layer
@@ -29,12 +30,14 @@ import torch
 
 from ..jsonfile import read_json
 from ..models.cost import CostModel
+from ..models.precision import quantised_bytes, quantised_layers
 from ..models.var import VAR
 from ..models.vqvae import VQVAE
 from ..sampling.attention import MAX_SCORE_BYTES
 from ..sampling.levers import Levers
 from ..sampling.plan import DepthPlan, paper_family, resolve_bridge
 from ..sampling.settings import SamplingConfig
+from ..sampling.weight_lever import SPEC_PARTS
 from ..sampling.work import steps
 from ..units import dtype_bytes, fmt_bytes
 from .bench import PROFILE_FORMAT, current_rss_bytes
@@ -81,6 +84,12 @@ class Prediction:
     memory_bytes: int
     latency_s: float | None
     parts: dict = field(default_factory=dict)  # memory breakdown, bytes
+    weights: str | None = None  # the weight precision (None: full)
+
+    @property
+    def spec(self) -> str:
+        """The configuration spec: the plan, with its weight precision's part."""
+        return "+".join([self.plan.name, *([SPEC_PARTS[self.weights]] if self.weights else [])])
 
     @property
     def costs(self) -> dict[str, float | None]:
@@ -91,12 +100,26 @@ class Prediction:
         return budget.over(self.costs)
 
 
-def model_bytes(var_config, vae_config) -> int:
-    """Parameter + buffer bytes of the VAR and its VQVAE, counted on the meta device."""
+def model_bytes(var_config, vae_config, weights: str | None = None) -> int:
+    """Parameter + buffer bytes of the VAR and its VQVAE, counted on the meta device, with the
+    linear layers `quantize_weights` quantises at precision `weights` (None: full)."""
     with torch.device("meta"):
         modules = (VAR(var_config), VQVAE(vae_config))
-    return sum(t.numel() * t.element_size() for m in modules
-               for t in (*m.parameters(), *m.buffers()))
+    total = sum(t.numel() * t.element_size() for m in modules
+                for t in (*m.parameters(), *m.buffers()))
+    if weights is None:
+        return total
+    as_float, quantised = quantised_weight_bytes(var_config, weights)
+    return total - as_float + quantised
+
+
+def quantised_weight_bytes(var_config, weights: str) -> tuple[int, int]:
+    """(bytes in full precision, bytes at `weights`) of the weights `quantize_weights`
+    quantises: int8/fp8 data plus per-row scales (and int8 zero points)."""
+    with torch.device("meta"):
+        layers = [m.weight for _, m in quantised_layers(VAR(var_config))]
+    return (sum(w.numel() * w.element_size() for w in layers),
+            sum(quantised_bytes(*w.shape, weights) for w in layers))
 
 
 def transformer_activation_bytes(var_config, workload: Workload) -> int:
@@ -138,17 +161,30 @@ class Predictor:
                  runtime_bytes: int = 0):
         self.var_config, self.workload, self.profile = var_config, workload, profile
         self.cost = workload.cost(var_config)
-        self.weights = model_bytes(var_config, vae_config)
-        if workload.element_size < 4:  # autocast keeps 16-bit copies of the weights it casts
-            self.weights += self.weights * workload.element_size // 4
+        self.vae_config = vae_config
+        self.weights = self.weight_bytes(None)
+        self._weights = {None: self.weights}  # by precision, computed once
+        self._kv: dict[tuple, int] = {}  # by plan
         self.act_transformer = transformer_activation_bytes(var_config, workload)
         self.act_decoder = decoder_activation_bytes(vae_config, workload)
         self.runtime = runtime_bytes
         if profile is not None:
             check_profile(profile, var_config, workload)
 
+    def weight_bytes(self, weights: str | None) -> int:
+        """The model's bytes at weight precision `weights`, with the 16-bit copies autocast
+        keeps of the float weights it casts (the quantised ones dequantise in their matmul)."""
+        full = model_bytes(self.var_config, self.vae_config)
+        total = model_bytes(self.var_config, self.vae_config, weights)
+        if self.workload.element_size < 4:
+            as_float = quantised_weight_bytes(self.var_config, weights)[0] if weights else 0
+            total += (full - as_float) * self.workload.element_size // 4
+        return total
+
     def kv_bytes(self, plan: DepthPlan) -> int:
-        return self.cost.kv_peak_bytes(plan)
+        if plan.layer_sets not in self._kv:  # each precision of a plan holds the same KV
+            self._kv[plan.layer_sets] = self.cost.kv_peak_bytes(plan)
+        return self._kv[plan.layer_sets]
 
     def latency(self, plan: DepthPlan, levers: Levers | None = None) -> float | None:
         if self.profile is None:
@@ -159,13 +195,18 @@ class Predictor:
         transformer = transformer_seconds(p, plan, levers, self.var_config.patch_nums)
         return transformer * row_scale + p["decoder_seconds"] * image_scale
 
-    def predict(self, plan: DepthPlan) -> Prediction:
+    def predict(self, plan: DepthPlan, weights: str | None = None) -> Prediction:
+        """The costs of `plan` on weights of precision `weights` (None: full)."""
         kv = self.kv_bytes(plan)
         live = max(kv + self.act_transformer, self.act_decoder)
-        parts = {"weights": self.weights, "kv": kv, "transformer_activations":
+        if weights not in self._weights:
+            self._weights[weights] = self.weight_bytes(weights)
+        weight = self._weights[weights]
+        parts = {"weights": weight, "kv": kv, "transformer_activations":
                  self.act_transformer, "decoder_activations": self.act_decoder,
                  "runtime": self.runtime}
-        return Prediction(plan, kv, self.weights + live + self.runtime, self.latency(plan), parts)
+        latency = None if weights else self.latency(plan)  # profiles time full precision
+        return Prediction(plan, kv, weight + live + self.runtime, latency, parts, weights)
 
 
 def transformer_seconds(profile: dict, plan: DepthPlan, levers: Levers | None,
@@ -215,7 +256,7 @@ class StepModel:
         at that scale scaled by this model's ratio (rows, tokens and context of the step vs the
         full plan's)."""
         rows_full = profile["rows"]
-        if levers.guided and not levers.is_neutral and not profile["settings"].get("cfg"):
+        if levers.guided and levers.changes_work and not profile["settings"].get("cfg"):
             raise ValueError("the latency profile was measured without guidance (cfg 0) but these "
                              "levers guide; measure a profile with guidance (variant bench "
                              "--profile with the default --cfg).")
@@ -269,12 +310,13 @@ def runtime_bytes(device: str | torch.device, weight_bytes: int) -> int:
 
 
 def check_fits(predictor: Predictor, plans: Sequence[DepthPlan], limit: int | None,
-               fix: str) -> None:
-    """ValueError before any allocation when the costliest of `plans` is predicted to need more
-    memory than `limit` (None: no limit known); `fix` names the limit and what to change."""
+               fix: str, weights: str | None = None) -> None:
+    """ValueError before any allocation when the costliest of `plans` (on weights of precision
+    `weights`) is predicted to need more memory than `limit` (None: no limit known); `fix` names
+    the limit and what to change."""
     if limit is None:
         return
-    worst = max((predictor.predict(p) for p in plans), key=lambda p: p.memory_bytes)
+    worst = max((predictor.predict(p, weights) for p in plans), key=lambda p: p.memory_bytes)
     if worst.memory_bytes > limit:
         raise ValueError(
             f"this request needs about {fmt_bytes(worst.memory_bytes)} ({worst.plan.name}: "
@@ -311,6 +353,11 @@ def candidate_plans(depth: int, num_scales: int, bridge: int | None = None, subn
     return plans
 
 
-def predicted_options(predictor: Predictor, candidates: Sequence[DepthPlan]) -> list[Option]:
-    """The candidates (most capable first) with their predicted costs, for `choice.choose`."""
-    return [Option(p.plan.name, p.costs, None, p) for p in map(predictor.predict, candidates)]
+def predicted_options(predictor: Predictor, candidates: Sequence[DepthPlan],
+                      precisions: Sequence[str] = ()) -> list[Option]:
+    """The candidates (most capable first) with their predicted costs, for `choice.choose`;
+    each followed by itself at every weight precision of `precisions` (quantised weights rank
+    below the same plan at full precision and above the next shallower plan)."""
+    predictions = [predictor.predict(plan, weights) for plan in candidates
+                   for weights in (None, *precisions)]
+    return [Option(p.spec, p.costs, None, p) for p in predictions]

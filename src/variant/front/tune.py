@@ -40,6 +40,7 @@ from ..atomic import write_text_atomic
 from ..efficiency.bench import child_env, device_name
 from ..eval.sample_folder import SamplingSpec, sample_to_folder
 from ..jsonfile import read_json
+from ..models.precision import WeightCopies
 from ..sampling.configuration import Configuration, folder_name, parse_configuration
 from ..sampling.lever import LEVERS
 from ..sampling.plan import default_bridge
@@ -143,6 +144,7 @@ class Tuner:
                  settings: TuneSettings, metric, *, model: str, model_args: Sequence[str] = (),
                  device: str = "cpu", bridge: int | None = None, progress: bool = True):
         self.var, self.vae, self.configs = var, vae, list(configs)
+        self.models = WeightCopies(var)  # a quantised copy per weight precision named
         self.out, self.settings, self.metric = Path(out), settings, metric
         self.model, self.model_args, self.device = model, list(model_args), device
         self.bridge = bridge  # of bare 'dN' specs; the timed child resolves them the same way
@@ -165,6 +167,18 @@ class Tuner:
                  "seconds": time.perf_counter() - start}
         write_text_atomic(self.out / "front.json", json.dumps(front, indent=2) + "\n")
         return front
+
+    def measure_quality(self) -> dict[str, dict]:
+        """Every configuration's quality alone, no cost (the plan search's cheap stage,
+        front/search.py), by name: the same resumable parts as `run`."""
+        self._check_resume()
+        out = {}
+        for i, config in enumerate(self.configs):
+            log.info("[%d/%d] %s (quality)", i + 1, len(self.configs), config.name)
+            folder = self.out / "configs" / folder_name(config.name)
+            folder.mkdir(parents=True, exist_ok=True)
+            out[config.name] = self._quality(config, folder)
+        return out
 
     def _check_resume(self) -> None:
         """Parts of an earlier run are reused only if made with the same settings."""
@@ -203,8 +217,8 @@ class Tuner:
                                 batch_size=s.batch_size, seed=seed,
                                 settings=config.settings.replace(seed=None))
             images = folder / f"seed{seed}"
-            sample_to_folder(self.var, self.vae, config.plan, images, spec, model=self.model,
-                             progress=self.progress)
+            sample_to_folder(self.models(config.levers.get("weights")), self.vae, config.plan,
+                             images, spec, model=self.model, progress=self.progress)
             row = self.metric.evaluate(images, spec.labels())
             write_text_atomic(done, json.dumps(row, indent=2) + "\n")
             per_seed.append(row)

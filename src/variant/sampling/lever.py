@@ -24,6 +24,9 @@ commands get), the tune grid and its families, and the work the cost and latency
   to: the sampler then uses the chunked cache), `storage` (the format a scale's keys/values are
   stored in: None, the compute dtype, or an 8-bit format of sampling/kv_quant.py; the caches
   store and count them so). A hook a lever does not override changes nothing.
+- `acts_at_load`: the lever changes the model a call runs on (its weights' precision), not the
+  work: set alone it leaves the plain sampler's one row group; `check_model(value, model)` then
+  says (ValueError naming the fix) when the model given does not have it.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ class Lever:
     example: str = ""  # a spec example of this lever on a plan, e.g. 'd8+cfgstop8'
     families: tuple[str, ...] = ()
     guides: bool = False  # changes the guiding rows: needs guidance on (cfg > 0)
+    acts_at_load: bool = False  # changes the model's weights, not the sampler's work
 
     # ------------------------------------------------------------------ values
     def read(self, value: Any) -> Any:
@@ -139,6 +143,9 @@ class Lever:
 
     def storage(self, value: Any, scale_index: int) -> str | None:
         return None
+
+    def check_model(self, value: Any, model) -> None:
+        """A load-time lever: ValueError unless `model` runs with `value` (not neutral)."""
 
     def overrides(self, hook: str) -> bool:
         """Whether this lever has its own `hook` ('groups', 'tokens', 'visible', 'storage')."""

@@ -341,8 +341,9 @@ class Levers:
             context.values[name] = lever.normalise(settings.get(name, lever.neutral), context)
         active = tuple((n, v) for n, v in context.values.items() if v != LEVERS[n].neutral)
         K = len(patch_nums)
-        if not active:  # the official layout: conditional then unconditional rows, one group
-            return cls(K, guided, (), (Group(plan, K, "own+null" if guided else "own"),))
+        if all(LEVERS[n].acts_at_load for n, _ in active):  # the official layout: conditional
+            # then unconditional rows, one group (a load-time lever changes no work)
+            return cls(K, guided, active, (Group(plan, K, "own+null" if guided else "own"),))
         groups = [Group(plan, K, "own")] + ([Group(plan, K, "null", True)] if guided else [])
         for name, value in active:
             groups = LEVERS[name].groups(value, groups, context)
@@ -357,6 +358,16 @@ class Levers:
     @property
     def is_neutral(self) -> bool:
         return not self.values
+
+    @property
+    def changes_work(self) -> bool:
+        """Whether a lever that changes the sampler's work is set (not only load-time ones)."""
+        return any(not LEVERS[n].acts_at_load for n, _ in self.values)
+
+    def check_model(self, model) -> None:
+        """ValueError unless `model` has what the load-time levers ask (its weights)."""
+        for name, value in self.values:
+            LEVERS[name].check_model(value, model)
 
     def get(self, name: str) -> Any:
         """A lever's normalised value (its neutral value when it changes nothing)."""

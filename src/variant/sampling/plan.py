@@ -16,6 +16,8 @@ plan.
     d8@bridge5    the paper's plan with a bridge zone of 5 scales       DepthPlan.paper
     d8@r7-r10     I_8 at scales 7..10 only (1-based, inclusive; `d8@r5`
                   for one scale), the full network elsewhere            DepthPlan.subnet_on_scales
+    d8.8.4.4.2    one depth per scale, I_d at each (K numbers; a
+                  paper-shaped list is named as the paper's plan)       DepthPlan.per_scale
     [[0,1],[1]]   any per-scale layer lists (compact JSON)              DepthPlan(layer_sets)
 
 The default bridge is the paper's N = 6 of K = 10 scales scaled to K: `round(0.6 * K)`, at least 1
@@ -43,10 +45,12 @@ BRIDGE_FRACTION = 0.6
 
 _SPEC = re.compile(r"^d?(\d{1,9})(?:@(?:bridge(\d{1,9})|r(\d{1,9})(?:-r?(\d{1,9}))?))?$",
                    re.IGNORECASE)
+_DEPTHS = re.compile(r"^d(\d{1,9}(?:\.\d{1,9})+)$", re.IGNORECASE)
 _RANGE = re.compile(r"^\s*r?(\d{1,9})\s*(?:[-–:]\s*r?(\d{1,9}))?\s*$", re.IGNORECASE)
 _SPEC_HELP = ("use 'full', a subnet depth such as 'd8' (the paper's plan, default bridge), "
               "'d8@bridge5' (bridge zone of 5 scales), 'd8@r7-r10' (the subnet at scales 7-10 "
-              "only) or a JSON list with one layer list per scale")
+              "only), 'd8.8.4.4.2' (one depth per scale) or a JSON list with one layer list per "
+              "scale")
 
 
 def equidistant_layers(total_depth: int, subnet_depth: int) -> list[int]:
@@ -125,11 +129,12 @@ def _layers_name(layer_sets: Sequence[Sequence[int]]) -> str:
 class PlanSpec:
     """A plan spec read without a model: its family and numbers (`parse_spec`)."""
 
-    family: str  # "full", "paper", "range" or "layers"
-    subnet_depth: int | None = None  # paper, range
+    family: str  # "full", "paper", "range", "depths" or "layers"
+    subnet_depth: int | None = None  # paper, range; depths: the shallowest
     bridge: int | None = None  # paper; None: the default (or the caller's) bridge
     scale_range: tuple[int, int] | None = None  # range: 1-based, inclusive
     layer_sets: tuple[tuple[int, ...], ...] | None = None  # layers
+    depths: tuple[int, ...] | None = None  # depths: one per scale
 
     def build(self, total_depth: int, num_scales: int, bridge: int | None = None) -> DepthPlan:
         """The plan on a model of `total_depth` layers and K scales; `bridge` applies to a
@@ -138,6 +143,8 @@ class PlanSpec:
             return DepthPlan.full(total_depth, num_scales)
         if self.family == "layers":
             return DepthPlan(self.layer_sets, total_depth)
+        if self.family == "depths":
+            return DepthPlan.per_scale(total_depth, self.depths, num_scales)
         if self.family == "range":
             return DepthPlan.subnet_on_scales(total_depth, self.subnet_depth, self.scale_range,
                                               num_scales)
@@ -156,6 +163,10 @@ def parse_spec(spec: str) -> PlanSpec:
         return PlanSpec("full")
     if text.startswith("["):
         return PlanSpec("layers", layer_sets=_json_layer_sets(spec, text))
+    m = _DEPTHS.match(text)
+    if m is not None:
+        depths = tuple(int(d) for d in m.group(1).split("."))
+        return PlanSpec("depths", min(depths), depths=depths)
     m = _SPEC.match(text)
     if m is None:
         raise ValueError(f"cannot read plan {spec!r}: {_SPEC_HELP}.")
@@ -270,6 +281,27 @@ class DepthPlan:
         full, sub = tuple(range(total_depth)), tuple(equidistant_layers(total_depth, subnet_depth))
         sets = [sub if first <= k + 1 <= last else full for k in range(num_scales)]
         name = "full" if sub == full else f"d{subnet_depth}@{range_label((first, last))}"
+        return cls(sets, total_depth, name=name)
+
+    @classmethod
+    def per_scale(cls, total_depth: int, depths: Sequence[int], num_scales: int) -> DepthPlan:
+        """I_d with d = `depths[k]` at scale k: any per-scale depth. Its name is 'full' or the
+        paper's plan when the depths have that shape (full depth, then one subnet depth), else
+        'd' and the depths joined by dots (e.g. 'd8.8.8.4.4.2')."""
+        _check_counts(total_depth, num_scales)
+        depths = [int(d) for d in depths]
+        if len(depths) != num_scales:
+            raise ValueError(f"per-scale plan {'.'.join(map(str, depths))!r} gives {len(depths)} "
+                             f"depths for a model of {num_scales} scales; give one per scale.")
+        sets = [tuple(equidistant_layers(total_depth, d)) for d in depths]
+        bridge = next((k for k, d in enumerate(depths) if d != total_depth), num_scales)
+        if bridge == num_scales:
+            name = "full"
+        elif bridge > 0 and len(set(depths[bridge:])) == 1:
+            name = _paper_name(depths[-1], None if bridge == default_bridge(num_scales)
+                               else bridge)
+        else:
+            name = "d" + ".".join(map(str, depths))
         return cls(sets, total_depth, name=name)
 
     @classmethod

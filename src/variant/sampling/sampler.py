@@ -186,6 +186,7 @@ def generate(model: ScaleModel, B: int, label_B=None, *,
     elif plan is not None or settings is not None:
         raise ValueError("give a configuration, or a plan and settings, not both.")
     settings, levers = configuration.settings, configuration.levers
+    levers.check_model(model)
     if not isinstance(B, int) or B <= 0:
         raise ValueError(f"batch size B must be a positive integer, got {B!r}.")
     device = model.device

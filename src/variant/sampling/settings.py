@@ -14,6 +14,7 @@ import torch
 
 from ..units import dtype_name, parse_dtype
 from . import levers as _declared  # noqa: F401  (registers the levers)
+from . import weight_lever as _weight_lever  # noqa: F401  (after them: --weights)
 from .lever import LEVERS, read_levers
 
 RNG_STREAMS = ("batch", "per-image")  # the first is the default (the official stream)

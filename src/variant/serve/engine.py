@@ -21,9 +21,11 @@ import torch
 
 from ..efficiency.budget import Predictor, Workload, check_fits, model_bytes, runtime_bytes
 from ..images import image_name, png_bytes, to_uint8
+from ..models.precision import weight_precision
 from ..pretrained import RANDOM_PREFIX
 from ..sampling.configuration import Configuration
 from ..sampling.sampler import generate
+from ..sampling.weight_lever import WEIGHTS
 from ..units import fmt_bytes
 from .schema import ImageRequest, RequestError
 
@@ -46,7 +48,8 @@ class Engine:
         self.var, self.vae = var, vae
         self.source, self.vae_source, self.revision = source, vae_source, revision
         self.max_memory = max_memory
-        self.weight_bytes = model_bytes(var.config, vae.config)
+        self.weights = weight_precision(var)  # quantised weights: 'int8', 'fp8' or None
+        self.weight_bytes = model_bytes(var.config, vae.config, self.weights)
         self.runtime_bytes: int | None = None  # the process beyond the weights, fixed once
         self._configs: dict[tuple, Configuration] = {}
 
@@ -87,7 +90,7 @@ class Engine:
         try:
             check_fits(predictor, [config.plan], self.max_memory,
                        f"the server's --max-memory of {fmt_bytes(self.max_memory)}; ask for "
-                       "fewer images or a cheaper configuration.")
+                       "fewer images or a cheaper configuration.", self.weights)
         except ValueError as err:
             raise RequestError(422, str(err)) from None
 
@@ -108,6 +111,8 @@ class Engine:
             args += ["--vae", public_source(self.vae_source)]
         if self.revision:
             args += ["--revision", self.revision]
+        if self.weights:  # a model loaded quantised loads so again
+            args += [WEIGHTS.flag, self.weights]
         args += ["--plan", config.name, "--labels", *map(str, request.labels),
                  *config.settings.cli_args(), "--batch-size", str(request.num_images),
                  "--device", str(self.device)]

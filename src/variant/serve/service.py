@@ -257,6 +257,7 @@ class ServeOptions:
     limits: Limits = field(default_factory=Limits)
     max_memory: int | None = None  # None: the memory available at start
     threads: int | None = None  # torch CPU threads (None: torch's default)
+    weights: str | None = None  # quantised weights, 'int8' | 'fp8' (None: as stored)
 
 
 def build_service(options: ServeOptions) -> Service:
@@ -266,7 +267,7 @@ def build_service(options: ServeOptions) -> Service:
     device = torch.device(options.device)
     front = load_front(options.front) if options.front else None
     var, vae = load_model(options.model, options.vae, device=device, revision=options.revision,
-                          seed=options.seed)
+                          seed=options.seed, weights=options.weights)
     if front is not None:  # (Service checks the front's model)
         meta, here = front["meta"], device_name(device)
         if (meta["device_name"], meta["threads"]) != (here, torch.get_num_threads()):

@@ -22,6 +22,7 @@ from ..efficiency.budget import (
 )
 from ..efficiency.choice import choose
 from ..front import check_front_device, check_front_model, front_options
+from ..models.precision import weight_precision
 from ..sampling.plan import DepthPlan, default_subnet_depths, resolve_bridge
 from ..sampling.settings import SamplingConfig
 from ..units import fmt_bytes
@@ -46,7 +47,8 @@ class Budgets:
         if front is not None:
             check_front_model(front, var)
         self._profiles: dict[tuple, dict] = {}  # measured here, per workload
-        self.weight_bytes = model_bytes(var.config, vae.config)
+        self.weights = weight_precision(var)  # quantised weights: 'int8', 'fp8' or None
+        self.weight_bytes = model_bytes(var.config, vae.config, self.weights)
 
     @property
     def device(self) -> torch.device:
@@ -161,4 +163,5 @@ class Budgets:
     def check_memory(self, predictor: Predictor, plans: Sequence[DepthPlan]) -> None:
         check_fits(predictor, plans, self.max_memory,
                    f"the studio's memory budget of {fmt_bytes(self.max_memory or 0)} "
-                   "(--max-memory); use fewer images, a cheaper configuration or bf16.")
+                   "(--max-memory); use fewer images, a cheaper configuration or bf16.",
+                   self.weights)

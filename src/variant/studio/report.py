@@ -146,6 +146,7 @@ def sample_command(info: ModelInfo, comparison: Comparison, outcome: Outcome, ou
         args += ["--vae", _source_arg(info.vae)]
     if info.revision:
         args += ["--revision", info.revision]
+    args += info.model_args
     args += ["--plan", outcome.name, "--labels", *map(str, labels),
              *comparison.settings.cli_args(), "--batch-size", str(len(labels)),
              "--device", comparison.device, "--out", out]

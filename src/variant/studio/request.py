@@ -26,6 +26,7 @@ class ModelInfo:
     vae: str | None = None
     revision: str | None = None
     meta: dict = field(default_factory=dict)
+    model_args: list = field(default_factory=list)  # e.g. ['--weights', 'int8']
 
 
 @dataclass(frozen=True, kw_only=True)

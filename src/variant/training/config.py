@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..sampling.families import read_family
+
 RATIO_KINDS = ("progressive", "full-only", "fixed:<p>")
 LR_RULES = ("absolute", "per256")
 LR_DECAYS = ("lin0", "cos", "constant")
@@ -48,6 +50,11 @@ class TrainConfig:
     subnet_depths: tuple[int, ...] = _f((2,), "subnet depths d drawn uniformly on a subnet step")
     bridge: int = _f(-1, "scales in the bridge zone, run by the full network (< 0: "
                      "sampling.plan.default_bridge, the paper's 6 of 10 scaled to the scales)")
+    plan_family: str = _f("paper", "plans a subnet step draws from: 'paper' (the paper's plan "
+                          "of a depth in --subnet-depths after --bridge), 'zone:A-B' (a subnet "
+                          "depth on scales A..B only, e.g. zone:1-2) or 'monotone' (one depth "
+                          "per scale, non-increasing, full on the first scale); see "
+                          "sampling/families.py")
     ratio: str = _f("progressive", "subnet-step probability p: 'progressive' (three phases), "
                     "'fixed:P' (e.g. fixed:0.1) or 'full-only'")
     phase_epochs: tuple[float, ...] = _f((5.0, 15.0, 10.0), "epochs of phase 1 (p = p_start), "
@@ -117,6 +124,7 @@ class TrainConfig:
             raise ValueError(f"p_start and p_end must be in [0, 1], got {self.p_start}, "
                              f"{self.p_end}.")
         self.fixed_ratio  # noqa: B018 - parses and validates `ratio`
+        read_family(self.plan_family)
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}.")
         if self.dataset != "procedural" and not self.data_path:

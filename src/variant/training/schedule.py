@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..sampling.families import read_family
 from ..sampling.plan import DepthPlan, paper_family, resolve_bridge
 from .config import TrainConfig
 
@@ -48,25 +49,35 @@ class RatioSchedule:
         return self.p_start + (self.p_end - self.p_start) * frac
 
 
-def draw_subnet_depth(seed: int, step: int, p: float, depths: tuple[int, ...]) -> int | None:
-    """The subnet depth trained at `step`, or None for a full step; a pure function of its args.
+def draw_subnet(seed: int, step: int, p: float, count: int) -> int | None:
+    """Which of `count` subnet plans `step` trains (an index), or None for a full step; a pure
+    function of its args.
 
     One generator per step, seeded from (seed, step) without Python's salted `hash`, so every
     rank and every resumed run draws the same: first u ~ U[0, 1) decides subnet (u < p) vs full,
-    then a second uniform picks d from `depths`.
+    then a second uniform picks the subnet.
     """
     generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
     u, v = torch.rand(2, generator=generator, dtype=torch.float64).tolist()
     if u >= p:
         return None
-    return depths[min(int(v * len(depths)), len(depths) - 1)]
+    return min(int(v * count), count - 1)
+
+
+def draw_subnet_depth(seed: int, step: int, p: float, depths: tuple[int, ...]) -> int | None:
+    """The subnet depth trained at `step` (paper family), or None for a full step."""
+    index = draw_subnet(seed, step, p, len(depths))
+    return None if index is None else depths[index]
 
 
 class PlanSchedule:
-    """Maps a step to its plan: the full plan or the paper plan of the drawn subnet depth.
+    """Maps a step to its plan: the full plan or a subnet plan of the configured family.
 
-    Plans are keyed by their names (`DepthPlan.name`: 'full', 'd8', or 'd8@bridge5' when the
-    bridge is not the default), the names the metrics record.
+    Paper family (the default): the paper plan of a subnet depth drawn from `subnet_depths`.
+    Other families (sampling/families.py: `zone:A-B`, `monotone`): one of the family's subnet
+    plans, drawn uniformly, so every plan of the family is trained. Plans are keyed by their
+    names (`DepthPlan.name`: 'full', 'd8', 'd8@r1-r2', 'd8.8.4.4.2'), the names the metrics
+    record per step (metrics.jsonl: the draw's log).
     """
 
     def __init__(self, config: TrainConfig, depth: int, num_scales: int, steps_per_epoch: int):
@@ -76,11 +87,15 @@ class PlanSchedule:
             raise ValueError(f"subnet depths {bad} do not fit a {depth}-layer model; choose "
                              f"depths in 1..{depth - 1} (e.g. --subnet-depths 2,4).")
         self.seed, self.depths, self.bridge = config.seed, config.subnet_depths, bridge
+        self.family = read_family(config.plan_family)
         self.ratio = RatioSchedule.from_config(config)
         self.steps_per_epoch = steps_per_epoch
-        family = paper_family(depth, num_scales, self.depths, bridge)
+        if self.family.kind == "paper":
+            family = paper_family(depth, num_scales, self.depths, bridge)
+        else:
+            family = self.family.plans(depth, num_scales, self.depths)
         self.plans = {plan.name: plan for plan in family}
-        self._names = {None: FULL} | {d: plan.name for d, plan in zip(self.depths, family[1:])}
+        self.subnets = [plan.name for plan in family[1:]]
 
     def epoch(self, step: int) -> float:
         return step / self.steps_per_epoch
@@ -89,7 +104,8 @@ class PlanSchedule:
         return self.ratio(self.epoch(step))
 
     def name(self, step: int) -> str:
-        return self._names[draw_subnet_depth(self.seed, step, self.p(step), self.depths)]
+        index = draw_subnet(self.seed, step, self.p(step), len(self.subnets))
+        return FULL if index is None else self.subnets[index]
 
     def plan(self, step: int) -> tuple[str, DepthPlan]:
         name = self.name(step)
