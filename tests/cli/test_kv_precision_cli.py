@@ -6,6 +6,10 @@ import json
 import pytest
 
 from variant.cli.main import main
+from variant.config import PATCH_NUMS_256, VARConfig
+from variant.models.cost import CostModel
+from variant.sampling.configuration import Configuration
+from variant.sampling.settings import SamplingConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -46,3 +50,25 @@ def test_help_shows_the_flag_and_the_spec_parts(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--kv-precision FORMAT[@SCALE]" in text
     assert "spec kv8, kvfp8, kv8@5 (not kvFIRST,RECENT, which is KV retention)" in text
+
+
+def test_the_budget_planner_picks_int8_kv_when_it_is_what_fits(tmp_path, capsys):
+    """VAR-d16 shape, batch 64 with guidance, bf16: the full network's KV (3.44 GiB) is over a
+    3 GiB KV budget, its int8 KV (1.98 GiB) within: the planner picks full+kv8 over a subnet,
+    and its predicted KV is the configuration's own (the cost model on `full+kv8`)."""
+
+    out_json = tmp_path / "choice.json"
+    assert main(["plan", "--depth", "16", "--batch", "64", "--max-kv", "3GiB",
+                 "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert "chosen plan: full+kv8 (all 16 layers at every scale" in out
+    assert "KV cache in int8 with float32 scales" in out
+    assert "the next deeper plan, full, needs KV 3.44 GiB > 3.00 GiB" in out
+    assert "--plans full+kv8 " in out.splitlines()[-1]
+    chosen = json.loads(out_json.read_text())["chosen"]
+    assert chosen["spec"] == "full+kv8" and chosen["kv_precision"] == "int8"
+    config_ = VARConfig(depth=16, embed_dim=1024, num_heads=16, patch_nums=PATCH_NUMS_256)
+    resolved = Configuration.resolve("full+kv8", 16, PATCH_NUMS_256, SamplingConfig())
+    cost = CostModel(config_, "bf16", rows=128)
+    assert chosen["kv_bytes"] == cost.kv_peak_bytes(resolved.plan, resolved.levers)
+    assert chosen["kv_bytes"] < cost.kv_peak_bytes(resolved.plan) <= 3.44 * 2**30

@@ -151,7 +151,7 @@ def test_spec_parts_are_disjoint_from_kv_retention():
     (lambda: SamplingConfig(kv_precision="int8@-1"), "FORMAT@SCALE"),
     (lambda: SamplingConfig(kv_precision=("int8", 1.5)), "first scale must be an int"),
     (lambda: parse_configuration("d4+kvint4"), "unknown KV precision 'int4'.*kv8.*kvFIRST,RECENT"),
-    (lambda: parse_configuration("d4+kv4"), "unknown lever 'kv4'.*kvFIRST,RECENT and kv8"),
+    (lambda: parse_configuration("d4+kv4"), r"unknown lever 'kv4'.*kvFIRST,RECENT.*kv8\[@SCALE\]"),
     (lambda: Configuration.resolve("d4+kv8@6", 8, (1, 2, 3, 4, 6, 8), SamplingConfig()),
      r"first quantised scale must be in 0\.\.5 .*got 6"),
 ])

@@ -98,7 +98,9 @@ def run_budget(args, read_config) -> int:
         raise ValueError(f"--weights {unsupported[0]} does not run on {args.device} (there: "
                          f"{', '.join(supported_precisions(args.device)) or 'none'}); plan for "
                          "a device that has it (--device cuda) or drop --weights.")
-    choice = choose(budget, predicted_options(predictor, plans, precisions))
+    # under a memory or KV limit, each plan with its keys/values in int8 too (any device)
+    kv_precisions = ("int8",) if budget.max_memory or budget.max_kv else ()
+    choice = choose(budget, predicted_options(predictor, plans, precisions, kv_precisions))
     chosen, rejected = choice.chosen.source, [o.source for o in choice.ahead]
     _print_decision(args, var_config, workload, budget, chosen, rejected, subnets, profile)
     if args.json_out:
@@ -108,7 +110,8 @@ def run_budget(args, read_config) -> int:
 
 
 def _as_dict(pred) -> dict:
-    return {"spec": pred.spec, "weights": pred.weights, "plan": pred.plan.to_dict(),
+    return {"spec": pred.spec, "weights": pred.weights, "kv_precision": pred.kv_precision,
+            "plan": pred.plan.to_dict(),
             "kv_bytes": pred.kv_bytes,
             "memory_bytes": pred.memory_bytes, "latency_s": pred.latency_s,
             "memory_parts": pred.parts}
@@ -128,6 +131,8 @@ def _print_decision(args, cfg, workload, budget, chosen, rejected, subnets, prof
     flexible = plan.layer_sets[-1]
     weights = (f", {chosen.weights} transformer weights" if chosen.weights
                else ", full-precision weights")
+    kv = f"{chosen.kv_precision} with float32 scales" if chosen.kv_precision else workload.dtype
+    weights += f", KV cache in {kv}"
     if plan.is_full(cfg.depth):
         print(f"\nchosen plan: {chosen.spec} (all {cfg.depth} layers at every scale{weights})")
     else:
@@ -135,7 +140,7 @@ def _print_decision(args, cfg, workload, budget, chosen, rejected, subnets, prof
               f"{len(flexible)} of {cfg.depth}: {','.join(map(str, flexible))}{weights})")
     p = chosen.parts
     runtime = f" + runtime {fmt_bytes(p['runtime'])}" if p["runtime"] else ""
-    print(f"  predicted KV cache: {fmt_bytes(chosen.kv_bytes)}")
+    print(f"  predicted KV cache: {fmt_bytes(chosen.kv_bytes)} ({kv})")
     print(f"  predicted memory:   {fmt_bytes(chosen.memory_bytes)} = weights "
           f"{fmt_bytes(p['weights'])} + max(KV + transformer activations "
           f"{fmt_bytes(p['transformer_activations'])}, decoder activations "

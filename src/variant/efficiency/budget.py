@@ -34,10 +34,10 @@ from ..models.precision import quantised_bytes, quantised_layers
 from ..models.var import VAR
 from ..models.vqvae import VQVAE
 from ..sampling.attention import MAX_SCORE_BYTES
+from ..sampling.lever import LEVERS
 from ..sampling.levers import Levers
 from ..sampling.plan import DepthPlan, paper_family, resolve_bridge
 from ..sampling.settings import SamplingConfig
-from ..sampling.weight_lever import SPEC_PARTS
 from ..sampling.work import steps
 from ..units import dtype_bytes, fmt_bytes
 from .bench import PROFILE_FORMAT, current_rss_bytes
@@ -85,11 +85,15 @@ class Prediction:
     latency_s: float | None
     parts: dict = field(default_factory=dict)  # memory breakdown, bytes
     weights: str | None = None  # the weight precision (None: full)
+    kv_precision: str | None = None  # the KV cache's storage format (None: the compute dtype)
 
     @property
     def spec(self) -> str:
-        """The configuration spec: the plan, with its weight precision's part."""
-        return "+".join([self.plan.name, *([SPEC_PARTS[self.weights]] if self.weights else [])])
+        """The configuration spec: the plan, with its precisions' parts (canonical order)."""
+        values = {"weights": self.weights, "kv_precision":
+                  None if self.kv_precision is None else (self.kv_precision, 0)}
+        return "+".join([self.plan.name, *(p for name in LEVERS if name in values
+                                            and (p := LEVERS[name].spec_part(values)))])
 
     @property
     def costs(self) -> dict[str, float | None]:
@@ -181,10 +185,16 @@ class Predictor:
             total += (full - as_float) * self.workload.element_size // 4
         return total
 
-    def kv_bytes(self, plan: DepthPlan) -> int:
-        if plan.layer_sets not in self._kv:  # each precision of a plan holds the same KV
-            self._kv[plan.layer_sets] = self.cost.kv_peak_bytes(plan)
-        return self._kv[plan.layer_sets]
+    def kv_bytes(self, plan: DepthPlan, kv_precision: str | None = None) -> int:
+        """The plan's KV peak with keys/values stored at `kv_precision` (None: the compute
+        dtype; weight precisions do not change it)."""
+        key = (plan.layer_sets, kv_precision)
+        if key not in self._kv:
+            levers = None if kv_precision is None else Levers.build(
+                {"kv_precision": (kv_precision, 0)}, plan, self.var_config.patch_nums,
+                self.workload.use_cfg)
+            self._kv[key] = self.cost.kv_peak_bytes(plan, levers)
+        return self._kv[key]
 
     def latency(self, plan: DepthPlan, levers: Levers | None = None) -> float | None:
         if self.profile is None:
@@ -195,9 +205,11 @@ class Predictor:
         transformer = transformer_seconds(p, plan, levers, self.var_config.patch_nums)
         return transformer * row_scale + p["decoder_seconds"] * image_scale
 
-    def predict(self, plan: DepthPlan, weights: str | None = None) -> Prediction:
-        """The costs of `plan` on weights of precision `weights` (None: full)."""
-        kv = self.kv_bytes(plan)
+    def predict(self, plan: DepthPlan, weights: str | None = None,
+                kv_precision: str | None = None) -> Prediction:
+        """The costs of `plan` on weights of precision `weights` (None: full), its KV stored at
+        `kv_precision` (None: the compute dtype)."""
+        kv = self.kv_bytes(plan, kv_precision)
         live = max(kv + self.act_transformer, self.act_decoder)
         if weights not in self._weights:
             self._weights[weights] = self.weight_bytes(weights)
@@ -205,8 +217,10 @@ class Predictor:
         parts = {"weights": weight, "kv": kv, "transformer_activations":
                  self.act_transformer, "decoder_activations": self.act_decoder,
                  "runtime": self.runtime}
-        latency = None if weights else self.latency(plan)  # profiles time full precision
-        return Prediction(plan, kv, weight + live + self.runtime, latency, parts, weights)
+        # profiles time full precision
+        latency = None if weights or kv_precision else self.latency(plan)
+        return Prediction(plan, kv, weight + live + self.runtime, latency, parts, weights,
+                          kv_precision)
 
 
 def transformer_seconds(profile: dict, plan: DepthPlan, levers: Levers | None,
@@ -354,10 +368,15 @@ def candidate_plans(depth: int, num_scales: int, bridge: int | None = None, subn
 
 
 def predicted_options(predictor: Predictor, candidates: Sequence[DepthPlan],
-                      precisions: Sequence[str] = ()) -> list[Option]:
+                      precisions: Sequence[str] = (),
+                      kv_precisions: Sequence[str] = ()) -> list[Option]:
     """The candidates (most capable first) with their predicted costs, for `choice.choose`;
-    each followed by itself at every weight precision of `precisions` (quantised weights rank
-    below the same plan at full precision and above the next shallower plan)."""
-    predictions = [predictor.predict(plan, weights) for plan in candidates
-                   for weights in (None, *precisions)]
+    each followed by itself at every weight precision of `precisions`, then with its KV cache
+    at every format of `kv_precisions` (full-precision weights first, then each of
+    `precisions`): quantised variants rank below the same plan at full precision and above the
+    next shallower plan."""
+    variants = [(w, None) for w in (None, *precisions)] + [
+        (w, kv) for kv in kv_precisions for w in (None, *precisions)]
+    predictions = [predictor.predict(plan, weights, kv) for plan in candidates
+                   for weights, kv in variants]
     return [Option(p.spec, p.costs, None, p) for p in predictions]
