@@ -114,13 +114,16 @@ def test_latency_budget_from_profile():
 def test_plan_cli_budget(capsys):
     argv = ["plan", "--model", "random:tiny", "--batch", "1", "--dtype", "fp32",
             "--device", "cpu", "--max-kv"]
+    # under a KV limit each plan is also a candidate with int8 KV, ranked after it and before
+    # the next shallower plan: the full network with int8 KV (2 rows x (3 x 5 x 160 + 21 x 512)
+    # B = 25.7 KiB, counted in tests/sampling/test_kv_precision.py) comes before d3 (31.0 KiB)
     assert main(argv + ["32KiB"]) == 0
     out = capsys.readouterr().out
-    assert "chosen plan: d3 " in out and "predicted KV cache: 31.0 KiB" in out
+    assert "chosen plan: full+kv8 " in out and "predicted KV cache: 25.7 KiB" in out
     assert "the next deeper plan, full, needs KV 36.0 KiB > 32.0 KiB" in out
-    assert "variant bench --model random:tiny --plans d3 --batch 1" in out
+    assert "variant bench --model random:tiny --plans full+kv8 --batch 1" in out
     assert main(argv + ["20KiB"]) == 2
-    assert "the cheapest, d2@bridge0, needs KV 26.0 KiB" in capsys.readouterr().err
+    assert "the cheapest, d2@bridge0+kv8, needs KV 22.6 KiB" in capsys.readouterr().err
     assert main(["plan", "--depth", "30", "--batch", "64", "--max-kv", "16GiB"]) == 0
     assert "chosen plan: full" in capsys.readouterr().out
 

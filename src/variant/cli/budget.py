@@ -140,7 +140,7 @@ def _print_decision(args, cfg, workload, budget, chosen, rejected, subnets, prof
               f"{len(flexible)} of {cfg.depth}: {','.join(map(str, flexible))}{weights})")
     p = chosen.parts
     runtime = f" + runtime {fmt_bytes(p['runtime'])}" if p["runtime"] else ""
-    print(f"  predicted KV cache: {fmt_bytes(chosen.kv_bytes)} ({kv})")
+    print(f"  predicted KV cache: {fmt_bytes(chosen.kv_bytes)}")
     print(f"  predicted memory:   {fmt_bytes(chosen.memory_bytes)} = weights "
           f"{fmt_bytes(p['weights'])} + max(KV + transformer activations "
           f"{fmt_bytes(p['transformer_activations'])}, decoder activations "
