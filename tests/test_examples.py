@@ -50,6 +50,11 @@ RUN = {
     "variant analyze asymmetry --model builtin": ["--num-per-class", "1", "--metric", "none"],
     "variant tune --model builtin --out runs/tune": ["--show-grid"],
     "variant sample --plan d4+w8 --out w8.png": ["--num", "2"],
+    "variant sample --plan d8.8.8.4.4.2 --out p.png": ["--num", "2"],
+    "variant sample --plan d4+kv8 --out kv8.png": ["--num", "2"],
+    "variant plan --depth 30 --batch 64 --dtype bf16 --plans full full+kv8 d16+kv8": [],
+    "variant tune --model builtin --out runs/search --search monotone --max-flops 0.6":
+        ["--show-grid"],
     "variant quantize --model builtin --weights int8 --out runs/int8": [],
     "variant plan --model random:var-d30 --batch 16 --max-memory 8GiB": [],
 }
@@ -73,6 +78,9 @@ NEEDS = {
     "variant analyze pareto runs/p01/eval.json runs/p10/eval.json runs/prog/eval.json --out "
     "runs/pareto": "three eval.json files of trained supernets",
     "variant demo --mode quick --out runs/demo": "7 minutes",
+    "variant demo --mode plans --out runs/demo --jobs 2": "about 2 hours of training and sampling",
+    "variant train --preset builtin-supernet --init runs/demo/base/final --plan-family monotone "
+    "--out-dir runs/elastic": "a trained base VAR and minutes of training",
     "variant studio": "a server that runs until stopped",
     "variant serve --front docs/reproduction/front/front.json --slo 2s":
         "a server that runs until stopped",
