@@ -49,7 +49,49 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", dest="json_out", default=None)
+    p.add_argument("--mlp", action="store_true",
+                   help="instead: the issue's layer check, a 1024->4096->1024 MLP at batch 8, "
+                        "fp32 vs torchao int8 weight-only, eager and compiled, in this process")
     return p.parse_args(argv)
+
+
+def mlp_rows(args) -> list[dict]:
+    """The MLP check: median seconds per forward of each (precision, mode), `--repeats` x 50
+    forwards after a warm-up (compiling: the warm-up compiles)."""
+    import statistics
+    import time
+
+    from torch import nn
+
+    from variant.models.precision import torchao_quantization
+
+    torch.set_num_threads(args.threads)
+    q = torchao_quantization()
+    rows = []
+    x = torch.randn(8, 1024, generator=torch.Generator().manual_seed(0))
+    for precision in ("fp32", "int8"):
+        for mode in args.modes:
+            torch.manual_seed(0)
+            mlp = nn.Sequential(nn.Linear(1024, 4096), nn.GELU(), nn.Linear(4096, 1024)).eval()
+            if precision == "int8":
+                q.quantize_(mlp, q.Int8WeightOnlyConfig())
+            run = torch.compile(mlp) if mode == "compiled" else mlp
+            with torch.inference_mode():
+                start = time.perf_counter()
+                run(x)
+                first = time.perf_counter() - start
+                times = []
+                for _ in range(args.repeats):
+                    start = time.perf_counter()
+                    for _ in range(50):
+                        run(x)
+                    times.append((time.perf_counter() - start) / 50)
+            rows.append({"model": "mlp 1024-4096-1024, batch 8", "spec": precision, "mode": mode,
+                         "forward_s": statistics.median(times), "first_call_s": first})
+    plain = {r["mode"]: r["forward_s"] for r in rows if r["spec"] == "fp32"}
+    for r in rows:
+        r["time_vs_fp32"] = r["forward_s"] / plain[r["mode"]]
+    return rows
 
 
 def specs_for(depth: int, plans, levers) -> tuple[list[str], list[str]]:
@@ -89,6 +131,18 @@ def bench(model: str, spec: str, mode: str, args, tmp: Path) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.mlp:
+        rows = mlp_rows(args)
+        for r in rows:
+            print(f"{r['spec']:<5} {r['mode']:<8} {1e3 * r['forward_s']:8.3f} ms per forward "
+                  f"({r['time_vs_fp32']:.2f}x fp32; first call {r['first_call_s']:.2f} s)")
+        if args.json_out:
+            meta = {"command": " ".join(sys.argv), "threads": args.threads,
+                    "repeats": args.repeats, "torch": torch.__version__}
+            Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json_out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2)
+                                           + "\n")
+        return 0
     rows, notes = [], []
     with tempfile.TemporaryDirectory(prefix="variant-precision-") as tmp:
         for model in args.models:
