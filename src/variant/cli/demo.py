@@ -19,7 +19,8 @@ def register(sub) -> None:
     p.add_argument("--mode", choices=sorted(DEMO_MODES), default="quick",
                    help="quick: the whole pipeline on small settings, about 7 minutes on 2 CPU "
                         "cores (a pipeline check: its models are undertrained); full: the shipped "
-                        "model and docs/REPRODUCTION.md, about 80 minutes; plans: after the "
+                        "model and docs/REPRODUCTION.md (82 minutes before the plan study's "
+                        "elastic supernet and search were added: about 25 more); plans: after the "
                         "tokenizer and base VAR of --out (trained if missing), the per-scale "
                         "plan study of docs/REPRODUCTION.md (f)-(h) (zone supernets, the elastic "
                         "supernet and the plan search)")
