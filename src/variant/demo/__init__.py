@@ -214,12 +214,17 @@ class Demo:
             return self.evaluate(model, self.out / "study" / f"eval-{tag}",
                                  self.mode.study_per_class, threads)
 
+        return self.grouped(runs, one)
+
+    def grouped(self, runs: list[tuple], one) -> dict[str, list]:
+        """`one(run)` of every run, `jobs` side by side; the results grouped by `run[0]`, in
+        the order of `runs`."""
         with ThreadPoolExecutor(self.jobs) as pool:
-            paths = list(pool.map(one, runs))
-        results: dict[str, list[Path]] = {}
-        for (ratio, _), path in zip(runs, paths):
-            results.setdefault(ratio, []).append(path)
-        return results
+            results = list(pool.map(one, runs))
+        out: dict[str, list] = {}
+        for run, result in zip(runs, results):
+            out.setdefault(run[0], []).append(result)
+        return out
 
     def plan_study(self, base: Path, started: float, paper: Path = Path("builtin")) -> Path:
         """The per-scale plan study (demo/plans.py); `paper`: the paper-trained supernet."""

@@ -16,7 +16,6 @@ Each step is a `variant` command (demo/__init__.py), skipped when its output exi
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,12 +56,7 @@ def zone_supernets(demo: Demo, base: Path, study: PlanStudy) -> dict[str, list[P
                           "--init", base, "--plan-family", f"zone:{zone}", "--seed", str(seed),
                           *study.zone_train, threads=threads)
 
-    with ThreadPoolExecutor(demo.jobs) as pool:
-        models = list(pool.map(one, runs))
-    out: dict[str, list[Path]] = {}
-    for (zone, _), model in zip(runs, models):
-        out.setdefault(zone, []).append(model)
-    return out
+    return demo.grouped(runs, one)
 
 
 def measure(demo: Demo, model: Path, out: Path, specs: tuple[str, ...], study: PlanStudy,
@@ -88,12 +82,7 @@ def zone_fronts(demo: Demo, models: dict[str, list[Path]], study: PlanStudy) -> 
         return measure(demo, model, demo.out / "plans" / f"front-zone{zone}-seed{i}",
                        ZONE_SPECS, study, threads, study.zone_sampling_seeds)
 
-    with ThreadPoolExecutor(demo.jobs) as pool:
-        fronts = list(pool.map(one, runs))
-    out: dict[str, list[Path]] = {}
-    for (zone, _, _), front in zip(runs, fronts):
-        out.setdefault(zone, []).append(front)
-    return out
+    return demo.grouped(runs, one)
 
 
 def elastic(demo: Demo, base: Path) -> Path:
