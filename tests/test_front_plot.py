@@ -69,3 +69,16 @@ def test_shipped_front_figure_has_every_spec_once(tmp_path, monkeypatch):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     specs = sorted(r["spec"] for r in front["rows"])
     assert drawn == [specs, specs]  # both panels, every configuration labelled once
+
+
+def test_every_declared_family_has_its_own_style_and_plots(tmp_path):
+    from variant.front.plot import STYLE, style
+    from variant.front.tune import families
+
+    styles = [style(f) for f in families()]
+    assert len(set(styles)) == len(styles)  # precision levers too: no two families alike
+    assert style("depth") == STYLE["depth"]
+    front = json.loads((ROOT / "docs/reproduction/front/front.json").read_text())
+    for row, family in zip(front["rows"][:2], ("KV precision", "weight precision")):
+        row["family"] = family
+    assert write_front_plot(front, tmp_path / "front.png").stat().st_size > 1000

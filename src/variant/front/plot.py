@@ -19,6 +19,18 @@ STYLE = {"depth": ("tab:blue", "o"), "cfg-stop": ("tab:orange", "s"),
          "guide plan": ("tab:green", "^"), "autoguidance": ("tab:olive", "v"),
          "pruning": ("tab:red", "D"), "KV retention": ("tab:purple", "P"),
          "combination": ("tab:brown", "*")}
+# styles of the families of levers declared without one here (precision levers, a new lever)
+_SPARE = (("tab:pink", "X"), ("tab:cyan", "h"), ("tab:gray", "p"), ("gold", "d"),
+          ("teal", "8"), ("black", "x"))
+
+
+def style(family: str) -> tuple[str, str]:
+    """(colour, marker) of a family: its own, or a spare one in declaration order."""
+    if family in STYLE:
+        return STYLE[family]
+    others = [f for f in families() if f not in STYLE]
+    index = others.index(family) if family in others else len(others)
+    return _SPARE[min(index, len(_SPARE) - 1)]
 # candidate label positions around a point, in points from it: (dx, dy, horizontal alignment),
 # nearest first; the far ones get a thin leader line back to the point
 _NEAR = [(5, 3, "left"), (5, -9, "left"), (-5, 3, "right"), (-5, -9, "right"),
@@ -101,7 +113,7 @@ def write_front_plot(front: dict, path: str | Path) -> Path | None:
                     and r["cost"].get(cost_key) is not None]
             if not mine:
                 continue
-            color, marker = STYLE[fam]
+            color, marker = style(fam)
             xs = [r["cost"][cost_key] * scale for r in mine]
             ys = [r["quality"][key]["mean"] for r in mine]
             yerr = [[y - _or(r["quality"][key]["low"], y) for y, r in zip(ys, mine)],
