@@ -12,7 +12,7 @@ time per image over --repeats synchronised calls after one warm-up call (whose t
 for compiled rows it includes compilation), images/s, the peak `max_memory_allocated` growth
 during a call, and the KV bytes (ours measured by the cache; the official sampler's from the
 cost model: it keeps every layer's keys/values of all L tokens, keys in fp32 under 16-bit
-autocast). Quantised weights (torchao weight-only, models/precision.py): full and d8 at batch 16,
+autocast). Quantised weights (torchao weight-only, variant/precision.py): full and d8 at batch 16,
 bf16, eager, with int8 and, where the GPU has it (compute capability >= 8.9), fp8 weights (plan
 `full+w8`, `full+wfp8`, ...; skipped when torchao is absent). Training (VAR-d16, batch 16,
 bf16 autocast): our step for the full network and each
@@ -276,7 +276,7 @@ class Suite:
 
     def quantised(self, name: str, var, plans) -> None:
         """The quantised-weight rows: each precision torchao runs on this device."""
-        from variant.models.precision import (
+        from variant.precision import (
             MissingTorchao,
             WeightCopies,
             supported_precisions,

@@ -63,7 +63,7 @@ def mlp_rows(args) -> list[dict]:
 
     from torch import nn
 
-    from variant.models.precision import torchao_quantization
+    from variant.precision import torchao_quantization
 
     torch.set_num_threads(args.threads)
     q = torchao_quantization()

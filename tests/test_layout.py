@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "variant"
 # Lowest first. A module may import modules of its own layer or of lower layers.
 LAYERS = [
     ("variant.config", "variant.units", "variant.atomic", "variant.images", "variant.jsonfile",
-     "variant.weights", "variant.compiling"),
+     "variant.weights", "variant.compiling", "variant.precision"),
     ("variant.sampling",),  # the engine: scale loop, protocol, lean cache, sampling settings
     ("variant.models",),  # model families (VAR, the VQVAE) implement the engine's protocol
     ("variant.data", "variant.pretrained", "variant.builtin", "variant.tokenizer_io"),

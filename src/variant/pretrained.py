@@ -14,7 +14,7 @@ A VARiant model directory holds:
   "meta": {...}}
 - `model.safetensors`: the VAR state dict (official key names)
 - `tokenizer.safetensors`: the VQVAE state dict (official key names)
-- a model with quantised weights (models/precision.py) adds `"weights": "int8" | "fp8"` to
+- a model with quantised weights (variant/precision.py) adds `"weights": "int8" | "fp8"` to
   config.json and stores each quantised weight as its plain inner tensors (`KEY.qdata`, ...)
 
 Directories are written atomically: into a temporary sibling, then renamed into place.
@@ -31,11 +31,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from . import precision
 from .atomic import atomic_directory
 from .builtin import ASSETS, BUILTIN, builtin_model_dir
 from .config import VAEConfig, VARConfig, config_from_dict, config_to_dict, model_preset
 from .jsonfile import read_json
-from .models import precision
 from .models.convert import (
     CheckpointError,
     explain_mismatch,
@@ -152,7 +152,7 @@ def load_model(source: str | Path, vae_path: str | Path | None = None, *,
     `random:PRESET`. `config_overrides`: VARConfig fields to replace (e.g. drop_path_rate).
     The VAR comes back in eval mode with the tokenizer attached (`var.vae`), both on `device`.
     `weights`: 'int8' or 'fp8' quantises the transformer's linear layers once loaded
-    (models/precision.py; checked against `device` first); None keeps the weights as stored (a
+    (variant/precision.py; checked against `device` first); None keeps the weights as stored (a
     directory saved quantised loads quantised).
     """
     precision.check_precision(weights, device)

@@ -3,7 +3,7 @@
 `weights_sha256(var, vae)` hashes every tensor of the modules' state dicts (name, dtype, shape
 and bytes, names in sorted order), so two models of the same architecture but other weights
 (another training run, another checkpoint) differ, and a model saved and loaded again does not.
-Quantised weights (models/precision.py) are hashed by their inner tensors (data and scales).
+Quantised weights (variant/precision.py) are hashed by their inner tensors (data and scales).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import hashlib
 
 import torch
 
-from .models.precision import plain_state
+from .precision import plain_state
 
 
 def weights_sha256(*modules: torch.nn.Module) -> str:

@@ -1,4 +1,4 @@
-"""Quantised weights (models/precision.py, the `weights` lever): which layers, how close, saved
+"""Quantised weights (variant/precision.py, the `weights` lever): which layers, how close, saved
 and loaded, refused where unsupported, flowing like a lever, and in the memory planner."""
 
 import json
@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import variant
+from variant import precision
 from variant.cli.common import sampling_from_args
 from variant.cli.main import build_parser, main
 from variant.config import model_preset
@@ -20,7 +21,6 @@ from variant.efficiency.budget import (
 )
 from variant.efficiency.choice import Budget, choose
 from variant.front import tune
-from variant.models import precision
 from variant.models.cost import CostModel
 from variant.sampling.configuration import Configuration, parse_configuration
 from variant.sampling.settings import SamplingConfig

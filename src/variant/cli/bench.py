@@ -34,7 +34,7 @@ from ..efficiency.bench import (
     save_json,
 )
 from ..efficiency.budget import Predictor, Workload
-from ..models.precision import WeightCopies
+from ..precision import WeightCopies
 from ..pretrained import read_var_config
 from ..sampling.configuration import Configuration, resolve_configurations
 from ..sampling.plan import default_plan_specs

@@ -21,7 +21,7 @@ from ..efficiency.budget import (
     predicted_options,
 )
 from ..efficiency.choice import Budget, choose
-from ..models.precision import supported_precisions
+from ..precision import supported_precisions
 from ..pretrained import read_model_config
 from ..sampling.settings import SamplingConfig
 from ..units import fmt_bytes

@@ -6,7 +6,7 @@ import argparse
 
 import torch
 
-from ..models.precision import weight_precision
+from ..precision import weight_precision
 from ..pretrained import BUILTIN, load_model
 from ..sampling.configuration import EXAMPLE, Configuration, parse_configuration
 from ..sampling.lever import LEVERS

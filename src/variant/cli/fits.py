@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..efficiency.budget import Predictor, Workload, check_fits, model_bytes, runtime_bytes
-from ..models.precision import weight_precision
+from ..precision import weight_precision
 from ..studio.request import default_memory_budget
 from ..units import fmt_bytes
 

@@ -1,4 +1,4 @@
-"""`variant quantize`: save a model with quantised transformer weights (models/precision.py).
+"""`variant quantize`: save a model with quantised transformer weights (variant/precision.py).
 
     variant quantize --model builtin --weights int8 --out runs/builtin-int8
     variant sample --model runs/builtin-int8 --plan d4      # loads int8, as saved
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..models.precision import PRECISIONS, inner_tensors, quantised_layers
+from ..precision import PRECISIONS, inner_tensors, quantised_layers
 from ..pretrained import read_model_config, save_pretrained
 from ..units import fmt_bytes
 from . import checks

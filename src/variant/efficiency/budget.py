@@ -4,7 +4,7 @@ Predictions come from the accounting, not from running the model:
 - KV bytes: the lean cache's peak from `models.cost.CostModel` (rows = batch doubled by
   classifier-free guidance);
 - memory: weights (at their precision: the quantised linears' exact int8/fp8 data and scales,
-  models/precision.py; + the 16-bit copies autocast keeps of the float ones) + the larger of
+  variant/precision.py; + the 16-bit copies autocast keeps of the float ones) + the larger of
   (KV + the transformer's activations at the last scale) and the decoder's activations (the
   cache is released before decoding), + on CPU the resident size of the Python/torch runtime;
 - latency: a profile measured by `variant bench --profile` on this machine (per scale: seconds
@@ -30,9 +30,9 @@ import torch
 
 from ..jsonfile import read_json
 from ..models.cost import CostModel
-from ..models.precision import quantised_bytes, quantised_layers
 from ..models.var import VAR
 from ..models.vqvae import VQVAE
+from ..precision import quantised_bytes, quantised_layers
 from ..sampling.attention import MAX_SCORE_BYTES
 from ..sampling.lever import LEVERS
 from ..sampling.levers import Levers

@@ -40,7 +40,7 @@ from ..atomic import write_text_atomic
 from ..efficiency.bench import child_env, device_name
 from ..eval.sample_folder import SamplingSpec, sample_to_folder
 from ..jsonfile import read_json
-from ..models.precision import WeightCopies
+from ..precision import WeightCopies
 from ..sampling.configuration import Configuration, folder_name, parse_configuration
 from ..sampling.lever import LEVERS
 from ..sampling.plan import default_bridge

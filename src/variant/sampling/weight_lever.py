@@ -2,7 +2,7 @@
 
 Declared once like the other levers (sampling/lever.py), but it acts when the model is loaded,
 not in the sampler: the transformer's linear layers hold quantised weights
-(models/precision.py), shared by every subnet and lever. A configuration that names it therefore
+(variant/precision.py), shared by every subnet and lever. A configuration that names it therefore
 needs a model loaded at that precision: the commands load it so (`--weights int8` or a spec with
 `w8`; `variant tune` and `bench` keep one copy per precision their configurations name), and
 `variant.load_model(source, weights='int8')` does it in Python. Sampling a `w8` configuration on
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from ..models.precision import PRECISIONS, read_precision, weight_precision
+from ..precision import PRECISIONS, read_precision, weight_precision
 from .lever import Lever, declare
 
 SPEC_PARTS = {"int8": "w8", "fp8": "wfp8"}

@@ -21,7 +21,7 @@ import torch
 
 from ..efficiency.budget import Predictor, Workload, check_fits, model_bytes, runtime_bytes
 from ..images import image_name, png_bytes, to_uint8
-from ..models.precision import weight_precision
+from ..precision import weight_precision
 from ..pretrained import RANDOM_PREFIX
 from ..sampling.configuration import Configuration
 from ..sampling.sampler import generate

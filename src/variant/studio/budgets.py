@@ -22,7 +22,7 @@ from ..efficiency.budget import (
 )
 from ..efficiency.choice import choose
 from ..front import check_front_device, check_front_model, front_options
-from ..models.precision import weight_precision
+from ..precision import weight_precision
 from ..sampling.plan import DepthPlan, default_subnet_depths, resolve_bridge
 from ..sampling.settings import SamplingConfig
 from ..units import fmt_bytes
