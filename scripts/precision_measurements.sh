@@ -4,15 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=src
-# 1. The built-in model, batch 16: plain vs w8, kv8, both, on full and d4, eager; then full
-#    compiled (each scale's step under torch.compile, variant/compiling.py).
+# 1. The built-in model, batch 16: plain vs w8, kv8, both, on full and d4, eager.
 python benchmarks/precision_speed.py --models builtin --plans full d4 --modes eager \
     --batch 16 --threads 2 --repeats 5 --json docs/precision/speed_builtin_eager.json
-python benchmarks/precision_speed.py --models builtin --plans full --modes compiled \
-    --batch 16 --threads 2 --repeats 5 --json docs/precision/speed_builtin_compiled.json
-# 2. VAR-d16 shapes (random weights: time and memory do not depend on them), batch 1, eager.
-python benchmarks/precision_speed.py --models random:var-d16 --plans full d8 --modes eager \
-    --batch 1 --threads 2 --warmup 1 --repeats 2 --json docs/precision/speed_d16_eager.json
-# 3. The layer check of the issue: a 1024->4096->1024 MLP at batch 8, fp32 vs int8, eager/compiled.
+# 2. The layer check of the issue: a 1024->4096->1024 MLP at batch 8, fp32 vs int8 weight-only,
+#    eager and compiled.
 python benchmarks/precision_speed.py --mlp --modes eager compiled --threads 2 --repeats 5 \
     --json docs/precision/mlp.json
+# Not run yet (the session's time ran out; each takes minutes on 2 cores):
+#   python benchmarks/precision_speed.py --models builtin --plans full --modes compiled \
+#       --batch 16 --threads 2 --repeats 5 --json docs/precision/speed_builtin_compiled.json
+#   python benchmarks/precision_speed.py --models random:var-d16 --plans full d8 --modes eager \
+#       --batch 1 --threads 2 --warmup 1 --repeats 2 --json docs/precision/speed_d16_eager.json
